@@ -1,0 +1,39 @@
+//! Builds the deltaq kernel library (`zig-out/lib/libdeltaq.so`) and runs the kernel tests.
+//!
+//!   zig build                        native CPU, ReleaseFast (the default)
+//!   zig build -Dcpu=x86_64_v3        portable AVX2/FMA/F16C build
+//!   zig build test                              kernel tests (ReleaseSafe: bounds and overflow checked)
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.option(std.builtin.Optimize, "optimize", "library optimisation (default fast)") orelse .fast;
+
+    const lib = b.addLibrary(.{
+        .name = "deltaq",
+        .linkage = .dynamic,
+        .use_llvm = true,
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("kernels/root.zig"),
+            .target = target,
+            .optimize = optimize,
+            .omit_frame_pointer = true,
+        }),
+    });
+    b.installArtifact(lib);
+
+    // Kernel tests always run with safety checks on, whatever -Doptimize says for the library:
+    // an out-of-bounds index in a kernel must fail a test, not corrupt memory silently.
+    const test_filter = b.option([]const u8, "test-filter", "only run kernel tests whose name contains this");
+    const tests = b.addTest(.{
+        .use_llvm = true,
+        .filters = if (test_filter) |f| &.{f} else &.{},
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("kernels/root.zig"),
+            .target = target,
+            .optimize = .safe,
+        }),
+    });
+    const run_tests = b.addRunArtifact(tests);
+    b.step("test", "run the kernel test blocks (ReleaseSafe)").dependOn(&run_tests.step);
+}

@@ -1,0 +1,167 @@
+//! The Gated DeltaNet recurrence (Qwen3.5 linear-attention layers), token by token.
+//!
+//! Inputs per token t (f32):
+//!   qkv[t] (`qkv_stride` apart) = [q: Hk×D | k: Hk×D | v: Hv×D], the conv+SiLU output with the q
+//!          and k heads already L2-normalised (q is scaled by 1/sqrt(D) here);
+//!   beta[t][j], alpha[t][j] (`gate_stride` apart): raw projections for V head j;
+//!   ssm_a[j] (= −exp(A_log), ≤ 0) and dt_bias[j].
+//! State: `state[j][i][m]`, one D×D f32 matrix per V head (i = key dim, m = value dim, m contiguous).
+//! Output: out[t][j·D + m].
+//!
+//! Per V head j, with q, k from Q/K head j % Hk (the converter tiles V heads that way):
+//!   g = ssm_a[j]·softplus(alpha + dt_bias[j]);  b = sigmoid(beta)
+//!   S ← exp(g)·S;  d = b·(v − Sᵀk);  S ← S + k dᵀ;  o = Sᵀq / sqrt(D)
+//! done in two passes over S (decay + read k, then update + read q) so each head's state is
+//! streamed twice per token. Heads are split across workers; a prompt runs head-outer,
+//! token-inner so a head's 64 KiB state stays in cache for the whole prompt.
+const std = @import("std");
+const simd = @import("simd.zig");
+const pool_mod = @import("pool.zig");
+const root = @import("root.zig");
+
+pub const Shape = struct {
+    n_tokens: usize,
+    n_k_heads: usize,
+    n_v_heads: usize,
+    head_dim: usize,
+};
+
+const max_head_dim = 256;
+
+pub fn softplus(x: f32) f32 {
+    return if (x > 20) x else @log(1 + @exp(x));
+}
+
+pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, beta: [*]const f32, alpha: [*]const f32, gate_stride: usize, ssm_a: [*]const f32, dt_bias: [*]const f32, state: [*]f32, out: [*]f32) void {
+    const Job = struct {
+        s: Shape,
+        qkv: [*]const f32,
+        qkv_stride: usize,
+        beta: [*]const f32,
+        alpha: [*]const f32,
+        gate_stride: usize,
+        ssm_a: [*]const f32,
+        dt_bias: [*]const f32,
+        state: [*]f32,
+        out: [*]f32,
+
+        fn work(j: *const @This(), worker: usize, n_workers: usize) void {
+            const heads = pool_mod.share(j.s.n_v_heads, 1, worker, n_workers);
+            for (heads.begin..heads.end) |h| j.head(h);
+        }
+
+        fn head(j: *const @This(), h: usize) void {
+            const d = j.s.head_dim;
+            const kh = h % j.s.n_k_heads;
+            const S = j.state + h * d * d;
+            const q_scale = 1.0 / @sqrt(@as(f32, @floatFromInt(d)));
+            var delta: [max_head_dim]f32 align(32) = undefined;
+            for (0..j.s.n_tokens) |t| {
+                const row = j.qkv + t * j.qkv_stride;
+                const q = row + kh * d;
+                const k = row + (j.s.n_k_heads + kh) * d;
+                const v = row + 2 * j.s.n_k_heads * d + h * d;
+                const g = j.ssm_a[h] * softplus(j.alpha[t * j.gate_stride + h] + j.dt_bias[h]);
+                const b = simd.sigmoidScalar(j.beta[t * j.gate_stride + h]);
+                const o = j.out + t * j.s.n_v_heads * d + h * d;
+                step(S, q, k, v, @exp(g), b, q_scale, &delta, o, d);
+            }
+        }
+    };
+    ctx.pool.run(Job, &.{ .s = s, .qkv = qkv, .qkv_stride = qkv_stride, .beta = beta, .alpha = alpha, .gate_stride = gate_stride, .ssm_a = ssm_a, .dt_bias = dt_bias, .state = state, .out = out }, Job.work);
+}
+
+/// One token for one head. `d` is a multiple of 8 (checked by the caller's shapes: 128 here).
+fn step(S: [*]f32, q: [*]const f32, k: [*]const f32, v: [*]const f32, decay: f32, b: f32, q_scale: f32, delta: [*]f32, o: [*]f32, d: usize) void {
+    const L = simd.lanes;
+    const dv: simd.V = @splat(decay);
+    // pass 1: S ← decay·S and kv = Sᵀk, accumulated into delta
+    @memset(delta[0..d], 0);
+    for (0..d) |i| {
+        const srow = S + i * d;
+        const ki: simd.V = @splat(k[i]);
+        var m: usize = 0;
+        while (m < d) : (m += L) {
+            const sv = simd.load(srow + m) * dv;
+            simd.store(srow + m, sv);
+            simd.store(delta + m, @mulAdd(simd.V, sv, ki, simd.load(delta + m)));
+        }
+    }
+    // d = b·(v − kv)
+    const bv: simd.V = @splat(b);
+    var m: usize = 0;
+    while (m < d) : (m += L) simd.store(delta + m, bv * (simd.load(v + m) - simd.load(delta + m)));
+    // pass 2: S += k dᵀ and o = Sᵀq
+    @memset(o[0..d], 0);
+    for (0..d) |i| {
+        const srow = S + i * d;
+        const ki: simd.V = @splat(k[i]);
+        const qi: simd.V = @splat(q[i] * q_scale);
+        m = 0;
+        while (m < d) : (m += L) {
+            const sv = @mulAdd(simd.V, ki, simd.load(delta + m), simd.load(srow + m));
+            simd.store(srow + m, sv);
+            simd.store(o + m, @mulAdd(simd.V, sv, qi, simd.load(o + m)));
+        }
+    }
+}
+
+test "recurrence matches the spec's scalar formula, prompt and token by token" {
+    var ctx = root.Context{ .pool = undefined };
+    try ctx.pool.init(2);
+    defer ctx.pool.deinit();
+    const Hk = 2;
+    const Hv = 4;
+    const D = 16;
+    const T = 5;
+    const W = (2 * Hk + Hv) * D;
+    var qkv: [T * W]f32 = undefined;
+    for (&qkv, 0..) |*x, i| x.* = @sin(@as(f32, @floatFromInt(i)) * 0.173) * 0.3;
+    var beta: [T * Hv]f32 = undefined;
+    var alpha: [T * Hv]f32 = undefined;
+    for (0..T * Hv) |i| {
+        beta[i] = @cos(@as(f32, @floatFromInt(i))) * 2;
+        alpha[i] = @sin(@as(f32, @floatFromInt(i)) * 0.5) * 3;
+    }
+    const ssm_a = [_]f32{ -0.5, -1.0, -0.1, -2.0 };
+    const dt_bias = [_]f32{ 0.1, -0.2, 0.3, 0.0 };
+    const shape = Shape{ .n_tokens = T, .n_k_heads = Hk, .n_v_heads = Hv, .head_dim = D };
+
+    var state_a = @as([Hv * D * D]f32, @splat(0));
+    var out_a: [T * Hv * D]f32 = undefined;
+    run(&ctx, shape, &qkv, W, &beta, &alpha, Hv, &ssm_a, &dt_bias, &state_a, &out_a);
+
+    var state_b = @as([Hv * D * D]f32, @splat(0));
+    var out_b: [T * Hv * D]f32 = undefined;
+    for (0..T) |t| {
+        var one = shape;
+        one.n_tokens = 1;
+        run(&ctx, one, qkv[t * W ..].ptr, W, beta[t * Hv ..].ptr, alpha[t * Hv ..].ptr, Hv, &ssm_a, &dt_bias, &state_b, out_b[t * Hv * D ..].ptr);
+    }
+    try std.testing.expectEqualSlices(f32, &out_a, &out_b);
+
+    // scalar reference in f64
+    var S = @as([Hv * D * D]f64, @splat(0));
+    for (0..T) |t| for (0..Hv) |j| {
+        const kh = j % Hk;
+        const row = qkv[t * W ..];
+        const g = ssm_a[j] * softplus(alpha[t * Hv + j] + dt_bias[j]);
+        const b = 1.0 / (1.0 + @exp(-@as(f64, beta[t * Hv + j])));
+        const Sj = S[j * D * D ..];
+        for (0..D * D) |x| Sj[x] *= @exp(@as(f64, g));
+        var dlt: [D]f64 = undefined;
+        for (0..D) |m| {
+            var kv: f64 = 0;
+            for (0..D) |i| kv += Sj[i * D + m] * row[(Hk + kh) * D + i];
+            dlt[m] = b * (row[2 * Hk * D + j * D + m] - kv);
+        }
+        for (0..D) |i| for (0..D) |m| {
+            Sj[i * D + m] += row[(Hk + kh) * D + i] * dlt[m];
+        };
+        for (0..D) |m| {
+            var o: f64 = 0;
+            for (0..D) |i| o += Sj[i * D + m] * row[kh * D + i] / @sqrt(@as(f64, D));
+            try std.testing.expectApproxEqAbs(@as(f32, @floatCast(o)), out_a[t * Hv * D + j * D + m], 1e-5);
+        }
+    };
+}

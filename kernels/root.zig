@@ -1,0 +1,618 @@
+//! The C ABI of libdeltaq. This is the only file that exports symbols; `src/native/ffi.ts` is its
+//! mirror on the TypeScript side and must change with it (bump `abi_version`).
+//!
+//! Memory model. Every byte a kernel touches lives in a *region* this library owns: a read-only
+//! file mapping (`dq_map_file`) or a zeroed, 64-byte aligned buffer (`dq_alloc`). TypeScript
+//! refers to memory only through region ids and offsets, and every command is checked against the
+//! bounds of the regions it names before any kernel runs, so a wrong offset from the caller is an
+//! error message, never a stray read. Ids carry a generation, so a freed id stays invalid even
+//! after its slot is reused.
+//!
+//! Weights are registered once (`dq_weight`: region, byte offset, type, shape), which checks that
+//! the tensor lies inside its mapping and has a computable type.
+//!
+//! Work is submitted as a *command list* (`dq_exec`): a sequence of u32 words, each command
+//! `[opcode, word count, operands...]`. A forward pass over a batch of tokens is one list, so one
+//! FFI call runs hundreds of kernels while the worker pool stays awake. The operand layouts are
+//! documented on `Op` below and encoded by `src/native/commands.ts`.
+const std = @import("std");
+const linux = std.os.linux;
+const types = @import("types.zig");
+const pool_mod = @import("pool.zig");
+const matmul = @import("matmul.zig");
+const norm = @import("norm.zig");
+const elementwise = @import("elementwise.zig");
+const rope = @import("rope.zig");
+const attention = @import("attention.zig");
+const conv1d = @import("conv1d.zig");
+const deltanet = @import("deltanet.zig");
+
+pub const GgmlType = types.GgmlType;
+pub const Weight = types.Weight;
+pub const Pool = pool_mod.Pool;
+
+pub const abi_version: u32 = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Errors: the last failure's message, read by `dq_last_error`.
+
+var error_buf: [512]u8 = undefined;
+var error_len: usize = 0;
+
+pub fn fail(comptime fmt: []const u8, args: anytype) error{Failed} {
+    setError(fmt, args);
+    return error.Failed;
+}
+
+fn setError(comptime fmt: []const u8, args: anytype) void {
+    const msg = std.fmt.bufPrint(&error_buf, fmt, args) catch blk: {
+        const ellipsis = "...";
+        @memcpy(error_buf[error_buf.len - ellipsis.len ..], ellipsis);
+        break :blk error_buf[0..];
+    };
+    error_len = msg.len;
+}
+
+export fn dq_abi_version() u32 {
+    return abi_version;
+}
+
+/// Copies the last error message into `out` (at most `cap` bytes) and returns its length.
+export fn dq_last_error(out: [*]u8, cap: u32) u32 {
+    const n = @min(error_len, cap);
+    @memcpy(out[0..n], error_buf[0..n]);
+    return @intCast(n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regions: file mappings and buffers.
+
+const Region = struct {
+    ptr: [*]align(64) u8 = undefined,
+    len: usize = 0,
+    kind: enum { free, mapping, buffer } = .free,
+    generation: u16 = 0,
+};
+
+const max_regions = 4096;
+var regions: [max_regions]Region = @splat(.{});
+
+/// Ids are `slot | generation << 16`, never negative as i32.
+fn regionId(slot: usize) i32 {
+    return @intCast(slot | (@as(usize, regions[slot].generation & 0x7fff) << 16));
+}
+
+fn lookupRegion(id: u32) error{Failed}!*Region {
+    const slot = id & 0xffff;
+    if (slot >= max_regions) return fail("invalid memory region id {d}", .{id});
+    const r = &regions[slot];
+    if (r.kind == .free or (r.generation & 0x7fff) != (id >> 16)) return fail("memory region {d} was freed or never existed", .{id});
+    return r;
+}
+
+fn freeSlot() error{Failed}!usize {
+    for (&regions, 0..) |*r, i| if (r.kind == .free) return i;
+    return fail("too many memory regions (limit {d})", .{max_regions});
+}
+
+/// Maps a file read-only. Returns a region id, or -1 (see `dq_last_error`).
+export fn dq_map_file(path: [*:0]const u8) i32 {
+    return mapFile(path) catch -1;
+}
+
+fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
+    const slot = try freeSlot();
+    const fd_rc = linux.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0);
+    if (linux.errno(fd_rc) != .SUCCESS) return fail("cannot open: {s}", .{@tagName(linux.errno(fd_rc))});
+    const fd: linux.fd_t = @intCast(fd_rc);
+    defer _ = linux.close(fd);
+    const end = linux.lseek(fd, 0, linux.SEEK.END);
+    if (linux.errno(end) != .SUCCESS) return fail("cannot seek: {s}", .{@tagName(linux.errno(end))});
+    const len: usize = @intCast(end);
+    if (len == 0) return fail("the file is empty", .{});
+    const addr = linux.mmap(null, len, .{ .READ = true }, .{ .TYPE = .PRIVATE }, fd, 0);
+    if (linux.errno(addr) != .SUCCESS) return fail("cannot map: {s}", .{@tagName(linux.errno(addr))});
+    regions[slot] = .{ .ptr = @ptrFromInt(addr), .len = len, .kind = .mapping, .generation = regions[slot].generation };
+    return regionId(slot);
+}
+
+/// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1.
+export fn dq_alloc(bytes_lo: u32, bytes_hi: u32) i32 {
+    return alloc((@as(usize, bytes_hi) << 32) | bytes_lo) catch -1;
+}
+
+fn alloc(bytes: usize) error{Failed}!i32 {
+    const slot = try freeSlot();
+    const len = std.mem.alignForward(usize, @max(bytes, 1), std.heap.page_size_min);
+    const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+    if (linux.errno(addr) != .SUCCESS) return fail("cannot allocate {d} bytes: {s}", .{ bytes, @tagName(linux.errno(addr)) });
+    regions[slot] = .{ .ptr = @ptrFromInt(addr), .len = bytes, .kind = .buffer, .generation = regions[slot].generation };
+    return regionId(slot);
+}
+
+/// The base address of a region (null for an invalid id).
+export fn dq_region_ptr(id: u32) ?*anyopaque {
+    const r = lookupRegion(id) catch return null;
+    return r.ptr;
+}
+
+/// The length in bytes of a region, as a double (exact below 2^53; -1 for an invalid id).
+export fn dq_region_len(id: u32) f64 {
+    const r = lookupRegion(id) catch return -1;
+    return @floatFromInt(r.len);
+}
+
+/// Unmaps or frees a region and every weight registered on it. Freeing twice is harmless.
+export fn dq_region_free(id: u32) void {
+    const r = lookupRegion(id) catch return;
+    const slot = id & 0xffff;
+    for (&weights) |*w| if (w.used and w.region_slot == slot) {
+        w.used = false;
+        w.generation +%= 1;
+    };
+    const mapped_len = if (r.kind == .buffer) std.mem.alignForward(usize, @max(r.len, 1), std.heap.page_size_min) else r.len;
+    _ = linux.munmap(r.ptr, mapped_len);
+    r.* = .{ .generation = r.generation +% 1 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights: tensors inside a mapping (or buffer), checked once at registration.
+
+const WeightSlot = struct {
+    weight: Weight = undefined,
+    region_slot: usize = 0,
+    used: bool = false,
+    generation: u16 = 0,
+};
+
+const max_weights = 1 << 14;
+var weights: [max_weights]WeightSlot = @splat(.{});
+
+/// Registers `ne1` rows of `ne0` values of GGML type `ggml_type` at byte offset `lo | hi << 32` of
+/// a region. Returns a weight id, or -1 when the type is unsupported, a row is not a whole number
+/// of blocks, or the tensor does not lie inside the region.
+export fn dq_weight(region: u32, off_lo: u32, off_hi: u32, ggml_type: u32, ne0: u32, ne1: u32) i32 {
+    return registerWeight(region, (@as(usize, off_hi) << 32) | off_lo, ggml_type, ne0, ne1) catch -1;
+}
+
+fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32) error{Failed}!i32 {
+    const r = try lookupRegion(region);
+    const kind: GgmlType = @enumFromInt(ggml_type);
+    if (kind.layout() == null) return fail("tensor type {d} is not supported", .{ggml_type});
+    if (ne0 == 0 or ne1 == 0) return fail("empty tensor ({d} x {d})", .{ ne0, ne1 });
+    const row_bytes = kind.rowBytes(ne0) orelse return fail("row of {d} values is not a whole number of {s} blocks", .{ ne0, @tagName(kind) });
+    const bytes = std.math.mul(usize, row_bytes, ne1) catch return fail("tensor size overflows", .{});
+    if (offset > r.len or bytes > r.len - offset) return fail("tensor (offset {d}, size {d}) extends past the end of its region ({d} bytes)", .{ offset, bytes, r.len });
+    if (offset % 4 != 0) return fail("tensor offset {d} is not 4-byte aligned", .{offset});
+    for (&weights, 0..) |*w, i| if (!w.used) {
+        w.* = .{
+            .weight = .{ .data = r.ptr + offset, .kind = kind, .ne0 = ne0, .ne1 = ne1, .row_bytes = row_bytes },
+            .region_slot = region & 0xffff,
+            .used = true,
+            .generation = w.generation,
+        };
+        return @intCast(i | (@as(usize, w.generation & 0x7fff) << 16) << 0);
+    };
+    return fail("too many weights (limit {d})", .{max_weights});
+}
+
+fn lookupWeight(id: u32) error{Failed}!*const Weight {
+    const slot = id & 0xffff;
+    if (slot >= max_weights) return fail("invalid weight id {d}", .{id});
+    const w = &weights[slot];
+    if (!w.used or (w.generation & 0x7fff) != (id >> 16)) return fail("weight {d} was freed or never existed", .{id});
+    return &w.weight;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contexts: a worker pool plus scratch memory, one per loaded model.
+
+pub const Context = struct {
+    pool: Pool,
+    scratch: []align(64) u8 = &.{},
+
+    /// Scratch memory of at least `bytes`, valid until the next call; contents are not kept.
+    pub fn scratchBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
+        if (self.scratch.len < bytes) {
+            if (self.scratch.len != 0) _ = linux.munmap(self.scratch.ptr, self.scratch.len);
+            self.scratch = &.{};
+            const len = std.mem.alignForward(usize, bytes, std.heap.page_size_min);
+            const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+            if (linux.errno(addr) != .SUCCESS) return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
+            self.scratch = @as([*]align(64) u8, @ptrFromInt(addr))[0..len];
+        }
+        return self.scratch[0..bytes];
+    }
+};
+
+const max_contexts = 64;
+var contexts: [max_contexts]?*Context = @splat(null);
+
+/// Creates a context with a pool of `n_threads` workers (the calling thread counts as one).
+/// Returns a context id, or -1.
+export fn dq_context(n_threads: u32) i32 {
+    return createContext(n_threads) catch -1;
+}
+
+fn createContext(n_threads: u32) error{Failed}!i32 {
+    if (n_threads == 0 or n_threads > pool_mod.max_threads) return fail("thread count {d} is outside 1..{d}", .{ n_threads, pool_mod.max_threads });
+    for (&contexts, 0..) |*c, i| if (c.* == null) {
+        const ctx = std.heap.page_allocator.create(Context) catch return fail("out of memory", .{});
+        ctx.* = .{ .pool = undefined };
+        ctx.pool.init(n_threads) catch {
+            std.heap.page_allocator.destroy(ctx);
+            return fail("cannot start {d} worker threads", .{n_threads});
+        };
+        c.* = ctx;
+        return @intCast(i);
+    };
+    return fail("too many contexts (limit {d})", .{max_contexts});
+}
+
+/// Stops a context's workers and frees its scratch memory. Freeing twice is harmless.
+export fn dq_context_free(id: u32) void {
+    if (id >= max_contexts) return;
+    const ctx = contexts[id] orelse return;
+    ctx.pool.deinit();
+    if (ctx.scratch.len != 0) _ = linux.munmap(ctx.scratch.ptr, ctx.scratch.len);
+    std.heap.page_allocator.destroy(ctx);
+    contexts[id] = null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command lists.
+
+/// Opcodes and their operands, in order. `ref` = two words (region id, element offset), always
+/// into a buffer region (never a mapping); `w` = a weight id; `w?` = a weight id or 0xffffffff for
+/// none; `f32` = the bits of a float. Row operations take `rows = tokens × heads` with separate
+/// token and head strides (in elements), so a kernel can walk one head's slice of each token
+/// (e.g. the query half of `attn_q`'s per-head [query | gate] output) without a copy.
+pub const Op = enum(u32) {
+    /// w, tokens: ref(i32), n_tokens, out: ref(f32), out_stride — out[t] = row tokens[t] of w.
+    embed = 1,
+    /// w, x: ref, x_stride, y: ref, y_stride, n_tokens — y[t][r] = Σ_c w[r][c]·x[t][c].
+    matmul = 2,
+    /// x: ref, y: ref, n_tokens, x_tok_stride, y_tok_stride, n_heads, x_head_stride,
+    /// y_head_stride, dim, weight: w?, eps: f32, mode (0 = RMS norm, 1 = L2 norm).
+    norm = 3,
+    /// a: ref, b: ref, n — a[i] += b[i].
+    add = 4,
+    /// gate: ref, up: ref, out: ref, n — out[i] = silu(gate[i])·up[i].
+    swiglu = 5,
+    /// x: ref, gate: ref, n_rows, dim, x_stride, gate_stride — x[r][i] *= sigmoid(gate[r][i]).
+    sigmoid_gate = 6,
+    /// x: ref, n_tokens, tok_stride, n_heads, head_stride, n_rot, table: ref — NeoX rotation of the
+    /// first n_rot dims of each head; table[t] = cos[n_rot/2] then sin[n_rot/2] for token t.
+    rope = 7,
+    /// k: ref(f32), v: ref(f32), n_tokens, kv_dim, k_cache: ref(f16), v_cache: ref(f16), pos —
+    /// converts and stores rows at cache positions pos..pos+n_tokens.
+    kv_store = 8,
+    /// q: ref, q_tok_stride, q_head_stride, k_cache: ref(f16), v_cache: ref(f16), out: ref,
+    /// n_tokens, pos, n_head, n_head_kv, head_dim, scale: f32 — causal GQA softmax attention;
+    /// token t (at position pos+t) reads cache rows 0..pos+t; out[t][h] is head_dim contiguous.
+    attention = 9,
+    /// x: ref, state: ref, w: w (F32 {K, C}), out: ref, n_tokens, channels, x_stride —
+    /// out[t] = silu(causal depthwise conv); state holds the last K-1 inputs and is advanced.
+    conv1d_silu = 10,
+    /// qkv: ref, qkv_stride, beta: ref, alpha: ref, gate_stride, ssm_a: w, dt_bias: w, state: ref,
+    /// out: ref, n_tokens, n_k_heads, n_v_heads, head_dim — the Gated DeltaNet recurrence over the
+    /// already L2-normalised q and k heads (see deltanet.zig).
+    deltanet = 11,
+    /// o: ref, z: ref, w: w, out: ref, n_rows, dim, eps: f32 — out = rmsnorm(o)·w·silu(z), rows
+    /// contiguous in all three.
+    gated_norm = 12,
+    _,
+};
+
+const Reader = struct {
+    words: []const u32,
+    at: usize = 0,
+
+    fn int(self: *Reader) error{Failed}!usize {
+        if (self.at >= self.words.len) return fail("command is missing operands", .{});
+        defer self.at += 1;
+        return self.words[self.at];
+    }
+
+    fn float(self: *Reader) error{Failed}!f32 {
+        return @bitCast(@as(u32, @intCast(try self.int())));
+    }
+
+    fn weight(self: *Reader) error{Failed}!*const Weight {
+        return lookupWeight(@intCast(try self.int()));
+    }
+
+    fn optionalWeight(self: *Reader) error{Failed}!?*const Weight {
+        const id = try self.int();
+        if (id == 0xffff_ffff) return null;
+        return try lookupWeight(@intCast(id));
+    }
+
+    /// A buffer reference whose accessed elements span `[offset, offset + extent)`.
+    fn ref(self: *Reader, comptime T: type, extent: usize) error{Failed}![*]T {
+        const id: u32 = @intCast(try self.int());
+        const offset = try self.int();
+        const r = try lookupRegion(id);
+        if (r.kind != .buffer) return fail("region {d} is a read-only mapping, not a buffer", .{id});
+        const end = std.math.add(usize, offset, extent) catch return fail("operand extent overflows", .{});
+        if (end > r.len / @sizeOf(T)) return fail("operand [{d}, {d}) lies outside region {d} of {d} {s} elements", .{ offset, end, id, r.len / @sizeOf(T), @typeName(T) });
+        const base: [*]T = @ptrCast(@alignCast(r.ptr));
+        return base + offset;
+    }
+
+    /// Reads a ref now but checks it once its extent is known from later operands.
+    fn deferred(self: *Reader) error{Failed}!DeferredRef {
+        const id: u32 = @intCast(try self.int());
+        const offset = try self.int();
+        return .{ .id = id, .offset = offset };
+    }
+};
+
+const DeferredRef = struct {
+    id: u32,
+    offset: usize,
+
+    fn get(self: DeferredRef, comptime T: type, extent: usize) error{Failed}![*]T {
+        var r = Reader{ .words = &.{ self.id, @intCast(self.offset) } };
+        return r.ref(T, extent);
+    }
+};
+
+fn mul(a: usize, b: usize) error{Failed}!usize {
+    return std.math.mul(usize, a, b) catch fail("operand extent overflows", .{});
+}
+
+/// Elements spanned by `rows` rows of `dim` values, `stride` apart.
+fn span(rows: usize, stride: usize, dim: usize) error{Failed}!usize {
+    if (rows == 0) return 0;
+    const last = std.math.mul(usize, rows - 1, stride) catch return fail("operand extent overflows", .{});
+    return std.math.add(usize, last, dim) catch return fail("operand extent overflows", .{});
+}
+
+/// Elements spanned by a tokens × heads grid of `dim`-value rows.
+fn span2(n_tokens: usize, tok_stride: usize, n_heads: usize, head_stride: usize, dim: usize) error{Failed}!usize {
+    if (n_tokens == 0 or n_heads == 0) return 0;
+    return std.math.add(usize, try span(n_tokens, tok_stride, 0), try span(n_heads, head_stride, dim)) catch
+        return fail("operand extent overflows", .{});
+}
+
+/// Runs a command list on a context. Returns 0, or -1 with the failing command named in
+/// `dq_last_error`. Commands before the failing one have run.
+export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
+    if (context >= max_contexts or contexts[context] == null) {
+        setError("context {d} was freed or never existed", .{context});
+        return -1;
+    }
+    const ctx = contexts[context].?;
+    var at: usize = 0;
+    var index: usize = 0;
+    while (at < n_words) : (index += 1) {
+        if (n_words - at < 2) {
+            setError("command {d}: truncated header", .{index});
+            return -1;
+        }
+        const op: Op = @enumFromInt(cmds[at]);
+        const len = cmds[at + 1];
+        if (len < 2 or len > n_words - at) {
+            setError("command {d}: bad length {d}", .{ index, len });
+            return -1;
+        }
+        var reader = Reader{ .words = cmds[at + 2 .. at + len] };
+        runCommand(ctx, op, &reader) catch {
+            var prefix_buf: [64]u8 = undefined;
+            const prefix = std.fmt.bufPrint(&prefix_buf, "command {d} ({s}): ", .{ index, opName(op) }) catch "";
+            const keep = @min(error_len, error_buf.len - prefix.len);
+            std.mem.copyBackwards(u8, error_buf[prefix.len .. prefix.len + keep], error_buf[0..keep]);
+            @memcpy(error_buf[0..prefix.len], prefix);
+            error_len = prefix.len + keep;
+            return -1;
+        };
+        at += len;
+    }
+    return 0;
+}
+
+fn opName(op: Op) []const u8 {
+    return std.enums.tagName(Op, op) orelse "unknown op";
+}
+
+fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
+    switch (op) {
+        .embed => {
+            const w = try r.weight();
+            const tokens_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const out_ref = try r.deferred();
+            const out_stride = try r.int();
+            const tokens = try tokens_ref.get(i32, n_tokens);
+            const out = try out_ref.get(f32, try span(n_tokens, out_stride, w.ne0));
+            for (0..n_tokens) |t| {
+                const id = tokens[t];
+                if (id < 0 or id >= w.ne1) return fail("token id {d} is outside the vocabulary (0..{d})", .{ id, w.ne1 - 1 });
+                matmul.getRow(w, @intCast(id), out + t * out_stride);
+            }
+        },
+        .matmul => {
+            const w = try r.weight();
+            const x_ref = try r.deferred();
+            const x_stride = try r.int();
+            const y_ref = try r.deferred();
+            const y_stride = try r.int();
+            const n_tokens = try r.int();
+            const x = try x_ref.get(f32, try span(n_tokens, x_stride, w.ne0));
+            const y = try y_ref.get(f32, try span(n_tokens, y_stride, w.ne1));
+            try matmul.matmul(ctx, w, x, x_stride, y, y_stride, n_tokens);
+        },
+        .norm => {
+            const x_ref = try r.deferred();
+            const y_ref = try r.deferred();
+            const g = norm.Grid{
+                .n_tokens = try r.int(),
+                .x_tok_stride = try r.int(),
+                .y_tok_stride = try r.int(),
+                .n_heads = try r.int(),
+                .x_head_stride = try r.int(),
+                .y_head_stride = try r.int(),
+                .dim = try r.int(),
+            };
+            const w = try r.optionalWeight();
+            const eps = try r.float();
+            const mode = try r.int();
+            if (w) |weight| if (weight.kind != .f32 or weight.ne0 * weight.ne1 != g.dim)
+                return fail("norm weight must be F32 with {d} values", .{g.dim});
+            if (mode > 1) return fail("unknown norm mode {d}", .{mode});
+            const x = try x_ref.get(f32, try span2(g.n_tokens, g.x_tok_stride, g.n_heads, g.x_head_stride, g.dim));
+            const y = try y_ref.get(f32, try span2(g.n_tokens, g.y_tok_stride, g.n_heads, g.y_head_stride, g.dim));
+            norm.normRows(g, x, y, if (w) |weight| weight.f32s() else null, eps, if (mode == 0) .rms else .l2);
+        },
+        .add => {
+            const a_ref = try r.deferred();
+            const b_ref = try r.deferred();
+            const n = try r.int();
+            elementwise.add(try a_ref.get(f32, n), try b_ref.get(f32, n), n);
+        },
+        .swiglu => {
+            const gate_ref = try r.deferred();
+            const up_ref = try r.deferred();
+            const out_ref = try r.deferred();
+            const n = try r.int();
+            elementwise.swiglu(try gate_ref.get(f32, n), try up_ref.get(f32, n), try out_ref.get(f32, n), n);
+        },
+        .sigmoid_gate => {
+            const x_ref = try r.deferred();
+            const gate_ref = try r.deferred();
+            const n_rows = try r.int();
+            const dim = try r.int();
+            const x_stride = try r.int();
+            const gate_stride = try r.int();
+            const x = try x_ref.get(f32, try span(n_rows, x_stride, dim));
+            const gate = try gate_ref.get(f32, try span(n_rows, gate_stride, dim));
+            elementwise.sigmoidGate(x, gate, n_rows, dim, x_stride, gate_stride);
+        },
+        .rope => {
+            const x_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const tok_stride = try r.int();
+            const n_heads = try r.int();
+            const head_stride = try r.int();
+            const n_rot = try r.int();
+            const table_ref = try r.deferred();
+            if (n_rot == 0 or n_rot % 2 != 0 or n_rot > head_stride) return fail("rotary dims {d} must be even and at most the head stride {d}", .{ n_rot, head_stride });
+            const x = try x_ref.get(f32, try span2(n_tokens, tok_stride, n_heads, head_stride, n_rot));
+            const table = try table_ref.get(f32, try mul(n_tokens, n_rot));
+            rope.neox(x, n_tokens, tok_stride, n_heads, head_stride, n_rot, table);
+        },
+        .kv_store => {
+            const k_ref = try r.deferred();
+            const v_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const kv_dim = try r.int();
+            const kc_ref = try r.deferred();
+            const vc_ref = try r.deferred();
+            const pos = try r.int();
+            const n = try mul(n_tokens, kv_dim);
+            const cache_end = try mul(pos + n_tokens, kv_dim);
+            const k = try k_ref.get(f32, n);
+            const v = try v_ref.get(f32, n);
+            const kc = try kc_ref.get(f16, cache_end);
+            const vc = try vc_ref.get(f16, cache_end);
+            attention.store(k, v, n_tokens, kv_dim, kc, vc, pos);
+        },
+        .attention => {
+            const q_ref = try r.deferred();
+            const q_tok_stride = try r.int();
+            const q_head_stride = try r.int();
+            const kc_ref = try r.deferred();
+            const vc_ref = try r.deferred();
+            const out_ref = try r.deferred();
+            const s = attention.Shape{
+                .q_tok_stride = q_tok_stride,
+                .q_head_stride = q_head_stride,
+                .n_tokens = try r.int(),
+                .pos = try r.int(),
+                .n_head = try r.int(),
+                .n_head_kv = try r.int(),
+                .head_dim = try r.int(),
+                .scale = try r.float(),
+            };
+            if (s.n_head_kv == 0 or s.n_head % s.n_head_kv != 0) return fail("{d} query heads cannot share {d} KV heads", .{ s.n_head, s.n_head_kv });
+            const kv_dim = s.n_head_kv * s.head_dim;
+            const q = try q_ref.get(f32, try span2(s.n_tokens, s.q_tok_stride, s.n_head, s.q_head_stride, s.head_dim));
+            const cache_end = try mul(s.pos + s.n_tokens, kv_dim);
+            const kc = try kc_ref.get(f16, cache_end);
+            const vc = try vc_ref.get(f16, cache_end);
+            const out = try out_ref.get(f32, try mul(s.n_tokens, s.n_head * s.head_dim));
+            try attention.attend(ctx, s, q, kc, vc, out);
+        },
+        .conv1d_silu => {
+            const x_ref = try r.deferred();
+            const state_ref = try r.deferred();
+            const w = try r.weight();
+            const out_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const channels = try r.int();
+            const x_stride = try r.int();
+            if (w.kind != .f32 or w.ne1 != channels or w.ne0 < 2) return fail("conv weight must be F32 {{K, {d}}}", .{channels});
+            const k = w.ne0;
+            const x = try x_ref.get(f32, try span(n_tokens, x_stride, channels));
+            const state = try state_ref.get(f32, (k - 1) * channels);
+            const out = try out_ref.get(f32, try mul(n_tokens, channels));
+            conv1d.convSilu(ctx, x, x_stride, state, w.f32s(), k, out, n_tokens, channels);
+        },
+        .deltanet => {
+            const qkv_ref = try r.deferred();
+            const qkv_stride = try r.int();
+            const beta_ref = try r.deferred();
+            const alpha_ref = try r.deferred();
+            const gate_stride = try r.int();
+            const ssm_a = try r.weight();
+            const dt_bias = try r.weight();
+            const state_ref = try r.deferred();
+            const out_ref = try r.deferred();
+            const d = deltanet.Shape{
+                .n_tokens = try r.int(),
+                .n_k_heads = try r.int(),
+                .n_v_heads = try r.int(),
+                .head_dim = try r.int(),
+            };
+            if (d.n_k_heads == 0 or d.head_dim == 0 or d.head_dim % 8 != 0 or d.head_dim > 256) return fail("DeltaNet head dim {d} must be a multiple of 8 up to 256", .{d.head_dim});
+            if (d.n_v_heads % d.n_k_heads != 0) return fail("{d} V heads cannot tile {d} K heads", .{ d.n_v_heads, d.n_k_heads });
+            if (ssm_a.kind != .f32 or ssm_a.ne0 * ssm_a.ne1 != d.n_v_heads) return fail("ssm_a must be F32 with {d} values", .{d.n_v_heads});
+            if (dt_bias.kind != .f32 or dt_bias.ne0 * dt_bias.ne1 != d.n_v_heads) return fail("ssm_dt.bias must be F32 with {d} values", .{d.n_v_heads});
+            const qkv_dim = (2 * d.n_k_heads + d.n_v_heads) * d.head_dim;
+            const qkv = try qkv_ref.get(f32, try span(d.n_tokens, qkv_stride, qkv_dim));
+            const beta = try beta_ref.get(f32, try span(d.n_tokens, gate_stride, d.n_v_heads));
+            const alpha = try alpha_ref.get(f32, try span(d.n_tokens, gate_stride, d.n_v_heads));
+            const state = try state_ref.get(f32, d.n_v_heads * d.head_dim * d.head_dim);
+            const out = try out_ref.get(f32, try mul(d.n_tokens, d.n_v_heads * d.head_dim));
+            deltanet.run(ctx, d, qkv, qkv_stride, beta, alpha, gate_stride, ssm_a.f32s(), dt_bias.f32s(), state, out);
+        },
+        .gated_norm => {
+            const o_ref = try r.deferred();
+            const z_ref = try r.deferred();
+            const w = try r.weight();
+            const out_ref = try r.deferred();
+            const n_rows = try r.int();
+            const dim = try r.int();
+            const eps = try r.float();
+            if (w.kind != .f32 or w.ne0 * w.ne1 != dim) return fail("gated norm weight must be F32 with {d} values", .{dim});
+            const n = try mul(n_rows, dim);
+            norm.gatedRows(try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
+        },
+        _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
+    }
+    if (r.at != r.words.len) return fail("{d} operand words, expected {d}", .{ r.words.len, r.at });
+}
+
+test {
+    std.testing.refAllDecls(@This());
+    _ = types;
+    _ = pool_mod;
+    _ = matmul;
+    _ = norm;
+    _ = elementwise;
+    _ = rope;
+    _ = attention;
+    _ = conv1d;
+    _ = deltanet;
+}

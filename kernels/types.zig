@@ -1,0 +1,62 @@
+//! Tensor element types (GGML type ids) and the weight descriptor kernels receive.
+const std = @import("std");
+
+pub const GgmlType = enum(u32) {
+    f32 = 0,
+    f16 = 1,
+    q8_0 = 8,
+    q4_k = 12,
+    q5_k = 13,
+    q6_k = 14,
+    bf16 = 30,
+    _,
+
+    /// Values per block and bytes per block, or null for types deltaq cannot compute with.
+    pub fn layout(self: GgmlType) ?struct { block_values: usize, block_bytes: usize } {
+        return switch (self) {
+            .f32 => .{ .block_values = 1, .block_bytes = 4 },
+            .f16, .bf16 => .{ .block_values = 1, .block_bytes = 2 },
+            .q8_0 => .{ .block_values = 32, .block_bytes = 34 },
+            .q4_k => .{ .block_values = 256, .block_bytes = 144 },
+            .q5_k => .{ .block_values = 256, .block_bytes = 176 },
+            .q6_k => .{ .block_values = 256, .block_bytes = 210 },
+            _ => null,
+        };
+    }
+
+    /// Bytes of one row of `ne0` values, or null when the type is unknown or `ne0` is not a whole
+    /// number of blocks.
+    pub fn rowBytes(self: GgmlType, ne0: usize) ?usize {
+        const l = self.layout() orelse return null;
+        if (ne0 % l.block_values != 0) return null;
+        return ne0 / l.block_values * l.block_bytes;
+    }
+};
+
+/// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
+/// `row_bytes` apart (ne0 contiguous, as GGUF stores it).
+pub const Weight = struct {
+    data: [*]const u8,
+    kind: GgmlType,
+    ne0: usize,
+    ne1: usize,
+    row_bytes: usize,
+
+    pub fn row(self: Weight, r: usize) [*]const u8 {
+        return self.data + r * self.row_bytes;
+    }
+
+    /// The weight as F32 values; only valid when `kind == .f32`.
+    pub fn f32s(self: Weight) [*]const f32 {
+        std.debug.assert(self.kind == .f32);
+        return @ptrCast(@alignCast(self.data));
+    }
+};
+
+test "row sizes of every supported type" {
+    try std.testing.expectEqual(@as(?usize, 2560 * 4), GgmlType.f32.rowBytes(2560));
+    try std.testing.expectEqual(@as(?usize, 10 * 144), GgmlType.q4_k.rowBytes(2560));
+    try std.testing.expectEqual(@as(?usize, 80 * 34), GgmlType.q8_0.rowBytes(2560));
+    try std.testing.expectEqual(@as(?usize, null), GgmlType.q6_k.rowBytes(100));
+    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @enumFromInt(2)).rowBytes(32));
+}

@@ -1,0 +1,98 @@
+/** GGUF container constants and the shapes of what the reader returns (see ../shared/spec §6). */
+
+export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
+export const GGUF_DEFAULT_ALIGNMENT = 32;
+
+/** Metadata value types as stored in the file. */
+export enum GgufValueType {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+}
+
+/** GGML tensor types: id → block size (values) and block bytes. Only some are computable. */
+export const GGML_TYPES: Record<number, { name: string; blockValues: number; blockBytes: number }> = {
+  0: { name: "F32", blockValues: 1, blockBytes: 4 },
+  1: { name: "F16", blockValues: 1, blockBytes: 2 },
+  2: { name: "Q4_0", blockValues: 32, blockBytes: 18 },
+  3: { name: "Q4_1", blockValues: 32, blockBytes: 20 },
+  6: { name: "Q5_0", blockValues: 32, blockBytes: 22 },
+  7: { name: "Q5_1", blockValues: 32, blockBytes: 24 },
+  8: { name: "Q8_0", blockValues: 32, blockBytes: 34 },
+  9: { name: "Q8_1", blockValues: 32, blockBytes: 36 },
+  10: { name: "Q2_K", blockValues: 256, blockBytes: 84 },
+  11: { name: "Q3_K", blockValues: 256, blockBytes: 110 },
+  12: { name: "Q4_K", blockValues: 256, blockBytes: 144 },
+  13: { name: "Q5_K", blockValues: 256, blockBytes: 176 },
+  14: { name: "Q6_K", blockValues: 256, blockBytes: 210 },
+  15: { name: "Q8_K", blockValues: 256, blockBytes: 292 },
+  16: { name: "IQ2_XXS", blockValues: 256, blockBytes: 66 },
+  17: { name: "IQ2_XS", blockValues: 256, blockBytes: 74 },
+  18: { name: "IQ3_XXS", blockValues: 256, blockBytes: 98 },
+  19: { name: "IQ1_S", blockValues: 256, blockBytes: 50 },
+  20: { name: "IQ4_NL", blockValues: 32, blockBytes: 18 },
+  21: { name: "IQ3_S", blockValues: 256, blockBytes: 110 },
+  22: { name: "IQ2_S", blockValues: 256, blockBytes: 82 },
+  23: { name: "IQ4_XS", blockValues: 256, blockBytes: 136 },
+  24: { name: "I8", blockValues: 1, blockBytes: 1 },
+  25: { name: "I16", blockValues: 1, blockBytes: 2 },
+  26: { name: "I32", blockValues: 1, blockBytes: 4 },
+  27: { name: "I64", blockValues: 1, blockBytes: 8 },
+  28: { name: "F64", blockValues: 1, blockBytes: 8 },
+  29: { name: "IQ1_M", blockValues: 256, blockBytes: 56 },
+  30: { name: "BF16", blockValues: 1, blockBytes: 2 },
+};
+
+/** Types deltaq's kernels can multiply with. */
+export const COMPUTABLE_TYPES = new Set([0, 1, 8, 12, 13, 14, 30]);
+
+export function ggmlTypeName(type: number): string {
+  return GGML_TYPES[type]?.name ?? `type ${type}`;
+}
+
+/** Bytes of a tensor of this type and shape, or undefined if ne0 is not a whole number of blocks. */
+export function tensorBytes(type: number, ne: readonly number[]): number | undefined {
+  const t = GGML_TYPES[type];
+  if (!t || ne.length === 0 || ne[0] % t.blockValues !== 0) return undefined;
+  let n = ne[0] / t.blockValues * t.blockBytes;
+  for (let i = 1; i < ne.length; i++) n *= ne[i];
+  return n;
+}
+
+/** A metadata value: numbers (64-bit integers as bigint when beyond 2^53), strings, bools, arrays. */
+export type GgufValue = number | bigint | string | boolean | GgufValue[] | GgufTypedArray;
+/** Large numeric arrays (e.g. token scores and types) are returned as typed arrays. */
+export type GgufTypedArray = Float32Array | Int32Array | Uint32Array | Uint8Array | Int8Array | Int16Array | Uint16Array;
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ne0 first (contiguous). */
+  shape: number[];
+  type: number;
+  /** Offset from the start of the tensor data section. */
+  offset: number;
+  /** Offset from the start of the file. */
+  fileOffset: number;
+  byteLength: number;
+}
+
+export interface GgufFile {
+  version: number;
+  metadata: Map<string, GgufValue>;
+  /** The stored value type of each key (arrays: `ARRAY` plus `arrayType`). */
+  metadataTypes: Map<string, { type: GgufValueType; arrayType?: GgufValueType }>;
+  tensors: GgufTensorInfo[];
+  alignment: number;
+  dataOffset: number;
+  fileSize: number;
+}

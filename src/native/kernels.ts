@@ -1,0 +1,288 @@
+/**
+ * A thin typed wrapper over libdeltaq (symbols in ./ffi.ts): memory regions, weights, contexts and
+ * command lists. The command encodings mirror `Op` in kernels/root.zig operand for operand.
+ *
+ * A `Ref` names f32 (or i32/f16) elements of a buffer region: `{ region, offset }`, offset counted
+ * in elements of the operand's type. All bounds are checked on the native side before any kernel
+ * runs; failures come back as DeltaqError with the native message.
+ */
+import { DeltaqError } from "../errors.ts";
+import { lastError, type Native, openNative } from "./ffi.ts";
+
+export interface Ref {
+  region: number;
+  offset: number;
+}
+
+/** GGML type ids the kernels compute with. */
+export const GgmlType = {
+  F32: 0,
+  F16: 1,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
+
+const NO_WEIGHT = 0xffffffff;
+
+function check(n: Native, rc: number, what: string): number {
+  if (rc < 0) throw new DeltaqError(`${what}: ${lastError(n)}`);
+  return rc;
+}
+
+/** A region of native memory owned by libdeltaq: a read-only file mapping or a zeroed buffer. */
+export class Region {
+  #freed = false;
+  constructor(readonly native: Native, readonly id: number, readonly byteLength: number) {}
+
+  /** Zero-copy view of the region's bytes (do not keep it after `free`). */
+  bytes(): Uint8Array {
+    this.#assertLive();
+    const ptr = this.native.dq_region_ptr(this.id);
+    if (ptr === null) throw new DeltaqError(`memory region ${this.id} is gone`);
+    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.byteLength));
+  }
+
+  f32(offset = 0, length?: number): Float32Array {
+    const b = this.bytes();
+    return new Float32Array(b.buffer, b.byteOffset + offset * 4, length ?? (this.byteLength >> 2) - offset);
+  }
+
+  i32(offset = 0, length?: number): Int32Array {
+    const b = this.bytes();
+    return new Int32Array(b.buffer, b.byteOffset + offset * 4, length ?? (this.byteLength >> 2) - offset);
+  }
+
+  ref(offset = 0): Ref {
+    return { region: this.id, offset };
+  }
+
+  get freed(): boolean {
+    return this.#freed;
+  }
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.native.dq_region_free(this.id);
+  }
+
+  #assertLive() {
+    if (this.#freed) throw new DeltaqError("this memory was already freed (model or session disposed)");
+  }
+}
+
+export function mapFile(path: string): Region {
+  const n = openNative();
+  const id = check(n, n.dq_map_file(new TextEncoder().encode(path + "\0")), path);
+  return new Region(n, id, n.dq_region_len(id));
+}
+
+export function allocate(bytes: number): Region {
+  const n = openNative();
+  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32)), `allocating ${bytes} bytes`);
+  return new Region(n, id, bytes);
+}
+
+/** Registers a tensor of `region` for the kernels; returns its weight id. */
+export function registerWeight(
+  region: Region,
+  byteOffset: number,
+  type: number,
+  ne0: number,
+  ne1: number,
+  name = "tensor",
+): number {
+  const n = region.native;
+  return check(n, n.dq_weight(region.id, byteOffset >>> 0, Math.floor(byteOffset / 2 ** 32), type, ne0, ne1), name);
+}
+
+/** A worker pool plus scratch memory; commands run on it. */
+export class Context {
+  readonly native: Native;
+  readonly id: number;
+  #freed = false;
+  constructor(readonly threads: number) {
+    this.native = openNative();
+    this.id = check(this.native, this.native.dq_context(threads), `starting ${threads} threads`);
+  }
+
+  exec(list: CommandList): void {
+    if (this.#freed) throw new DeltaqError("this model was disposed");
+    if (list.length === 0) return;
+    const rc = this.native.dq_exec(this.id, list.words.subarray(0, list.length), list.length);
+    if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
+  }
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.native.dq_context_free(this.id);
+  }
+}
+
+const f32bits = new Float32Array(1);
+const u32bits = new Uint32Array(f32bits.buffer);
+function bits(x: number): number {
+  f32bits[0] = x;
+  return u32bits[0];
+}
+
+/**
+ * A list of kernel commands, encoded as u32 words for one `dq_exec` call. Methods append and
+ * return `this`; `clear()` reuses the storage.
+ */
+export class CommandList {
+  words = new Uint32Array(4096);
+  length = 0;
+
+  clear(): this {
+    this.length = 0;
+    return this;
+  }
+
+  #op(op: number, ...operands: (number | Ref)[]): this {
+    let n = 2;
+    for (const o of operands) n += typeof o === "number" ? 1 : 2;
+    if (this.length + n > this.words.length) {
+      const grown = new Uint32Array(Math.max(this.words.length * 2, this.length + n));
+      grown.set(this.words.subarray(0, this.length));
+      this.words = grown;
+    }
+    const w = this.words;
+    let at = this.length;
+    w[at++] = op;
+    w[at++] = n;
+    for (const o of operands) {
+      if (typeof o === "number") w[at++] = o;
+      else {
+        w[at++] = o.region;
+        w[at++] = o.offset;
+      }
+    }
+    this.length = at;
+    return this;
+  }
+
+  /** out[t] = row tokens[t] of `weight` (tokens: i32 elements). */
+  embed(weight: number, tokens: Ref, nTokens: number, out: Ref, outStride: number): this {
+    return this.#op(1, weight, tokens, nTokens, out, outStride);
+  }
+
+  /** y[t][r] = Σ_c W[r][c]·x[t][c] for t < nTokens. */
+  matmul(weight: number, x: Ref, xStride: number, y: Ref, yStride: number, nTokens: number): this {
+    return this.#op(2, weight, x, xStride, y, yStride, nTokens);
+  }
+
+  /** RMS (or L2) norm of `dim`-value rows on a tokens × heads grid, times `weight` if given. */
+  norm(
+    x: Ref,
+    y: Ref,
+    g: {
+      nTokens: number;
+      xTokStride: number;
+      yTokStride: number;
+      nHeads: number;
+      xHeadStride: number;
+      yHeadStride: number;
+      dim: number;
+    },
+    weight: number | null,
+    eps: number,
+    mode: "rms" | "l2" = "rms",
+  ): this {
+    return this.#op(
+      3,
+      x,
+      y,
+      g.nTokens,
+      g.xTokStride,
+      g.yTokStride,
+      g.nHeads,
+      g.xHeadStride,
+      g.yHeadStride,
+      g.dim,
+      weight ?? NO_WEIGHT,
+      bits(eps),
+      mode === "rms" ? 0 : 1,
+    );
+  }
+
+  /** a[i] += b[i] */
+  add(a: Ref, b: Ref, n: number): this {
+    return this.#op(4, a, b, n);
+  }
+
+  /** out[i] = silu(gate[i])·up[i] */
+  swiglu(gate: Ref, up: Ref, out: Ref, n: number): this {
+    return this.#op(5, gate, up, out, n);
+  }
+
+  /** x[r][i] *= sigmoid(gate[r][i]) */
+  sigmoidGate(x: Ref, gate: Ref, nRows: number, dim: number, xStride: number, gateStride: number): this {
+    return this.#op(6, x, gate, nRows, dim, xStride, gateStride);
+  }
+
+  /** NeoX rotation of the first nRot dims of each head; table[t] = cos[nRot/2], sin[nRot/2]. */
+  rope(x: Ref, nTokens: number, tokStride: number, nHeads: number, headStride: number, nRot: number, table: Ref): this {
+    return this.#op(7, x, nTokens, tokStride, nHeads, headStride, nRot, table);
+  }
+
+  /** Stores k and v rows (f32) into the f16 caches at positions pos..pos+nTokens. */
+  kvStore(k: Ref, v: Ref, nTokens: number, kvDim: number, kCache: Ref, vCache: Ref, pos: number): this {
+    return this.#op(8, k, v, nTokens, kvDim, kCache, vCache, pos);
+  }
+
+  attention(
+    q: Ref,
+    qTokStride: number,
+    qHeadStride: number,
+    kCache: Ref,
+    vCache: Ref,
+    out: Ref,
+    s: { nTokens: number; pos: number; nHead: number; nHeadKv: number; headDim: number; scale: number },
+  ): this {
+    return this.#op(
+      9,
+      q,
+      qTokStride,
+      qHeadStride,
+      kCache,
+      vCache,
+      out,
+      s.nTokens,
+      s.pos,
+      s.nHead,
+      s.nHeadKv,
+      s.headDim,
+      bits(s.scale),
+    );
+  }
+
+  /** out = silu(causal depthwise conv(x)) with carried state; weight is F32 {K, channels}. */
+  conv1dSilu(x: Ref, state: Ref, weight: number, out: Ref, nTokens: number, channels: number, xStride: number): this {
+    return this.#op(10, x, state, weight, out, nTokens, channels, xStride);
+  }
+
+  deltanet(
+    qkv: Ref,
+    qkvStride: number,
+    beta: Ref,
+    alpha: Ref,
+    gateStride: number,
+    ssmA: number,
+    dtBias: number,
+    state: Ref,
+    out: Ref,
+    s: { nTokens: number; nKHeads: number; nVHeads: number; headDim: number },
+  ): this {
+    return this.#op(11, qkv, qkvStride, beta, alpha, gateStride, ssmA, dtBias, state, out, s.nTokens, s.nKHeads, s.nVHeads, s.headDim);
+  }
+
+  /** out = rmsnorm(o)·w·silu(z), rows contiguous. */
+  gatedNorm(o: Ref, z: Ref, weight: number, out: Ref, nRows: number, dim: number, eps: number): this {
+    return this.#op(12, o, z, weight, out, nRows, dim, bits(eps));
+  }
+}
