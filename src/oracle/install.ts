@@ -1,0 +1,151 @@
+/**
+ * Finds the pinned llama.cpp build that deltaq's parity tests, tokenizer tests and benchmarks compare
+ * against, installing it from npm when it is missing.
+ *
+ * The build is the prebuilt CPU package `@node-llama-cpp/linux-x64@3.21.1` (llama.cpp release
+ * v0.4.0): `bins/linux-x64/` holds libllama.v0.4.0.so, libggml*.so and one libggml-cpu-<arch>.so per
+ * x86 feature level. Order: `DELTAQ_LLAMA_DIR` (a `bins/linux-x64` directory) → `.cache/llama/` in
+ * this checkout (git-ignored) → `npm install` into `.cache/llama/`. Whatever is used must come from
+ * package version 3.21.1: the FFI struct layouts in ./llama.ts are written for exactly that build.
+ */
+import { DeltaqError } from "../errors.ts";
+
+export const LLAMA_PACKAGE = "@node-llama-cpp/linux-x64";
+export const LLAMA_PACKAGE_VERSION = "3.21.1";
+/** The library file inside the package's bins directory. */
+export const LIBLLAMA = "libllama.v0.4.0.so";
+/** The library that exports `ggml_backend_load_all_from_path` (checked with `nm -D`). */
+export const LIBGGML = "libggml.v0.4.0.so";
+
+const repoRoot = new URL("../../", import.meta.url);
+const cacheRoot = new URL(".cache/", repoRoot);
+const installPrefix = new URL("llama/", cacheRoot);
+
+function fromUrl(u: URL): string {
+  return decodeURIComponent(u.pathname).replace(/\/$/, "");
+}
+
+/** `<prefix>/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64` */
+function binsDirUnder(prefix: string): string {
+  return `${prefix}/node_modules/${LLAMA_PACKAGE}/bins/linux-x64`;
+}
+
+/**
+ * The directory holding libllama and the ggml backends, ready to dlopen. Installs the package into
+ * `<repo>/.cache/llama` on first use (one line on stderr says so).
+ */
+export function locateLlama(): string {
+  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") {
+    throw new DeltaqError(
+      `the llama.cpp reference is only available on linux x86_64 (this is ${Deno.build.os} ${Deno.build.arch})`,
+    );
+  }
+  const override = Deno.env.get("DELTAQ_LLAMA_DIR");
+  if (override) {
+    const dir = override.replace(/\/$/, "");
+    const problem = checkBinsDir(dir);
+    if (problem) throw new DeltaqError(`DELTAQ_LLAMA_DIR=${override}: ${problem}`);
+    return dir;
+  }
+  const dir = binsDirUnder(fromUrl(installPrefix));
+  if (checkBinsDir(dir) === undefined) return dir;
+  install();
+  const problem = checkBinsDir(dir);
+  if (problem) {
+    throw new DeltaqError(`after installing ${LLAMA_PACKAGE}@${LLAMA_PACKAGE_VERSION}: ${problem}`);
+  }
+  return dir;
+}
+
+/** Undefined when `dir` is a usable bins directory of the pinned version, else what is wrong. */
+export function checkBinsDir(dir: string): string | undefined {
+  if (!isFile(`${dir}/${LIBLLAMA}`)) return `${dir}/${LIBLLAMA} does not exist`;
+  if (!isFile(`${dir}/${LIBGGML}`)) return `${dir}/${LIBGGML} does not exist`;
+  // bins/linux-x64 sits two levels below the package root.
+  const manifest = `${dir}/../../package.json`;
+  let version: unknown;
+  try {
+    version = JSON.parse(Deno.readTextFileSync(manifest)).version;
+  } catch (e) {
+    return `cannot read the package version from ${manifest}: ${(e as Error).message}`;
+  }
+  if (version !== LLAMA_PACKAGE_VERSION) {
+    return `${manifest} is version ${version}, deltaq's reference needs ${LLAMA_PACKAGE_VERSION}`;
+  }
+  return undefined;
+}
+
+/**
+ * `npm install` into a private prefix, then renames it into place, so that an interrupted or
+ * concurrent install never leaves a half-populated `.cache/llama` behind.
+ */
+function install(): void {
+  const target = fromUrl(installPrefix);
+  const staging = `${target}.tmp-${Deno.pid}`;
+  const spec = `${LLAMA_PACKAGE}@${LLAMA_PACKAGE_VERSION}`;
+  console.error(`deltaq: installing the llama.cpp reference (${spec}) into ${target}…`);
+  Deno.mkdirSync(staging, { recursive: true });
+  let out: Deno.CommandOutput;
+  try {
+    out = new Deno.Command("npm", {
+      args: [
+        "install",
+        "--prefix",
+        staging,
+        "--no-save",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+        spec,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+  } catch (e) {
+    Deno.removeSync(staging, { recursive: true });
+    throw new DeltaqError(
+      `cannot install the llama.cpp reference: npm is not available (${(e as Error).message}). ` +
+        `Install Node.js/npm, or set DELTAQ_LLAMA_DIR to the bins/linux-x64 directory of ${spec}`,
+    );
+  }
+  if (!out.success) {
+    Deno.removeSync(staging, { recursive: true });
+    const text = new TextDecoder().decode(out.stderr).trim();
+    throw new DeltaqError(`npm install ${spec} failed:\n${text}`);
+  }
+  // A stale or wrong-version install is replaced; if another process finished first, keep theirs.
+  if (isDir(target) && checkBinsDir(binsDirUnder(target)) !== undefined) {
+    Deno.removeSync(target, { recursive: true });
+  }
+  try {
+    Deno.renameSync(staging, target);
+  } catch (e) {
+    Deno.removeSync(staging, { recursive: true });
+    if (checkBinsDir(binsDirUnder(target)) !== undefined) throw e;
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function isDir(p: string): boolean {
+  try {
+    return Deno.statSync(p).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+if (import.meta.main) {
+  try {
+    console.log(locateLlama());
+  } catch (e) {
+    console.error(e instanceof DeltaqError ? e.message : e);
+    Deno.exit(1);
+  }
+}
