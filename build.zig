@@ -35,5 +35,6 @@ pub fn build(b: *std.Build) void {
         }),
     });
     const run_tests = b.addRunArtifact(tests);
+    run_tests.has_side_effects = true; // always run (and report counts), never "cached"
     b.step("test", "run the kernel test blocks (ReleaseSafe)").dependOn(&run_tests.step);
 }

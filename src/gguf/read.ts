@@ -222,7 +222,7 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
     if (typeof a !== "number" || a <= 0 || (a & (a - 1)) !== 0 || a > 1 << 20) {
       c.fail(`general.alignment must be a power of two, got ${String(a)}`);
     }
-    alignment = a;
+    alignment = a as number;
   }
 
   const tensors: GgufTensorInfo[] = [];
@@ -244,11 +244,11 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
     const offset = c.count(`offset of tensor ${name}`);
     const byteLength = tensorBytes(type, shape);
     if (byteLength === undefined) {
-      c.fail(`tensor ${name}: row of ${shape[0]} values is not a whole number of ${GGML_TYPES[type].name} blocks (${GGML_TYPES[type].blockValues})`);
+      return c.fail(`tensor ${name}: row of ${shape[0]} values is not a whole number of ${GGML_TYPES[type].name} blocks (${GGML_TYPES[type].blockValues})`);
     }
     if (!Number.isSafeInteger(byteLength)) c.fail(`tensor ${name} is impossibly large (shape ${shape.join("×")})`);
     if (offset % alignment !== 0) c.fail(`tensor ${name} offset ${offset} is not a multiple of the alignment ${alignment}`);
-    tensors.push({ name, shape, type, offset, fileOffset: 0, byteLength });
+    tensors.push({ name, shape, type, offset, fileOffset: 0, byteLength: byteLength as number });
   }
 
   const dataOffset = Math.ceil(c.at / alignment) * alignment;
@@ -340,6 +340,7 @@ export class Metadata {
   }
 
   string(key: string): string;
+  string(key: string, fallback: string): string;
   string(key: string, fallback: string | undefined): string | undefined;
   string(key: string, fallback?: string): string | undefined {
     const v = this.gguf.metadata.get(key);
@@ -350,6 +351,7 @@ export class Metadata {
 
   /** A non-negative integer (any integer storage type). */
   uint(key: string): number;
+  uint(key: string, fallback: number): number;
   uint(key: string, fallback: number | undefined): number | undefined;
   uint(key: string, fallback?: number): number | undefined {
     const v = this.gguf.metadata.get(key);
@@ -361,6 +363,7 @@ export class Metadata {
   }
 
   float(key: string): number;
+  float(key: string, fallback: number): number;
   float(key: string, fallback: number | undefined): number | undefined;
   float(key: string, fallback?: number): number | undefined {
     const v = this.gguf.metadata.get(key);

@@ -1,0 +1,69 @@
+/**
+ * `deltaq info <model.gguf>`: metadata, tensor table and layer schedule, read from the header
+ * only (no weights are touched).
+ */
+import { DeltaqError } from "../errors.ts";
+import { Metadata, readGgufHeader } from "../gguf/read.ts";
+import { ggmlTypeName, type GgufFile, type GgufValue } from "../gguf/types.ts";
+import { readConfig } from "../model/config.ts";
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let u = 0;
+  while (n >= 1024 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+function describeValue(v: GgufValue): string {
+  if (Array.isArray(v) || ArrayBuffer.isView(v)) {
+    const items = Array.from(v as ArrayLike<unknown>);
+    const head = items.slice(0, 6).map((x) => typeof x === "string" ? JSON.stringify(x) : String(x));
+    return `[${head.join(", ")}${items.length > 6 ? `, … (${items.length} items)` : ""}]`;
+  }
+  if (typeof v === "string") {
+    const oneLine = JSON.stringify(v);
+    return oneLine.length > 120 ? `${oneLine.slice(0, 117)}…" (${v.length} chars)` : oneLine;
+  }
+  return String(v);
+}
+
+export function formatInfo(path: string, gguf: GgufFile): string {
+  const lines: string[] = [];
+  lines.push(`file: ${path} (${formatBytes(gguf.fileSize)}, GGUF v${gguf.version}, ${gguf.tensors.length} tensors, alignment ${gguf.alignment})`);
+  lines.push("", "metadata:");
+  const width = Math.max(...[...gguf.metadata.keys()].map((k) => k.length), 0);
+  for (const [k, v] of gguf.metadata) lines.push(`  ${k.padEnd(width)}  ${describeValue(v)}`);
+
+  lines.push("", "tensors:");
+  const rows = gguf.tensors.map((t) => [t.name, ggmlTypeName(t.type), `[${t.shape.join(", ")}]`, formatBytes(t.byteLength)]);
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 0));
+  for (const r of rows) lines.push(`  ${r[0].padEnd(widths[0])}  ${r[1].padEnd(widths[1])}  ${r[2].padEnd(widths[2])}  ${r[3].padStart(10)}`);
+  const byType = new Map<string, number>();
+  for (const t of gguf.tensors) byType.set(ggmlTypeName(t.type), (byType.get(ggmlTypeName(t.type)) ?? 0) + t.byteLength);
+  lines.push(`  total by type: ${[...byType].map(([t, b]) => `${t} ${formatBytes(b)}`).join(", ")}`);
+
+  lines.push("");
+  try {
+    const cfg = readConfig(new Metadata(gguf, path), gguf.tensors, path);
+    const sched = cfg.layerTypes.map((t) => t === "attention" ? "A" : "D").join("");
+    lines.push(`layer schedule (${cfg.nLayer} layers, A = gated full attention, D = Gated DeltaNet):`);
+    lines.push(`  ${sched}`);
+    lines.push(`  attention layers: ${cfg.layerTypes.flatMap((t, i) => t === "attention" ? [i] : []).join(", ")}`);
+    if (cfg.nLayerStored > cfg.nLayer) lines.push(`  MTP blocks stored but not run: ${cfg.nLayerStored - cfg.nLayer}`);
+    lines.push(
+      `  E ${cfg.nEmbd}, FFN ${cfg.nFf}, vocab ${cfg.nVocab}, attention ${cfg.nHead}/${cfg.nHeadKv} heads × ${cfg.headDim} (${cfg.nRot} rotary dims, base ${cfg.ropeBase}), ` +
+        `DeltaNet ${cfg.nKHeads} K / ${cfg.nVHeads} V heads × ${cfg.ssmHeadDim}, conv ${cfg.convKernel}, ${cfg.tiedEmbeddings ? "tied" : "untied"} LM head`,
+    );
+  } catch (e) {
+    if (!(e instanceof DeltaqError)) throw e;
+    lines.push(`not runnable by deltaq: ${e.message}`);
+  }
+  return lines.join("\n");
+}
+
+export function runInfo(path: string): void {
+  console.log(formatInfo(path, readGgufHeader(path)));
+}

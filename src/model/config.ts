@@ -1,0 +1,185 @@
+/**
+ * Qwen3.5 hyper-parameters from GGUF metadata, the layer schedule, and the tensor table every
+ * layer must have (names, shapes) — checked against the file before any weight is used.
+ * See ../shared/spec/qwen35.md §1–§2.
+ */
+import { DeltaqError } from "../errors.ts";
+import { Metadata } from "../gguf/read.ts";
+import { COMPUTABLE_TYPES, ggmlTypeName, type GgufTensorInfo } from "../gguf/types.ts";
+
+export type LayerType = "attention" | "deltanet";
+
+export interface Qwen35Config {
+  architecture: "qwen35";
+  /** Layers run by the forward pass (MTP blocks excluded). */
+  nLayer: number;
+  /** Layers stored in the file, including MTP blocks. */
+  nLayerStored: number;
+  nEmbd: number;
+  nFf: number;
+  nVocab: number;
+  nCtxTrain: number;
+  eps: number;
+  layerTypes: LayerType[];
+  // full attention
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  nRot: number;
+  ropeBase: number;
+  attentionScale: number;
+  // Gated DeltaNet
+  convKernel: number;
+  /** Q/K heads (ssm.group_count). */
+  nKHeads: number;
+  /** V heads (ssm.time_step_rank). */
+  nVHeads: number;
+  /** Dk = Dv (ssm.state_size). */
+  ssmHeadDim: number;
+  tiedEmbeddings: boolean;
+}
+
+const ARCH = "qwen35";
+
+/** Reads the hyper-parameters and layer schedule; throws a DeltaqError naming the file. */
+export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string): Qwen35Config {
+  const arch = md.string("general.architecture");
+  if (arch !== ARCH) {
+    throw new DeltaqError(
+      `${file}: unsupported architecture "${arch}" (deltaq runs Qwen3.5 models, architecture "${ARCH}")`,
+    );
+  }
+  const k = (name: string) => `${ARCH}.${name}`;
+  const nLayerStored = md.uint(k("block_count"));
+  const nextn = md.uint(k("nextn_predict_layers"), 0);
+  if (nextn >= nLayerStored) throw new DeltaqError(`${file}: nextn_predict_layers (${nextn}) leaves no layers to run`);
+  const nLayer = nLayerStored - nextn;
+  const nHead = md.uint(k("attention.head_count"));
+  const nHeadKv = md.uint(k("attention.head_count_kv"));
+  const headDim = md.uint(k("attention.key_length"));
+  const valueDim = md.uint(k("attention.value_length"), headDim);
+  const nRot = md.uint(k("rope.dimension_count"), headDim);
+  const embd = tensors.find((t) => t.name === "token_embd.weight");
+  if (!embd) throw new DeltaqError(`${file}: required tensor token_embd.weight is missing`);
+
+  const cfg: Qwen35Config = {
+    architecture: ARCH,
+    nLayer,
+    nLayerStored,
+    nEmbd: md.uint(k("embedding_length")),
+    nFf: md.uint(k("feed_forward_length")),
+    nVocab: embd.shape[1] ?? 0,
+    nCtxTrain: md.uint(k("context_length"), 0),
+    eps: md.float(k("attention.layer_norm_rms_epsilon")),
+    layerTypes: layerSchedule(md, nLayer, file),
+    nHead,
+    nHeadKv,
+    headDim,
+    nRot,
+    ropeBase: md.float(k("rope.freq_base"), 10000),
+    attentionScale: md.float(k("attention.scale"), 0) || 1 / Math.sqrt(headDim),
+    convKernel: md.uint(k("ssm.conv_kernel")),
+    nKHeads: md.uint(k("ssm.group_count")),
+    nVHeads: md.uint(k("ssm.time_step_rank")),
+    ssmHeadDim: md.uint(k("ssm.state_size")),
+    tiedEmbeddings: !tensors.some((t) => t.name === "output.weight"),
+  };
+
+  const bad = (what: string): never => {
+    throw new DeltaqError(`${file}: ${what}`);
+  };
+  if (valueDim !== headDim) bad(`attention key_length ${headDim} ≠ value_length ${valueDim} (not supported)`);
+  if (cfg.nEmbd === 0 || cfg.nFf === 0) bad("embedding_length and feed_forward_length must be positive");
+  if (nHead === 0 || nHeadKv === 0 || nHead % nHeadKv !== 0) bad(`${nHead} attention heads cannot share ${nHeadKv} KV heads`);
+  if (headDim === 0 || headDim % 8 !== 0 || headDim > 512) bad(`attention head dim ${headDim} must be a multiple of 8 up to 512`);
+  if (nHead / nHeadKv > 16) bad(`${nHead / nHeadKv} query heads per KV head is more than deltaq supports (16)`);
+  if (nRot === 0 || nRot % 2 !== 0 || nRot > headDim) bad(`rope.dimension_count ${nRot} must be even and at most the head dim ${headDim}`);
+  if (cfg.convKernel < 2 || cfg.convKernel > 16) bad(`ssm.conv_kernel ${cfg.convKernel} must be between 2 and 16`);
+  if (cfg.nKHeads === 0 || cfg.nVHeads % cfg.nKHeads !== 0) bad(`${cfg.nVHeads} DeltaNet V heads cannot tile ${cfg.nKHeads} K heads`);
+  if (cfg.ssmHeadDim === 0 || cfg.ssmHeadDim % 8 !== 0 || cfg.ssmHeadDim > 256) bad(`ssm.state_size ${cfg.ssmHeadDim} must be a multiple of 8 up to 256`);
+  const inner = md.uint(k("ssm.inner_size"), cfg.nVHeads * cfg.ssmHeadDim);
+  if (inner !== cfg.nVHeads * cfg.ssmHeadDim) bad(`ssm.inner_size ${inner} ≠ time_step_rank × state_size (${cfg.nVHeads} × ${cfg.ssmHeadDim})`);
+  if (!(cfg.eps > 0 && cfg.eps < 1)) bad(`layer_norm_rms_epsilon ${cfg.eps} is out of range`);
+  if (!(cfg.ropeBase > 0)) bad(`rope.freq_base ${cfg.ropeBase} must be positive`);
+  checkTensors(cfg, tensors, file);
+  return cfg;
+}
+
+/**
+ * Which layers are full attention: `attention.recurrent_layers` (per-layer flags) when present,
+ * else layer i is attention iff (i+1) % full_attention_interval == 0 (default interval 4).
+ */
+function layerSchedule(md: Metadata, nLayer: number, file: string): LayerType[] {
+  const flags = md.numbers(`${ARCH}.attention.recurrent_layers`);
+  if (flags) {
+    if (flags.length < nLayer) {
+      throw new DeltaqError(`${file}: attention.recurrent_layers has ${flags.length} entries for ${nLayer} layers`);
+    }
+    return Array.from({ length: nLayer }, (_, i) => flags[i] ? "deltanet" : "attention");
+  }
+  const interval = md.uint(`${ARCH}.full_attention_interval`, 4);
+  if (interval === 0) throw new DeltaqError(`${file}: full_attention_interval must be positive`);
+  return Array.from({ length: nLayer }, (_, i) => (i + 1) % interval === 0 ? "attention" : "deltanet");
+}
+
+/** Expected tensors: name → shape (ne order); `f32` marks tensors that must be stored as F32. */
+export function expectedTensors(cfg: Qwen35Config): Map<string, { shape: number[]; f32?: boolean; optional?: boolean }> {
+  const E = cfg.nEmbd, F = cfg.nFf, V = cfg.nVocab;
+  const m = new Map<string, { shape: number[]; f32?: boolean; optional?: boolean }>();
+  m.set("token_embd.weight", { shape: [E, V] });
+  m.set("output_norm.weight", { shape: [E] });
+  m.set("output.weight", { shape: [E, V], optional: true });
+  const keyDim = cfg.nKHeads * cfg.ssmHeadDim;
+  const valueDim = cfg.nVHeads * cfg.ssmHeadDim;
+  for (let i = 0; i < cfg.nLayer; i++) {
+    const b = `blk.${i}.`;
+    m.set(`${b}attn_norm.weight`, { shape: [E] });
+    m.set(`${b}post_attention_norm.weight`, { shape: [E] });
+    m.set(`${b}ffn_gate.weight`, { shape: [E, F] });
+    m.set(`${b}ffn_up.weight`, { shape: [E, F] });
+    m.set(`${b}ffn_down.weight`, { shape: [F, E] });
+    if (cfg.layerTypes[i] === "attention") {
+      const qDim = cfg.nHead * cfg.headDim;
+      const kvDim = cfg.nHeadKv * cfg.headDim;
+      m.set(`${b}attn_q.weight`, { shape: [E, 2 * qDim] });
+      m.set(`${b}attn_k.weight`, { shape: [E, kvDim] });
+      m.set(`${b}attn_v.weight`, { shape: [E, kvDim] });
+      m.set(`${b}attn_output.weight`, { shape: [qDim, E] });
+      m.set(`${b}attn_q_norm.weight`, { shape: [cfg.headDim] });
+      m.set(`${b}attn_k_norm.weight`, { shape: [cfg.headDim] });
+    } else {
+      m.set(`${b}attn_qkv.weight`, { shape: [E, 2 * keyDim + valueDim] });
+      m.set(`${b}attn_gate.weight`, { shape: [E, valueDim] });
+      m.set(`${b}ssm_beta.weight`, { shape: [E, cfg.nVHeads] });
+      m.set(`${b}ssm_alpha.weight`, { shape: [E, cfg.nVHeads] });
+      m.set(`${b}ssm_conv1d.weight`, { shape: [cfg.convKernel, 2 * keyDim + valueDim], f32: true });
+      m.set(`${b}ssm_dt.bias`, { shape: [cfg.nVHeads], f32: true });
+      m.set(`${b}ssm_a`, { shape: [cfg.nVHeads], f32: true });
+      m.set(`${b}ssm_norm.weight`, { shape: [cfg.ssmHeadDim] });
+      m.set(`${b}ssm_out.weight`, { shape: [valueDim, E] });
+    }
+  }
+  return m;
+}
+
+function checkTensors(cfg: Qwen35Config, tensors: GgufTensorInfo[], file: string): void {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  for (const [name, want] of expectedTensors(cfg)) {
+    const t = byName.get(name);
+    if (!t) {
+      if (want.optional) continue;
+      throw new DeltaqError(`${file}: required tensor ${name} is missing`);
+    }
+    const shape = t.shape.slice();
+    while (shape.length > want.shape.length && shape[shape.length - 1] === 1) shape.pop();
+    if (shape.length !== want.shape.length || shape.some((n, i) => n !== want.shape[i])) {
+      throw new DeltaqError(`${file}: tensor ${name} has shape [${t.shape.join(", ")}], expected [${want.shape.join(", ")}]`);
+    }
+    const is1d = want.shape.length === 1;
+    if (want.f32 || is1d) {
+      if (t.type !== 0) throw new DeltaqError(`${file}: tensor ${name} is ${ggmlTypeName(t.type)}, expected F32`);
+    } else if (!COMPUTABLE_TYPES.has(t.type)) {
+      throw new DeltaqError(`${file}: tensor ${name} has type ${ggmlTypeName(t.type)}, which deltaq cannot compute with yet (supported: F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K)`);
+    }
+  }
+}

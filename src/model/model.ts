@@ -1,0 +1,169 @@
+/**
+ * A loaded Qwen3.5 model: its mapped weights, a kernel context (worker pool), activation buffers,
+ * and the sessions created from it.
+ */
+import { DeltaqError } from "../errors.ts";
+import { CommandList, Context } from "../native/kernels.ts";
+import type { LayerType, Qwen35Config } from "./config.ts";
+import { Activations, encodeForward, type LayerState } from "./qwen35.ts";
+import { RopeSchedule } from "./rope.ts";
+import { Session, type SessionHost } from "./session.ts";
+import { loadWeights, type ModelWeights } from "./weights.ts";
+
+export interface LoadOptions {
+  /** Worker threads for the kernels (default: the machine's logical CPUs). */
+  threads?: number;
+  /** Tokens a session can hold (default 4096, at most the trained context). */
+  contextLength?: number;
+  /** Tokens per forward batch when evaluating prompts (default 512). */
+  batchSize?: number;
+}
+
+export interface ModelInfo {
+  architecture: string;
+  name?: string;
+  file: string;
+  fileSize: number;
+  nLayer: number;
+  nEmbd: number;
+  nFf: number;
+  nVocab: number;
+  nCtxTrain: number;
+  contextLength: number;
+  layerTypes: LayerType[];
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  nRot: number;
+  ropeBase: number;
+  ssm: { nKHeads: number; nVHeads: number; headDim: number; convKernel: number };
+  tiedEmbeddings: boolean;
+  threads: number;
+}
+
+const DEFAULT_CONTEXT = 4096;
+const DEFAULT_BATCH = 512;
+/** Logits rows kept at once when every position's logits are requested (bounds memory). */
+const LOGIT_BUFFER_BYTES = 64 << 20;
+
+export class Model implements SessionHost {
+  readonly info: ModelInfo;
+  readonly config: Qwen35Config;
+  readonly weights: ModelWeights;
+  readonly #context: Context;
+  readonly #rope: RopeSchedule;
+  readonly #batch: number;
+  #activations: Activations;
+  readonly #cmds = new CommandList();
+  readonly #sessions = new Set<Session>();
+  #disposed = false;
+
+  private constructor(weights: ModelWeights, opts: LoadOptions) {
+    const cfg = weights.config;
+    const threads = opts.threads ?? navigator.hardwareConcurrency ?? 1;
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) {
+      throw new DeltaqError(`threads must be an integer from 1 to 64, got ${threads}`);
+    }
+    const ctxTrain = cfg.nCtxTrain || Infinity;
+    const contextLength = opts.contextLength ?? Math.min(DEFAULT_CONTEXT, ctxTrain);
+    if (!Number.isInteger(contextLength) || contextLength < 1) {
+      throw new DeltaqError(`contextLength must be a positive integer, got ${contextLength}`);
+    }
+    if (contextLength > ctxTrain) {
+      throw new DeltaqError(`contextLength ${contextLength} exceeds the model's trained context ${cfg.nCtxTrain}`);
+    }
+    const batch = opts.batchSize ?? DEFAULT_BATCH;
+    if (!Number.isInteger(batch) || batch < 1) throw new DeltaqError(`batchSize must be a positive integer, got ${batch}`);
+    this.weights = weights;
+    this.config = cfg;
+    this.#batch = Math.min(batch, contextLength);
+    this.#context = new Context(threads);
+    this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase);
+    this.#activations = new Activations(cfg, this.#batch, 1);
+    this.info = {
+      architecture: cfg.architecture,
+      name: weights.metadata.string("general.name", undefined),
+      file: weights.file,
+      fileSize: weights.gguf.fileSize,
+      nLayer: cfg.nLayer,
+      nEmbd: cfg.nEmbd,
+      nFf: cfg.nFf,
+      nVocab: cfg.nVocab,
+      nCtxTrain: cfg.nCtxTrain,
+      contextLength,
+      layerTypes: cfg.layerTypes,
+      nHead: cfg.nHead,
+      nHeadKv: cfg.nHeadKv,
+      headDim: cfg.headDim,
+      nRot: cfg.nRot,
+      ropeBase: cfg.ropeBase,
+      ssm: { nKHeads: cfg.nKHeads, nVHeads: cfg.nVHeads, headDim: cfg.ssmHeadDim, convKernel: cfg.convKernel },
+      tiedEmbeddings: cfg.tiedEmbeddings,
+      threads,
+    };
+  }
+
+  static load(path: string, opts: LoadOptions = {}): Model {
+    const weights = loadWeights(path);
+    try {
+      return new Model(weights, opts);
+    } catch (e) {
+      weights.mapping.free();
+      throw e;
+    }
+  }
+
+  createSession(): Session {
+    this.assertLive();
+    const s = new Session(this, this.info.contextLength);
+    this.#sessions.add(s);
+    return s;
+  }
+
+  /** Runs the forward pass in batches; see SessionHost. */
+  run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void {
+    const V = this.config.nVocab;
+    let batch = this.#batch;
+    if (allLogits) {
+      batch = Math.max(1, Math.min(batch, Math.floor(LOGIT_BUFFER_BYTES / (V * 4))));
+      if (this.#activations.logitRows < batch) this.#resizeActivations(batch);
+    }
+    const a = this.#activations;
+    const tokenView = a.region.i32(a.tokens.offset, batch);
+    const ropeView = a.region.f32(a.ropeTable.offset, batch * this.config.nRot);
+    for (let done = 0; done < tokens.length; done += batch) {
+      const n = Math.min(batch, tokens.length - done);
+      for (let i = 0; i < n; i++) tokenView[i] = tokens[done + i];
+      this.#rope.fill(ropeView, pos + done, n);
+      const last = done + n === tokens.length;
+      const rows = allLogits ? { first: 0, count: n } : last ? { first: n - 1, count: 1 } : null;
+      this.#cmds.clear();
+      encodeForward(this.#cmds, this.config, this.weights, this.#rope, a, state, n, pos + done, rows);
+      this.#context.exec(this.#cmds);
+      if (rows) {
+        const logits = a.region.f32(a.logits.offset, rows.count * V);
+        out.set(logits, allLogits ? done * V : 0);
+      }
+    }
+  }
+
+  #resizeActivations(logitRows: number): void {
+    this.#activations.free();
+    this.#activations = new Activations(this.config, this.#batch, logitRows);
+  }
+
+  assertLive(): void {
+    if (this.#disposed) throw new DeltaqError("this model was disposed");
+  }
+
+  /** Frees the model, its sessions and the file mapping. Calling it twice is harmless. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const s of this.#sessions) s.dispose();
+    this.#sessions.clear();
+    this.#activations.free();
+    this.#context.free();
+    this.weights.mapping.free();
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The Qwen3.5 forward pass, top to bottom (../shared/spec/qwen35.md §3):
+ *
+ *   h = token_embd[tok]
+ *   for each layer:
+ *       x = rmsnorm(h)·attn_norm
+ *       h += full_attention(i) ? gatedAttention(x, pos) : gatedDeltaNet(x)
+ *       y = rmsnorm(h)·post_attention_norm
+ *       h += ffn_down·(silu(ffn_gate·y) ⊙ ffn_up·y)
+ *   logits = (output ?? token_embd)·(rmsnorm(h)·output_norm)
+ *
+ * `encodeForward` writes this as one kernel command list for a batch of tokens; the session runs
+ * it with a single native call. Weights live in the file mapping (weights.ts), activations in one
+ * region owned by the model (below), and per-sequence state (KV cache, conv and DeltaNet state)
+ * in a region owned by each session (session.ts).
+ */
+import { allocate, type CommandList, type Ref, Region } from "../native/kernels.ts";
+import { type AttentionBuffers, gatedAttention, type KvCache } from "./attention.ts";
+import type { Qwen35Config } from "./config.ts";
+import { convDim, type DeltaNetBuffers, type DeltaNetState, gatedDeltaNet } from "./deltanet.ts";
+import type { RopeSchedule } from "./rope.ts";
+import type { ModelWeights } from "./weights.ts";
+
+/** Per-sequence state for each layer, by layer index. */
+export type LayerState = { kind: "attention"; cache: KvCache } | { kind: "deltanet"; state: DeltaNetState };
+
+/**
+ * Activation buffers for up to `batch` tokens, in one region. The attention, DeltaNet and FFN
+ * scratch rows are never live at the same time, so they share one area.
+ */
+export class Activations {
+  readonly region: Region;
+  readonly tokens: Ref; // i32 [batch]
+  readonly h: Ref; // residual stream [batch][E]
+  readonly x: Ref; // normed input of the current block [batch][E]
+  readonly out: Ref; // block output before the residual add [batch][E]
+  readonly attention: AttentionBuffers;
+  readonly deltanet: DeltaNetBuffers;
+  readonly ffnGate: Ref; // [batch][F], then silu(gate)·up in place
+  readonly ffnUp: Ref; // [batch][F]
+  readonly ropeTable: Ref;
+  readonly logits: Ref; // [logitRows][V]
+
+  constructor(cfg: Qwen35Config, readonly batch: number, readonly logitRows: number) {
+    const E = cfg.nEmbd, F = cfg.nFf, V = cfg.nVocab;
+    const Dh = cfg.headDim, Hq = cfg.nHead, kvDim = cfg.nHeadKv * Dh;
+    const vDim = cfg.nVHeads * cfg.ssmHeadDim, C = convDim(cfg);
+    let size = 0;
+    const take = (elements: number): number => {
+      const at = size;
+      size += Math.ceil(elements / 16) * 16; // 64-byte aligned rows for SIMD
+      return at;
+    };
+    const at = {
+      tokens: take(batch),
+      h: take(batch * E),
+      x: take(batch * E),
+      out: take(batch * E),
+      rope: take(batch * cfg.nRot),
+      logits: take(logitRows * V),
+    };
+    const shared = size;
+    // attention scratch
+    const qg = take(batch * 2 * Hq * Dh), k = take(batch * kvDim), v = take(batch * kvDim);
+    const attn = take(batch * Hq * Dh);
+    const attentionEnd = size;
+    // DeltaNet scratch, overlapping the attention scratch
+    size = shared;
+    const mixed = take(batch * C), conv = take(batch * C), z = take(batch * vDim);
+    const beta = take(batch * cfg.nVHeads), alpha = take(batch * cfg.nVHeads), o = take(batch * vDim);
+    const deltanetEnd = size;
+    // FFN scratch, overlapping both
+    size = shared;
+    const gate = take(batch * F), up = take(batch * F);
+    size = Math.max(size, attentionEnd, deltanetEnd);
+
+    this.region = allocate(size * 4);
+    const r = (offset: number): Ref => ({ region: this.region.id, offset });
+    this.tokens = r(at.tokens);
+    this.h = r(at.h);
+    this.x = r(at.x);
+    this.out = r(at.out);
+    this.ropeTable = r(at.rope);
+    this.logits = r(at.logits);
+    this.attention = { x: this.x, qg: r(qg), k: r(k), v: r(v), attn: r(attn), ropeTable: this.ropeTable, out: this.out };
+    this.deltanet = {
+      x: this.x,
+      mixed: r(mixed),
+      conv: r(conv),
+      z: r(z),
+      beta: r(beta),
+      alpha: r(alpha),
+      o: r(o),
+      out: this.out,
+    };
+    this.ffnGate = r(gate);
+    this.ffnUp = r(up);
+  }
+
+  free(): void {
+    this.region.free();
+  }
+}
+
+/** Which positions of the batch get logits: rows [first, first + count). */
+export interface LogitRows {
+  first: number;
+  count: number;
+}
+
+/**
+ * Encodes the forward pass of `n` tokens (already in `a.tokens`, RoPE table already filled for
+ * positions pos..pos+n) continuing a sequence at position `pos`; logits for `rows` land in
+ * `a.logits`.
+ */
+export function encodeForward(
+  cmds: CommandList,
+  cfg: Qwen35Config,
+  w: ModelWeights,
+  rope: RopeSchedule,
+  a: Activations,
+  state: LayerState[],
+  n: number,
+  pos: number,
+  rows: LogitRows | null,
+): void {
+  const E = cfg.nEmbd, F = cfg.nFf;
+  const rowsOf = (ref: Ref, first: number, width: number): Ref => ({ region: ref.region, offset: ref.offset + first * width });
+
+  cmds.embed(w.tokenEmbd, a.tokens, n, a.h, E);
+
+  for (let i = 0; i < cfg.nLayer; i++) {
+    const layer = w.layers[i];
+    const s = state[i];
+
+    cmds.norm(a.h, a.x, rowGrid(n, E), layer.attnNorm, cfg.eps);
+    if (layer.kind === "attention" && s.kind === "attention") {
+      gatedAttention(cmds, cfg, layer, rope, a.attention, s.cache, n, pos);
+    } else if (layer.kind === "deltanet" && s.kind === "deltanet") {
+      gatedDeltaNet(cmds, cfg, layer, a.deltanet, s.state, n);
+    } else {
+      throw new Error(`layer ${i}: weights and state disagree on the layer type`);
+    }
+    cmds.add(a.h, a.out, n * E);
+
+    cmds.norm(a.h, a.x, rowGrid(n, E), layer.postAttentionNorm, cfg.eps);
+    cmds.matmul(layer.ffnGate, a.x, E, a.ffnGate, F, n);
+    cmds.matmul(layer.ffnUp, a.x, E, a.ffnUp, F, n);
+    cmds.swiglu(a.ffnGate, a.ffnUp, a.ffnGate, n * F);
+    cmds.matmul(layer.ffnDown, a.ffnGate, F, a.out, E, n);
+    cmds.add(a.h, a.out, n * E);
+  }
+
+  if (rows && rows.count > 0) {
+    cmds.norm(rowsOf(a.h, rows.first, E), a.x, rowGrid(rows.count, E), w.outputNorm, cfg.eps);
+    cmds.matmul(w.output, a.x, E, a.logits, cfg.nVocab, rows.count);
+  }
+}
+
+/** n contiguous rows of `dim` values, one "head" per token. */
+function rowGrid(n: number, dim: number) {
+  return { nTokens: n, xTokStride: dim, yTokStride: dim, nHeads: 1, xHeadStride: dim, yHeadStride: dim, dim };
+}

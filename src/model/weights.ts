@@ -1,0 +1,145 @@
+/**
+ * The weights of a Qwen3.5 model: the file is memory-mapped by the native library (no copy into
+ * the JS heap), its header parsed from a zero-copy view of the mapping, checked against the spec,
+ * and each tensor registered with the kernels. What a layer needs is gathered into plain objects
+ * of weight ids that the forward pass (qwen35.ts) reads by name.
+ */
+import { DeltaqError } from "../errors.ts";
+import { Metadata, parseGguf } from "../gguf/read.ts";
+import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
+import { mapFile, Region, registerWeight } from "../native/kernels.ts";
+import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
+
+export interface AttentionWeights {
+  kind: "attention";
+  attnNorm: number;
+  q: number; // [query | gate] per head
+  k: number;
+  v: number;
+  qNorm: number;
+  kNorm: number;
+  output: number;
+  postAttentionNorm: number;
+  ffnGate: number;
+  ffnUp: number;
+  ffnDown: number;
+}
+
+export interface DeltaNetWeights {
+  kind: "deltanet";
+  attnNorm: number;
+  qkv: number;
+  gate: number; // z
+  beta: number;
+  alpha: number;
+  conv: number;
+  dtBias: number;
+  ssmA: number;
+  ssmNorm: number;
+  ssmOut: number;
+  postAttentionNorm: number;
+  ffnGate: number;
+  ffnUp: number;
+  ffnDown: number;
+}
+
+export type LayerWeights = AttentionWeights | DeltaNetWeights;
+
+export interface ModelWeights {
+  file: string;
+  gguf: GgufFile;
+  metadata: Metadata;
+  config: Qwen35Config;
+  mapping: Region;
+  tokenEmbd: number;
+  outputNorm: number;
+  /** LM head: output.weight, or token_embd.weight when tied. */
+  output: number;
+  layers: LayerWeights[];
+  /** Tensor name → GGML type, for info and profiling. */
+  tensorTypes: Map<string, number>;
+}
+
+export function loadWeights(path: string): ModelWeights {
+  checkPath(path);
+  const mapping = mapFile(path);
+  try {
+    const gguf = parseGguf(mapping.bytes(), path, mapping.byteLength);
+    const metadata = new Metadata(gguf, path);
+    const config = readConfig(metadata, gguf.tensors, path);
+    const byName = new Map(gguf.tensors.map((t) => [t.name, t]));
+    const register = (name: string): number => {
+      const t = byName.get(name) as GgufTensorInfo; // presence and shape checked by readConfig
+      const ne0 = t.shape[0];
+      const ne1 = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      return registerWeight(mapping, t.fileOffset, t.type, ne0, ne1, `${path}: tensor ${name}`);
+    };
+    // Register only what the pass uses (MTP blocks and unknown extras are ignored).
+    const ids = new Map<string, number>();
+    for (const name of expectedTensors(config).keys()) if (byName.has(name)) ids.set(name, register(name));
+    const id = (name: string) => ids.get(name)!;
+    const layers: LayerWeights[] = config.layerTypes.map((kind, i) => {
+      const b = (n: string) => id(`blk.${i}.${n}`);
+      const common = {
+        attnNorm: b("attn_norm.weight"),
+        postAttentionNorm: b("post_attention_norm.weight"),
+        ffnGate: b("ffn_gate.weight"),
+        ffnUp: b("ffn_up.weight"),
+        ffnDown: b("ffn_down.weight"),
+      };
+      if (kind === "attention") {
+        return {
+          kind,
+          ...common,
+          q: b("attn_q.weight"),
+          k: b("attn_k.weight"),
+          v: b("attn_v.weight"),
+          qNorm: b("attn_q_norm.weight"),
+          kNorm: b("attn_k_norm.weight"),
+          output: b("attn_output.weight"),
+        };
+      }
+      return {
+        kind,
+        ...common,
+        qkv: b("attn_qkv.weight"),
+        gate: b("attn_gate.weight"),
+        beta: b("ssm_beta.weight"),
+        alpha: b("ssm_alpha.weight"),
+        conv: b("ssm_conv1d.weight"),
+        dtBias: b("ssm_dt.bias"),
+        ssmA: b("ssm_a"),
+        ssmNorm: b("ssm_norm.weight"),
+        ssmOut: b("ssm_out.weight"),
+      };
+    });
+    return {
+      file: path,
+      gguf,
+      metadata,
+      config,
+      mapping,
+      tokenEmbd: id("token_embd.weight"),
+      outputNorm: id("output_norm.weight"),
+      output: ids.get("output.weight") ?? id("token_embd.weight"),
+      layers,
+      tensorTypes: new Map(gguf.tensors.map((t) => [t.name, t.type])),
+    };
+  } catch (e) {
+    mapping.free();
+    throw e;
+  }
+}
+
+function checkPath(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new DeltaqError(`${path}: no such file`);
+    if (e instanceof Deno.errors.PermissionDenied) throw new DeltaqError(`${path}: permission denied`);
+    throw new DeltaqError(`${path}: ${(e as Error).message}`);
+  }
+  if (info.isDirectory) throw new DeltaqError(`${path}: is a directory, not a GGUF file`);
+  if (info.size === 0) throw new DeltaqError(`${path}: the file is empty`);
+}
