@@ -334,7 +334,11 @@ function removeIfPresent(p: string): void {
 
 /** Options of `LlamaReference.load`. */
 export interface LlamaLoadOptions {
-  /** Threads for prompt and decode (default: all logical CPUs). */
+  /**
+   * Threads for prompt and decode (default: all logical CPUs, like llama.cpp's tools). ggml's
+   * workers spin at barriers, so when other work competes for the cores (another engine's thread
+   * pool, a build) more threads can be 100× slower: use 1 in tests, pass it explicitly in benchmarks.
+   */
   threads?: number;
   /** Context length in tokens (default 4096; llama.cpp rounds it up to a multiple of 256). */
   contextLength?: number;
