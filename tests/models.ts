@@ -1,0 +1,65 @@
+/**
+ * Synthetic test models, built on first use and cached in `.cache/test-models/` (git-ignored).
+ * File names carry a hash of the generator's sources, so a change to the generator rebuilds them.
+ * Quantized variants are made by the pinned llama.cpp itself (`quantize`).
+ */
+import { PRESETS, type Qwen35Shape, type SynthType, writeSyntheticQwen35 } from "../src/model/synth.ts";
+import { quantize, type QuantizeType } from "../src/oracle/llama.ts";
+
+const CACHE = decodeURIComponent(new URL("../.cache/test-models/", import.meta.url).pathname);
+
+function generatorHash(): string {
+  let h = 0x811c9dc5;
+  for (const f of ["../src/model/synth.ts", "../src/gguf/write.ts"]) {
+    const bytes = Deno.readFileSync(new URL(f, import.meta.url));
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+function exists(p: string): boolean {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}
+
+export interface TestModelSpec {
+  preset: keyof typeof PRESETS | string;
+  /** Stored float type of the generated file. */
+  type?: SynthType;
+  /** Quantize the F32 file with llama.cpp to this type. */
+  quant?: QuantizeType;
+  seed?: number;
+  /** Shape overrides on top of the preset. */
+  shape?: Partial<Qwen35Shape>;
+  vocabFile?: string;
+  chatTemplate?: string;
+}
+
+/** The path of a cached synthetic model, generating (and quantizing) it when missing. */
+export async function testModel(spec: TestModelSpec): Promise<string> {
+  Deno.mkdirSync(CACHE, { recursive: true });
+  const seed = spec.seed ?? 1;
+  const type = spec.type ?? "f32";
+  const extra = JSON.stringify([spec.shape ?? {}, spec.vocabFile ?? "", spec.chatTemplate ?? ""]);
+  let tag = 0x811c9dc5;
+  for (let i = 0; i < extra.length; i++) tag = Math.imul(tag ^ extra.charCodeAt(i), 0x01000193) >>> 0;
+  const base = `${CACHE}${spec.preset}-s${seed}-${generatorHash()}-${tag.toString(16)}`;
+  const floatPath = `${base}-${type}.gguf`;
+  if (!exists(floatPath)) {
+    const shape = { ...PRESETS[spec.preset], ...spec.shape };
+    await writeSyntheticQwen35(floatPath, {
+      shape,
+      type,
+      seed,
+      vocabFile: spec.vocabFile,
+      chatTemplate: spec.chatTemplate,
+    });
+  }
+  if (!spec.quant) return floatPath;
+  const quantPath = `${base}-${type}-${spec.quant}.gguf`;
+  if (!exists(quantPath)) quantize(floatPath, quantPath, spec.quant, { threads: 2 });
+  return quantPath;
+}

@@ -1,0 +1,113 @@
+/**
+ * Logit parity with llama.cpp (the pinned build) on synthetic Qwen3.5 models: two shapes (one with
+ * full_attention_interval 3 and a V/K head ratio of 4, one with interval 4 and ratio 2), written as
+ * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M and Q6_K. Each file is
+ * evaluated on 72 positions, as one prompt and token by token, by both engines.
+ *
+ * Pass marks (issue "logits at parity"):
+ *   F32:        max |Δlogit| ≤ 2e-3 · max |logit| at every position
+ *   F16, BF16:  ≤ 1e-2 · max |logit|
+ *   quantized:  mean KL(llama ‖ deltaq) ≤ 2e-3 and max KL ≤ 5e-3 per position
+ */
+import assert from "node:assert/strict";
+import { loadModel } from "../../mod.ts";
+import { LlamaReference, type QuantizeType } from "../../src/oracle/llama.ts";
+import { testModel } from "../models.ts";
+
+const POSITIONS = 72;
+
+type FileType = "F32" | QuantizeType;
+const TYPES: FileType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K"];
+const SHAPES = ["tiny", "tiny-b"] as const;
+
+/** Deterministic prompt ids spread over the vocabulary. */
+function promptTokens(nVocab: number, n: number, seed: number): number[] {
+  let x = seed * 2654435761 >>> 0 || 1;
+  return Array.from({ length: n }, () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % nVocab;
+  });
+}
+
+function logSoftmax(row: Float32Array): Float64Array {
+  let mx = -Infinity;
+  for (const v of row) mx = Math.max(mx, v);
+  let s = 0;
+  for (const v of row) s += Math.exp(v - mx);
+  const lse = mx + Math.log(s);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
+/** KL(p ‖ q) for logits rows p (reference) and q (ours). */
+export function klDivergence(pLogits: Float32Array, qLogits: Float32Array): number {
+  const lp = logSoftmax(pLogits), lq = logSoftmax(qLogits);
+  let kl = 0;
+  for (let i = 0; i < lp.length; i++) kl += Math.exp(lp[i]) * (lp[i] - lq[i]);
+  return Math.max(0, kl);
+}
+
+interface Report {
+  worstRel: number;
+  meanKl: number;
+  maxKl: number;
+}
+
+function compare(ref: Float32Array, ours: Float32Array, nVocab: number): Report {
+  const n = ref.length / nVocab;
+  let worstRel = 0, sumKl = 0, maxKl = 0;
+  for (let t = 0; t < n; t++) {
+    const r = ref.subarray(t * nVocab, (t + 1) * nVocab);
+    const o = ours.subarray(t * nVocab, (t + 1) * nVocab);
+    let maxAbs = 0, maxDiff = 0;
+    for (let i = 0; i < nVocab; i++) {
+      maxAbs = Math.max(maxAbs, Math.abs(r[i]));
+      maxDiff = Math.max(maxDiff, Math.abs(r[i] - o[i]));
+    }
+    worstRel = Math.max(worstRel, maxDiff / maxAbs);
+    const kl = klDivergence(r, o);
+    sumKl += kl;
+    maxKl = Math.max(maxKl, kl);
+  }
+  return { worstRel, meanKl: sumKl / n, maxKl };
+}
+
+function check(type: FileType, what: string, r: Report): void {
+  const fmt = `${type} ${what}: worst max|Δ|/max|logit| ${r.worstRel.toExponential(2)}, mean KL ${r.meanKl.toExponential(2)}, max KL ${r.maxKl.toExponential(2)}`;
+  if (Deno.env.get("PARITY_VERBOSE")) console.log(fmt);
+  if (type === "F32") assert.ok(r.worstRel <= 2e-3, fmt);
+  else if (type === "F16" || type === "BF16") assert.ok(r.worstRel <= 1e-2, fmt);
+  else assert.ok(r.meanKl <= 2e-3 && r.maxKl <= 5e-3, fmt);
+}
+
+for (const shape of SHAPES) {
+  for (const type of TYPES) {
+    Deno.test(`parity with llama.cpp: ${shape} ${type}, ${POSITIONS} positions, prompt and token by token`, async () => {
+      const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type });
+      const model = await loadModel(path, { threads: 2, contextLength: 256 });
+      const ref = LlamaReference.load(path, { threads: 1, contextLength: 256 });
+      try {
+        const V = model.info.nVocab;
+        assert.equal(ref.nVocab, V);
+        const tokens = promptTokens(V, POSITIONS, shape.length);
+        const theirs = ref.eval(tokens, { allLogits: true });
+
+        const session = model.createSession();
+        const prompt = session.eval(tokens, { allLogits: true });
+        check(type, "prompt in one call", compare(theirs, prompt, V));
+
+        session.reset();
+        const stepwise = new Float32Array(POSITIONS * V);
+        for (let t = 0; t < POSITIONS; t++) stepwise.set(session.eval([tokens[t]]), t * V);
+        check(type, "token by token", compare(theirs, stepwise, V));
+        assert.equal(session.position, POSITIONS);
+      } finally {
+        ref.dispose();
+        model.dispose();
+      }
+    });
+  }
+}
