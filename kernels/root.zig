@@ -31,7 +31,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 1;
+pub const abi_version: u32 = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -210,6 +210,10 @@ fn lookupWeight(id: u32) error{Failed}!*const Weight {
 pub const Context = struct {
     pool: Pool,
     scratch: []align(64) u8 = &.{},
+    /// Per-command timing, when enabled by `dq_profile` (null otherwise: no clock reads at all).
+    profile: ?*Profile = null,
+    /// The current profile label (set by `Op.label`), i.e. which part of the model is running.
+    label: usize = 0,
 
     /// Scratch memory of at least `bytes`, valid until the next call; contents are not kept.
     pub fn scratchBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
@@ -224,6 +228,59 @@ pub const Context = struct {
         return self.scratch[0..bytes];
     }
 };
+
+/// Accumulated time and call counts per (label, opcode, weight type).
+pub const Profile = struct {
+    pub const labels = 8;
+    pub const ops = 16;
+    pub const kinds = 32;
+    const cells = labels * ops * kinds;
+    nanos: [cells]f64 = @splat(0),
+    counts: [cells]f64 = @splat(0),
+
+    fn cell(label: usize, op: u32, kind: u32) usize {
+        const l: usize = @min(label, labels - 1);
+        const o: usize = @min(op, ops - 1);
+        const k: usize = @min(kind, kinds - 1);
+        return (l * ops + o) * kinds + k;
+    }
+};
+
+fn monotonicNanos() u64 {
+    var ts: linux.timespec = undefined;
+    _ = linux.clock_gettime(.MONOTONIC, &ts);
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
+
+/// Turns per-command timing on (and clears it) or off for a context.
+export fn dq_profile(context: u32, enable: u32) i32 {
+    const ctx = lookupContext(context) catch return -1;
+    if (enable == 0) {
+        if (ctx.profile) |p| std.heap.page_allocator.destroy(p);
+        ctx.profile = null;
+        return 0;
+    }
+    if (ctx.profile == null) ctx.profile = std.heap.page_allocator.create(Profile) catch return -1;
+    ctx.profile.?.* = .{};
+    return 0;
+}
+
+/// Copies the profile as `labels × ops × kinds` nanoseconds followed by as many call counts
+/// (`2 · 8 · 16 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
+export fn dq_profile_read(context: u32, out: [*]f64, cap: u32) u32 {
+    const ctx = lookupContext(context) catch return 0;
+    const p = ctx.profile orelse return 0;
+    const n = p.nanos.len;
+    if (cap < 2 * n) return 0;
+    @memcpy(out[0..n], &p.nanos);
+    @memcpy(out[n .. 2 * n], &p.counts);
+    return @intCast(2 * n);
+}
+
+fn lookupContext(id: u32) error{Failed}!*Context {
+    if (id >= max_contexts or contexts[id] == null) return fail("context {d} was freed or never existed", .{id});
+    return contexts[id].?;
+}
 
 const max_contexts = 64;
 var contexts: [max_contexts]?*Context = @splat(null);
@@ -254,6 +311,7 @@ export fn dq_context_free(id: u32) void {
     if (id >= max_contexts) return;
     const ctx = contexts[id] orelse return;
     ctx.pool.deinit();
+    if (ctx.profile) |p| std.heap.page_allocator.destroy(p);
     if (ctx.scratch.len != 0) _ = linux.munmap(ctx.scratch.ptr, ctx.scratch.len);
     std.heap.page_allocator.destroy(ctx);
     contexts[id] = null;
@@ -301,6 +359,8 @@ pub const Op = enum(u32) {
     /// o: ref, z: ref, w: w, out: ref, n_rows, dim, eps: f32 — out = rmsnorm(o)·w·silu(z), rows
     /// contiguous in all three.
     gated_norm = 12,
+    /// label — names the part of the model the following commands belong to, for profiling only.
+    label = 13,
     _,
 };
 
@@ -379,11 +439,7 @@ fn span2(n_tokens: usize, tok_stride: usize, n_heads: usize, head_stride: usize,
 /// Runs a command list on a context. Returns 0, or -1 with the failing command named in
 /// `dq_last_error`. Commands before the failing one have run.
 export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
-    if (context >= max_contexts or contexts[context] == null) {
-        setError("context {d} was freed or never existed", .{context});
-        return -1;
-    }
-    const ctx = contexts[context].?;
+    const ctx = lookupContext(context) catch return -1;
     var at: usize = 0;
     var index: usize = 0;
     while (at < n_words) : (index += 1) {
@@ -398,6 +454,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             return -1;
         }
         var reader = Reader{ .words = cmds[at + 2 .. at + len] };
+        const start = if (ctx.profile != null) monotonicNanos() else 0;
         runCommand(ctx, op, &reader) catch {
             var prefix_buf: [64]u8 = undefined;
             const prefix = std.fmt.bufPrint(&prefix_buf, "command {d} ({s}): ", .{ index, opName(op) }) catch "";
@@ -407,6 +464,16 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             error_len = prefix.len + keep;
             return -1;
         };
+        if (ctx.profile) |p| {
+            // matmul and embed are split by weight type: their first operand is the weight id
+            const kind: u32 = if ((op == .matmul or op == .embed) and len > 2)
+                if (lookupWeight(cmds[at + 2])) |w| @intFromEnum(w.kind) else |_| 31
+            else
+                0;
+            const c = Profile.cell(ctx.label, @intFromEnum(op), kind);
+            p.nanos[c] += @floatFromInt(monotonicNanos() - start);
+            p.counts[c] += 1;
+        }
         at += len;
     }
     return 0;
@@ -599,6 +666,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const n = try mul(n_rows, dim);
             norm.gatedRows(try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
         },
+        .label => ctx.label = try r.int(),
         _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
     }
     if (r.at != r.words.len) return fail("{d} operand words, expected {d}", .{ r.words.len, r.at });

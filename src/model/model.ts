@@ -3,7 +3,7 @@
  * and the sessions created from it.
  */
 import { DeltaqError } from "../errors.ts";
-import { CommandList, Context } from "../native/kernels.ts";
+import { CommandList, Context, type ProfileEntry } from "../native/kernels.ts";
 import type { LayerType, Qwen35Config } from "./config.ts";
 import { Activations, encodeForward, type LayerState } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
@@ -50,6 +50,7 @@ export class Model implements SessionHost {
   readonly info: ModelInfo;
   readonly config: Qwen35Config;
   readonly weights: ModelWeights;
+  readonly fingerprint: number;
   readonly #context: Context;
   readonly #rope: RopeSchedule;
   readonly #batch: number;
@@ -57,6 +58,8 @@ export class Model implements SessionHost {
   readonly #cmds = new CommandList();
   readonly #sessions = new Set<Session>();
   #disposed = false;
+  /** Wall time inside native exec calls and in JS preparing them, while profiling. */
+  #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
   private constructor(weights: ModelWeights, opts: LoadOptions) {
     const cfg = weights.config;
@@ -76,6 +79,7 @@ export class Model implements SessionHost {
     if (!Number.isInteger(batch) || batch < 1) throw new DeltaqError(`batchSize must be a positive integer, got ${batch}`);
     this.weights = weights;
     this.config = cfg;
+    this.fingerprint = fingerprintOf(weights);
     this.#batch = Math.min(batch, contextLength);
     this.#context = new Context(threads);
     this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase);
@@ -137,14 +141,43 @@ export class Model implements SessionHost {
       this.#rope.fill(ropeView, pos + done, n);
       const last = done + n === tokens.length;
       const rows = allLogits ? { first: 0, count: n } : last ? { first: n - 1, count: 1 } : null;
+      const t0 = this.#profile ? performance.now() : 0;
       this.#cmds.clear();
       encodeForward(this.#cmds, this.config, this.weights, this.#rope, a, state, n, pos + done, rows);
+      const t1 = this.#profile ? performance.now() : 0;
       this.#context.exec(this.#cmds);
+      if (this.#profile) {
+        const t2 = performance.now();
+        this.#profile.jsMs += t1 - t0;
+        this.#profile.execMs += t2 - t1;
+        this.#profile.execs++;
+      }
       if (rows) {
         const logits = a.region.f32(a.logits.offset, rows.count * V);
         out.set(logits, allLogits ? done * V : 0);
       }
     }
+  }
+
+  /** Starts timing every kernel command (adds a clock read per command; for benchmarks). */
+  startProfile(): void {
+    this.assertLive();
+    this.#context.profile(true);
+    this.#profile = { execMs: 0, jsMs: 0, execs: 0 };
+  }
+
+  /**
+   * Stops profiling and returns the time per (model part, kernel op, weight type), plus the wall
+   * time of the native calls (whose excess over the kernels' sum is FFI and dispatch overhead) and
+   * the JS time spent encoding command lists.
+   */
+  stopProfile(): { entries: ProfileEntry[]; execMs: number; jsMs: number; execs: number } {
+    this.assertLive();
+    const entries = this.#context.readProfile();
+    this.#context.profile(false);
+    const totals = this.#profile ?? { execMs: 0, jsMs: 0, execs: 0 };
+    this.#profile = null;
+    return { entries, ...totals };
   }
 
   #resizeActivations(logitRows: number): void {
@@ -166,4 +199,15 @@ export class Model implements SessionHost {
     this.#context.free();
     this.weights.mapping.free();
   }
+}
+
+/** FNV-1a over the file size and tensor table: equal for the same file, different across quantizations. */
+function fingerprintOf(w: ModelWeights): number {
+  let h = 0x811c9dc5;
+  const mix = (s: string) => {
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  };
+  mix(String(w.gguf.fileSize));
+  for (const t of w.gguf.tensors) mix(`${t.name}:${t.type}:${t.offset}:${t.shape.join("x")};`);
+  return h;
 }

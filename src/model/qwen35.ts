@@ -127,13 +127,13 @@ export function encodeForward(
   const E = cfg.nEmbd, F = cfg.nFf;
   const rowsOf = (ref: Ref, first: number, width: number): Ref => ({ region: ref.region, offset: ref.offset + first * width });
 
-  cmds.embed(w.tokenEmbd, a.tokens, n, a.h, E);
+  cmds.label("other").embed(w.tokenEmbd, a.tokens, n, a.h, E);
 
   for (let i = 0; i < cfg.nLayer; i++) {
     const layer = w.layers[i];
     const s = state[i];
 
-    cmds.norm(a.h, a.x, rowGrid(n, E), layer.attnNorm, cfg.eps);
+    cmds.label(layer.kind).norm(a.h, a.x, rowGrid(n, E), layer.attnNorm, cfg.eps);
     if (layer.kind === "attention" && s.kind === "attention") {
       gatedAttention(cmds, cfg, layer, rope, a.attention, s.cache, n, pos);
     } else if (layer.kind === "deltanet" && s.kind === "deltanet") {
@@ -143,7 +143,7 @@ export function encodeForward(
     }
     cmds.add(a.h, a.out, n * E);
 
-    cmds.norm(a.h, a.x, rowGrid(n, E), layer.postAttentionNorm, cfg.eps);
+    cmds.label("ffn").norm(a.h, a.x, rowGrid(n, E), layer.postAttentionNorm, cfg.eps);
     cmds.matmul(layer.ffnGate, a.x, E, a.ffnGate, F, n);
     cmds.matmul(layer.ffnUp, a.x, E, a.ffnUp, F, n);
     cmds.swiglu(a.ffnGate, a.ffnUp, a.ffnGate, n * F);
@@ -152,7 +152,7 @@ export function encodeForward(
   }
 
   if (rows && rows.count > 0) {
-    cmds.norm(rowsOf(a.h, rows.first, E), a.x, rowGrid(rows.count, E), w.outputNorm, cfg.eps);
+    cmds.label("lm_head").norm(rowsOf(a.h, rows.first, E), a.x, rowGrid(rows.count, E), w.outputNorm, cfg.eps);
     cmds.matmul(w.output, a.x, E, a.logits, cfg.nVocab, rows.count);
   }
 }

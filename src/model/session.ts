@@ -1,8 +1,12 @@
 /**
- * A session is one sequence: its position, the KV cache of every attention layer and the conv and
- * DeltaNet state of every recurrent layer, all in one native region. `eval` continues from the
- * current position, so a prompt evaluated in one call and the same tokens fed one by one reach the
- * same state and logits.
+ * A session is one sequence: its position, the tokens seen so far, the KV cache of every attention
+ * layer and the conv and DeltaNet state of every recurrent layer, all in one native region.
+ * `eval` continues from the current position, so a prompt evaluated in one call and the same
+ * tokens fed one by one reach the same state and logits.
+ *
+ * A snapshot is the whole sequence state as bytes (only the KV rows in use), restorable into any
+ * session of the same model: `restore(s.snapshot())`, or through a file with `saveSnapshot` /
+ * `loadSnapshot`.
  */
 import { DeltaqError } from "../errors.ts";
 import { allocate, type Ref, type Region } from "../native/kernels.ts";
@@ -18,56 +22,71 @@ export interface EvalOptions {
 /** The model-side operations a session needs (implemented by Model). */
 export interface SessionHost {
   readonly config: Qwen35Config;
+  /** Identifies the model file, so a snapshot is only restored into the model it came from. */
+  readonly fingerprint: number;
   /** Runs tokens at `pos` with `state`; writes logits of the chosen rows into `out`. */
   run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void;
   assertLive(): void;
 }
 
+type LayerLayout =
+  | { kind: "attention"; k: number; v: number; rowBytes: number }
+  | { kind: "deltanet"; conv: number; convBytes: number; ssm: number; ssmBytes: number };
+
 /** Byte layout of a session's state region. */
-export function stateLayout(cfg: Qwen35Config, contextLength: number) {
-  const kvDim = cfg.nHeadKv * cfg.headDim;
-  const C = convDim(cfg);
-  const D = cfg.ssmHeadDim;
+function stateLayout(cfg: Qwen35Config, contextLength: number): { bytes: number; layers: LayerLayout[] } {
+  const kvRowBytes = cfg.nHeadKv * cfg.headDim * 2; // f16
+  const convBytes = (cfg.convKernel - 1) * convDim(cfg) * 4;
+  const ssmBytes = cfg.nVHeads * cfg.ssmHeadDim * cfg.ssmHeadDim * 4;
   let bytes = 0;
   const take = (n: number) => {
     const at = bytes;
     bytes += Math.ceil(n / 64) * 64;
     return at;
   };
-  const layers = cfg.layerTypes.map((kind) =>
+  const layers = cfg.layerTypes.map((kind): LayerLayout =>
     kind === "attention"
-      ? { kind, k: take(contextLength * kvDim * 2), v: take(contextLength * kvDim * 2), rowBytes: kvDim * 2 }
-      : { kind, conv: take((cfg.convKernel - 1) * C * 4), ssm: take(cfg.nVHeads * D * D * 4) }
+      ? { kind, k: take(contextLength * kvRowBytes), v: take(contextLength * kvRowBytes), rowBytes: kvRowBytes }
+      : { kind, conv: take(convBytes), convBytes, ssm: take(ssmBytes), ssmBytes }
   );
   return { bytes, layers };
 }
+
+const SNAPSHOT_MAGIC = 0x4e535144; // "DQSN"
+const SNAPSHOT_VERSION = 1;
+const SNAPSHOT_HEADER_WORDS = 4; // magic, version, fingerprint, position
 
 export class Session {
   #position = 0;
   #disposed = false;
   readonly #region: Region;
   readonly #state: LayerState[];
-  readonly #layout: ReturnType<typeof stateLayout>;
+  readonly #layout: { bytes: number; layers: LayerLayout[] };
+  readonly #history: Int32Array;
 
   constructor(readonly host: SessionHost, readonly contextLength: number) {
-    const cfg = host.config;
-    const layout = stateLayout(cfg, contextLength);
-    this.#layout = layout;
-    this.#region = allocate(layout.bytes);
+    this.#layout = stateLayout(host.config, contextLength);
+    this.#region = allocate(this.#layout.bytes);
+    this.#history = new Int32Array(contextLength);
     const ref = (byteOffset: number, elementBytes: number): Ref => ({
       region: this.#region.id,
       offset: byteOffset / elementBytes,
     });
-    this.#state = layout.layers.map((l) =>
+    this.#state = this.#layout.layers.map((l): LayerState =>
       l.kind === "attention"
-        ? { kind: "attention", cache: { k: ref(l.k!, 2), v: ref(l.v!, 2) } }
-        : { kind: "deltanet", state: { conv: ref(l.conv!, 4), ssm: ref(l.ssm!, 4) } }
+        ? { kind: "attention", cache: { k: ref(l.k, 2), v: ref(l.v, 2) } }
+        : { kind: "deltanet", state: { conv: ref(l.conv, 4), ssm: ref(l.ssm, 4) } }
     );
   }
 
   /** Tokens evaluated so far (the position of the next token). */
   get position(): number {
     return this.#position;
+  }
+
+  /** The tokens evaluated so far, oldest first (a copy). */
+  get tokens(): Int32Array {
+    return this.#history.slice(0, this.#position);
   }
 
   /**
@@ -93,23 +112,116 @@ export class Session {
     }
     const out = new Float32Array((opts.allLogits ? n : 1) * cfg.nVocab);
     this.host.run(this.#state, tokens, this.#position, !!opts.allLogits, out);
+    for (let i = 0; i < n; i++) this.#history[this.#position + i] = tokens[i];
     this.#position += n;
     return out;
   }
 
-  /** Forgets everything: position 0, caches and recurrent state cleared. */
+  /** Forgets everything: position 0, recurrent state cleared. */
   reset(): void {
     this.#assertLive();
     // The KV cache needs no clearing: attention only reads rows below the position, which are
     // rewritten before they are read again.
     const bytes = this.#region.bytes();
-    const cfg = this.host.config;
     for (const l of this.#layout.layers) {
       if (l.kind !== "deltanet") continue;
-      bytes.fill(0, l.conv!, l.conv! + (cfg.convKernel - 1) * convDim(cfg) * 4);
-      bytes.fill(0, l.ssm!, l.ssm! + cfg.nVHeads * cfg.ssmHeadDim ** 2 * 4);
+      bytes.fill(0, l.conv, l.conv + l.convBytes);
+      bytes.fill(0, l.ssm, l.ssm + l.ssmBytes);
     }
     this.#position = 0;
+  }
+
+  /** The sequence state as bytes: position, tokens, the used KV rows and the recurrent state. */
+  snapshot(): Uint8Array {
+    this.#assertLive();
+    const pos = this.#position;
+    const size = this.#snapshotBytes(pos);
+    const out = new Uint8Array(size);
+    const words = new Uint32Array(out.buffer, 0, SNAPSHOT_HEADER_WORDS);
+    words.set([SNAPSHOT_MAGIC, SNAPSHOT_VERSION, this.host.fingerprint, pos]);
+    let at = SNAPSHOT_HEADER_WORDS * 4;
+    new Int32Array(out.buffer, at, pos).set(this.#history.subarray(0, pos));
+    at += pos * 4;
+    const state = this.#region.bytes();
+    const copy = (from: number, n: number) => {
+      out.set(state.subarray(from, from + n), at);
+      at += n;
+    };
+    for (const l of this.#layout.layers) {
+      if (l.kind === "attention") {
+        copy(l.k, pos * l.rowBytes);
+        copy(l.v, pos * l.rowBytes);
+      } else {
+        copy(l.conv, l.convBytes);
+        copy(l.ssm, l.ssmBytes);
+      }
+    }
+    return out;
+  }
+
+  /** Replaces this session's state with a snapshot taken from a session of the same model. */
+  restore(snapshot: Uint8Array): void {
+    this.#assertLive();
+    const bad = (why: string): never => {
+      throw new DeltaqError(`cannot restore session snapshot: ${why}`);
+    };
+    if (snapshot.byteLength < SNAPSHOT_HEADER_WORDS * 4) bad("too short");
+    const header = new DataView(snapshot.buffer, snapshot.byteOffset, SNAPSHOT_HEADER_WORDS * 4);
+    const word = (i: number) => header.getUint32(i * 4, true);
+    if (word(0) !== SNAPSHOT_MAGIC) bad("not a deltaq session snapshot");
+    if (word(1) !== SNAPSHOT_VERSION) bad(`unsupported snapshot version ${word(1)}`);
+    if (word(2) !== this.host.fingerprint) bad("it was taken with a different model");
+    const pos = word(3);
+    if (pos > this.contextLength) bad(`its ${pos} tokens exceed this session's context length ${this.contextLength}`);
+    if (snapshot.byteLength !== this.#snapshotBytes(pos)) bad("its size does not match the model");
+    let at = SNAPSHOT_HEADER_WORDS * 4;
+    const tokens = new Int32Array(snapshot.slice(at, at + pos * 4).buffer);
+    at += pos * 4;
+    const state = this.#region.bytes();
+    const copy = (to: number, n: number) => {
+      state.set(snapshot.subarray(at, at + n), to);
+      at += n;
+    };
+    for (const l of this.#layout.layers) {
+      if (l.kind === "attention") {
+        copy(l.k, pos * l.rowBytes);
+        copy(l.v, pos * l.rowBytes);
+      } else {
+        copy(l.conv, l.convBytes);
+        copy(l.ssm, l.ssmBytes);
+      }
+    }
+    this.#history.set(tokens);
+    this.#position = pos;
+  }
+
+  /** Writes `snapshot()` to a file (atomically: a temporary name is renamed into place). */
+  async saveSnapshot(path: string): Promise<void> {
+    const bytes = this.snapshot();
+    const tmp = `${path}.partial`;
+    try {
+      await Deno.writeFile(tmp, bytes);
+      await Deno.rename(tmp, path);
+    } catch (e) {
+      await Deno.remove(tmp).catch(() => {});
+      throw new DeltaqError(`${path}: cannot write snapshot: ${(e as Error).message}`);
+    }
+  }
+
+  /** Restores a snapshot written by `saveSnapshot`. */
+  async loadSnapshot(path: string): Promise<void> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(path);
+    } catch (e) {
+      throw new DeltaqError(`${path}: cannot read snapshot: ${(e as Error).message}`);
+    }
+    try {
+      this.restore(bytes);
+    } catch (e) {
+      if (e instanceof DeltaqError) throw new DeltaqError(`${path}: ${e.message}`);
+      throw e;
+    }
   }
 
   /** Frees the session's memory. Calling it twice is harmless. */
@@ -117,6 +229,16 @@ export class Session {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#region.free();
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  #snapshotBytes(pos: number): number {
+    let n = SNAPSHOT_HEADER_WORDS * 4 + pos * 4;
+    for (const l of this.#layout.layers) n += l.kind === "attention" ? 2 * pos * l.rowBytes : l.convBytes + l.ssmBytes;
+    return n;
   }
 
   #assertLive(): void {

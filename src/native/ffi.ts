@@ -9,7 +9,7 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
@@ -23,6 +23,8 @@ export const symbols = {
   dq_context: { parameters: ["u32"], result: "i32" },
   dq_context_free: { parameters: ["u32"], result: "void" },
   dq_exec: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  dq_profile: { parameters: ["u32", "u32"], result: "i32" },
+  dq_profile_read: { parameters: ["u32", "buffer", "u32"], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Native = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -116,11 +116,62 @@ export class Context {
     if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
   }
 
+  /** Turns per-command timing on (clearing earlier counts) or off. */
+  profile(enable: boolean): void {
+    check(this.native, this.native.dq_profile(this.id, enable ? 1 : 0), "profiling");
+  }
+
+  /** Time spent per (label, opcode, weight type) since profiling was enabled; empty when off. */
+  readProfile(): ProfileEntry[] {
+    const cells = PROFILE_LABELS.length * PROFILE_OPS * PROFILE_KINDS;
+    const raw = new Float64Array(2 * cells);
+    if (this.native.dq_profile_read(this.id, raw, raw.length) === 0) return [];
+    const out: ProfileEntry[] = [];
+    for (let c = 0; c < cells; c++) {
+      const calls = raw[cells + c];
+      if (calls === 0) continue;
+      const kind = c % PROFILE_KINDS, op = Math.floor(c / PROFILE_KINDS) % PROFILE_OPS;
+      const label = Math.floor(c / (PROFILE_KINDS * PROFILE_OPS));
+      out.push({ label: PROFILE_LABELS[label], op: OP_NAMES[op] ?? `op${op}`, weightType: kind, ms: raw[c] / 1e6, calls });
+    }
+    return out;
+  }
+
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
     this.native.dq_context_free(this.id);
   }
+}
+
+/** Profile labels, in the order of their ids (kernels/root.zig `Profile.labels` ≥ this length). */
+export const PROFILE_LABELS = ["other", "attention", "deltanet", "ffn", "lm_head", "unused5", "unused6", "unused7"] as const;
+export type ProfileLabel = (typeof PROFILE_LABELS)[number];
+const PROFILE_OPS = 16;
+const PROFILE_KINDS = 32;
+const OP_NAMES: Record<number, string> = {
+  1: "embed",
+  2: "matmul",
+  3: "norm",
+  4: "add",
+  5: "swiglu",
+  6: "sigmoid_gate",
+  7: "rope",
+  8: "kv_store",
+  9: "attention",
+  10: "conv1d",
+  11: "deltanet",
+  12: "gated_norm",
+  13: "label",
+};
+
+export interface ProfileEntry {
+  label: ProfileLabel;
+  op: string;
+  /** GGML type of the weight for matmul/embed, else 0. */
+  weightType: number;
+  ms: number;
+  calls: number;
 }
 
 const f32bits = new Float32Array(1);
@@ -279,6 +330,11 @@ export class CommandList {
     s: { nTokens: number; nKHeads: number; nVHeads: number; headDim: number },
   ): this {
     return this.#op(11, qkv, qkvStride, beta, alpha, gateStride, ssmA, dtBias, state, out, s.nTokens, s.nKHeads, s.nVHeads, s.headDim);
+  }
+
+  /** Names the part of the model the following commands belong to (for profiles). */
+  label(label: ProfileLabel): this {
+    return this.#op(13, PROFILE_LABELS.indexOf(label));
   }
 
   /** out = rmsnorm(o)·w·silu(z), rows contiguous. */
