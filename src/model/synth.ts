@@ -544,7 +544,10 @@ function byteSymbolsInVocabOrder(table: string[]): string[] {
   return [...printable, ...others];
 }
 
-/** Learns up to `maxMerges` BPE merges from the training text (ties broken by merge text). */
+/**
+ * Learns up to `maxMerges` BPE merges from the training text, most frequent pair first (ties
+ * broken by merge text), continuing with pairs seen once until every word is a single token.
+ */
 function learnMerges(table: string[], maxMerges: number): string[] {
   const utf8 = new TextEncoder();
   const counts = new Map<string, number>();
@@ -559,11 +562,11 @@ function learnMerges(table: string[], maxMerges: number): string[] {
         pairs.set(key, (pairs.get(key) ?? 0) + w.n);
       }
     }
-    let best = "", bestCount = 1;
+    let best = "", bestCount = 0;
     for (const [key, n] of pairs) {
-      if (n > bestCount || (n === bestCount && n > 1 && key < best)) [best, bestCount] = [key, n];
+      if (n > bestCount || (n === bestCount && key < best)) [best, bestCount] = [key, n];
     }
-    if (bestCount < 2) break;
+    if (bestCount === 0) break; // every word is one token
     merges.push(best);
     const [a, b] = best.split(" ");
     for (const w of words) {
