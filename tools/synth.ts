@@ -135,54 +135,69 @@ async function main(argv: string[]): Promise<void> {
   const quiet = values.quiet ?? false;
   const log = (s: string) => quiet || console.error(s);
 
+  // Imported only when asked for: the oracle installs the pinned llama.cpp on first use.
+  const oracle = quantizeTo ? await import("../src/oracle/llama.ts") : undefined;
+  if (oracle && !(quantizeTo! in oracle.LLAMA_FTYPE)) {
+    throw new DeltaqError(
+      `--quantize must be one of ${Object.keys(oracle.LLAMA_FTYPE).join(", ")}, not ${quantizeTo}`,
+    );
+  }
+
   log(`synth: ${values.preset} — ${describeShape(shape, type)}, seed ${seed}`);
-  const floatPath = quantizeTo ? `${out}.${type}.tmp` : out;
-  const t0 = performance.now();
-  let lastReport = t0;
-  const size = await writeSyntheticQwen35(
-    floatPath,
-    {
-      shape,
-      type,
-      seed,
-      vocabFile,
-      chatTemplate,
-      name: values.name as string | undefined ?? `deltaq synthetic ${values.preset}`,
-    },
-    (written, total) => {
-      const now = performance.now();
-      if (quiet || total < 256 << 20 || now - lastReport < 1000) return;
-      lastReport = now;
-      const rate = written / ((now - t0) / 1000);
-      Deno.stderr.writeSync(new TextEncoder().encode(
-        `\rsynth: ${gb(written)} / ${gb(total)} GB (${(100 * written / total).toFixed(0)}%), ${
-          (rate / 1e6).toFixed(0)
-        } MB/s   `,
-      ));
-    },
-  );
-  if (!quiet && size >= 256 << 20) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-  log(`synth: wrote ${floatPath} (${gb(size)} GB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  if (quantizeTo) {
-    // Imported only here: the oracle installs the pinned llama.cpp on first use.
-    const { quantize, LLAMA_FTYPE } = await import("../src/oracle/llama.ts");
-    if (!(quantizeTo in LLAMA_FTYPE)) {
-      await Deno.remove(floatPath).catch(() => {});
-      throw new DeltaqError(
-        `--quantize must be one of ${Object.keys(LLAMA_FTYPE).join(", ")}, not ${quantizeTo}`,
+  const floatPath = oracle ? `${out}.${type}.tmp` : out;
+  // The writer removes its .partial file when it fails, but Ctrl-C ends the process first.
+  const onInterrupt = () => {
+    for (const p of [`${floatPath}.partial`, ...(oracle ? [floatPath] : [])]) {
+      try {
+        Deno.removeSync(p);
+      } catch { /* not there */ }
+    }
+    console.error("\nsynth: interrupted; removed the unfinished file");
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  try {
+    const t0 = performance.now();
+    let lastReport = t0;
+    const size = await writeSyntheticQwen35(
+      floatPath,
+      {
+        shape,
+        type,
+        seed,
+        vocabFile,
+        chatTemplate,
+        name: values.name as string | undefined ?? `deltaq synthetic ${values.preset}`,
+      },
+      (written, total) => {
+        const now = performance.now();
+        if (quiet || total < 256 << 20 || now - lastReport < 1000) return;
+        lastReport = now;
+        const rate = written / ((now - t0) / 1000);
+        Deno.stderr.writeSync(new TextEncoder().encode(
+          `\rsynth: ${gb(written)} / ${gb(total)} GB (${(100 * written / total).toFixed(0)}%), ${
+            (rate / 1e6).toFixed(0)
+          } MB/s   `,
+        ));
+      },
+    );
+    if (!quiet && size >= 256 << 20) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    log(`synth: wrote ${floatPath} (${gb(size)} GB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (oracle) {
+      const t1 = performance.now();
+      try {
+        oracle.quantize(floatPath, out, quantizeTo as keyof typeof oracle.LLAMA_FTYPE);
+      } finally {
+        await Deno.remove(floatPath).catch(() => {});
+      }
+      log(
+        `synth: quantized to ${quantizeTo}: ${out} (${gb(Deno.statSync(out).size)} GB) in ${
+          ((performance.now() - t1) / 1000).toFixed(1)
+        } s`,
       );
     }
-    const t1 = performance.now();
-    try {
-      quantize(floatPath, out, quantizeTo as keyof typeof LLAMA_FTYPE);
-    } finally {
-      await Deno.remove(floatPath).catch(() => {});
-    }
-    log(
-      `synth: quantized to ${quantizeTo}: ${out} (${gb(Deno.statSync(out).size)} GB) in ${
-        ((performance.now() - t1) / 1000).toFixed(1)
-      } s`,
-    );
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
   }
 }
 
