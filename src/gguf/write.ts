@@ -97,8 +97,10 @@ export async function writeGguf(
   const partial = `${path}.partial`;
   let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(partial, { write: true, create: true, truncate: true });
-    const out = new BufferedFile(file);
+    file = await Deno.open(partial, { write: true, create: true, truncate: true }).catch((e) => {
+      throw cannotWrite(path, e);
+    });
+    const out = new BufferedFile(file, path);
     await out.write(layout.header);
     await out.zeros(layout.dataOffset - layout.header.length);
     const progress = options.onProgress;
@@ -126,16 +128,20 @@ export async function writeGguf(
     }
     file.close();
     file = undefined;
-    await Deno.rename(partial, path);
+    await Deno.rename(partial, path).catch((e) => {
+      throw cannotWrite(path, e);
+    });
     return layout.fileSize;
   } catch (e) {
     file?.close();
     await Deno.remove(partial).catch(() => {});
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      throw new DeltaqError(`cannot write ${path}: ${(e as Error).message}`, { cause: e });
-    }
     throw e;
   }
+}
+
+/** File-system failures (missing directory, no permission, disk full) are the user's to fix. */
+function cannotWrite(path: string, e: unknown): DeltaqError {
+  return new DeltaqError(`cannot write ${path}: ${(e as Error).message}`, { cause: e });
 }
 
 /** Encodes the header and computes where everything goes, validating the inputs. */
@@ -508,7 +514,7 @@ class BufferedFile {
   private buf = new Uint8Array(1 << 22);
   private used = 0;
   position = 0;
-  constructor(private file: Deno.FsFile) {}
+  constructor(private file: Deno.FsFile, private path: string) {}
 
   async write(chunk: Uint8Array): Promise<void> {
     this.position += chunk.length;
@@ -518,7 +524,7 @@ class BufferedFile {
       return;
     }
     await this.flush();
-    if (chunk.length >= this.buf.length) await writeAll(this.file, chunk);
+    if (chunk.length >= this.buf.length) await this.writeAll(chunk);
     else {
       this.buf.set(chunk);
       this.used = chunk.length;
@@ -529,12 +535,15 @@ class BufferedFile {
   }
   async flush(): Promise<void> {
     if (this.used === 0) return;
-    await writeAll(this.file, this.buf.subarray(0, this.used));
+    await this.writeAll(this.buf.subarray(0, this.used));
     this.used = 0;
   }
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  private async writeAll(bytes: Uint8Array): Promise<void> {
+    try {
+      let done = 0;
+      while (done < bytes.length) done += await this.file.write(bytes.subarray(done));
+    } catch (e) {
+      throw cannotWrite(this.path, e);
+    }
+  }
 }
