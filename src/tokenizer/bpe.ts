@@ -107,6 +107,9 @@ export class BytePairEncoder {
   #ids = new Int32Array(SHORT_WORD);
   #ranks = new Int32Array(SHORT_WORD);
   #slots = new Int32Array(SHORT_WORD);
+  // Scratch space for long words, grown on demand.
+  #long = { ids: new Int32Array(0), next: new Int32Array(0), prev: new Int32Array(0) };
+  #heap = new MergeHeap();
 
   /**
    * `index` finds token texts (in byte-character form); `merges` are "left right" strings whose
@@ -212,15 +215,17 @@ export class BytePairEncoder {
    * made stale by earlier merges are skipped when popped. O(n log n) for long words.
    */
   #encodeLong(bytes: Uint8Array, start: number, n: number, out: number[]): void {
-    const ids = new Int32Array(n);
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
+    if (this.#long.ids.length < n) {
+      this.#long = { ids: new Int32Array(n), next: new Int32Array(n), prev: new Int32Array(n) };
+    }
+    const { ids, next, prev } = this.#long;
     for (let i = 0; i < n; i++) {
       ids[i] = this.#byteSymbol[bytes[start + i]];
       next[i] = i + 1 < n ? i + 1 : -1;
       prev[i] = i - 1;
     }
-    const heap = new MergeHeap(n);
+    const heap = this.#heap;
+    heap.reset(n);
     const push = (left: number, right: number) => {
       const slot = this.#merges.find(ids[left], ids[right]);
       if (slot >= 0) heap.push(this.#merges.rankAt(slot), left, right, ids[left], ids[right], slot);
@@ -243,66 +248,83 @@ export class BytePairEncoder {
   }
 }
 
-/** A binary min-heap of (rank, left) with payload; the popped entry is read from the fields. */
+/**
+ * A binary min-heap of candidate merges ordered by (rank, left position). Entries are written once
+ * into flat arrays; the heap orders entry numbers, so sifting moves one integer per level.
+ */
 class MergeHeap {
   size = 0;
+  #entries = 0;
+  /** rank · 2^32 + left: exact in a double for rank < 2^21, ordered by (rank, left). */
+  #key = new Float64Array(0);
+  #right = new Int32Array(0);
+  #leftId = new Int32Array(0);
+  #rightId = new Int32Array(0);
+  #slot = new Int32Array(0);
+  #heap = new Int32Array(0);
+  // The entry last popped.
   left = 0;
   right = 0;
   leftId = 0;
   rightId = 0;
   slot = 0;
-  #key: Float64Array;
-  #data: Int32Array; // right, leftId, rightId, slot per entry (left is in the key)
 
-  constructor(n: number) {
+  /** Empties the heap, making room for the merges of an n-symbol word. */
+  reset(n: number): void {
     // n - 1 initial pairs plus at most two per merge.
     const capacity = 3 * n + 4;
-    this.#key = new Float64Array(capacity);
-    this.#data = new Int32Array(capacity * 4);
+    if (this.#key.length < capacity) {
+      this.#key = new Float64Array(capacity);
+      this.#right = new Int32Array(capacity);
+      this.#leftId = new Int32Array(capacity);
+      this.#rightId = new Int32Array(capacity);
+      this.#slot = new Int32Array(capacity);
+      this.#heap = new Int32Array(capacity);
+    }
+    this.size = 0;
+    this.#entries = 0;
   }
 
   push(rank: number, left: number, right: number, leftId: number, rightId: number, slot: number): void {
-    // rank < 2^21 and left < 2^32 make an exact double key ordered by (rank, left).
+    const e = this.#entries++;
     const key = rank * 4294967296 + left;
+    this.#key[e] = key;
+    this.#right[e] = right;
+    this.#leftId[e] = leftId;
+    this.#rightId[e] = rightId;
+    this.#slot[e] = slot;
+    const heap = this.#heap, keys = this.#key;
     let i = this.size++;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (this.#key[parent] <= key) break;
-      this.#move(parent, i);
+      if (keys[heap[parent]] <= key) break;
+      heap[i] = heap[parent];
       i = parent;
     }
-    this.#key[i] = key;
-    const d = i * 4;
-    this.#data[d] = right;
-    this.#data[d + 1] = leftId;
-    this.#data[d + 2] = rightId;
-    this.#data[d + 3] = slot;
+    heap[i] = e;
   }
 
   pop(): void {
-    const key = this.#key[0];
-    this.left = key % 4294967296;
-    this.right = this.#data[0];
-    this.leftId = this.#data[1];
-    this.rightId = this.#data[2];
-    this.slot = this.#data[3];
+    const heap = this.#heap, keys = this.#key;
+    const e = heap[0];
+    this.left = keys[e] % 4294967296;
+    this.right = this.#right[e];
+    this.leftId = this.#leftId[e];
+    this.rightId = this.#rightId[e];
+    this.slot = this.#slot[e];
     const last = --this.size;
     if (last === 0) return;
-    const lastKey = this.#key[last];
+    const moved = heap[last];
+    const movedKey = keys[moved];
     let i = 0;
     for (;;) {
       let child = 2 * i + 1;
       if (child >= last) break;
-      if (child + 1 < last && this.#key[child + 1] < this.#key[child]) child++;
-      if (this.#key[child] >= lastKey) break;
-      this.#move(child, i);
+      if (child + 1 < last && keys[heap[child + 1]] < keys[heap[child]]) child++;
+      if (keys[heap[child]] >= movedKey) break;
+      heap[i] = heap[child];
       i = child;
     }
-    this.#move(last, i);
-  }
-
-  #move(from: number, to: number): void {
-    this.#key[to] = this.#key[from];
-    this.#data.copyWithin(to * 4, from * 4, from * 4 + 4);
+    heap[i] = moved;
   }
 }
