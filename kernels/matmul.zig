@@ -4,43 +4,562 @@
 //!   getRow(w, r, out)                                     out[c]  = w[r][c] as f32
 //!
 //! `w` is `ne1` rows of `ne0` values (ne0 contiguous, GGUF order); x rows hold ne0 floats,
-//! y rows ne1 floats. Work is split over the context's pool by rows of `w`.
+//! y rows ne1 floats, each `*_stride` floats apart.
+//!
+//! Numerics follow llama.cpp's CPU backend: the activations are first converted to the weight
+//! type's dot-product partner — Q8_K (blocks of 256) for Q4_K/Q5_K/Q6_K, Q8_0 for Q8_0, values
+//! rounded to F16/BF16 for F16/BF16, plain f32 for F32 — and the products are integer (quantized
+//! types) or f32 (float types). The formats live in `quant/`.
+//!
+//! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
+//! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
+//! activation. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
+//! panel (`kquants.Unpacked`), then every tile of the chunk reads the panel; Q8_0 and float
+//! weights are read directly. Token chunks are sized so their activations stay in L2.
 const std = @import("std");
 const types = @import("types.zig");
-const simd = @import("simd.zig");
 const pool_mod = @import("pool.zig");
 const root = @import("root.zig");
+const common = @import("quant/common.zig");
+const q8_k = @import("quant/q8_k.zig");
+const q8_0 = @import("quant/q8_0.zig");
+const q4_k = @import("quant/q4_k.zig");
+const q5_k = @import("quant/q5_k.zig");
+const q6_k = @import("quant/q6_k.zig");
+const kquants = @import("quant/kquants.zig");
+const float = @import("quant/float.zig");
 
-const Weight = types.Weight;
+pub const Weight = types.Weight;
+pub const GgmlType = types.GgmlType;
+pub const Context = root.Context;
+
+/// Rows × tokens per GEMM tile. Each (row, token) pair keeps two vectors live (integer and float
+/// sums), so AVX-512VL's 32 vector registers take twice the tile of AVX2's 16.
+const tile_rows = if (common.has_avx512vl) 4 else 2;
+const tile_tokens = 4;
+/// Rows per dot-product pass when decoding one token.
+const matvec_rows = 2;
+
+/// Tuning knobs; tests shrink them to exercise chunk edges on small matrices.
+pub const Config = struct {
+    /// Bytes of quantized activations a token chunk may occupy (kept in L2 while its tiles run).
+    token_chunk_bytes: usize = 512 * 1024,
+    /// Rows per work item handed to a worker.
+    row_chunk_decode: usize = 32,
+    row_chunk_gemm: usize = 16,
+};
 
 pub fn matmul(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize) error{Failed}!void {
+    return matmulWith(ctx, w, x, x_stride, y, y_stride, n_tokens, .{});
+}
+
+pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize, cfg: Config) error{Failed}!void {
     if (n_tokens == 0) return;
+    if (w.kind.rowBytes(w.ne0) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @intFromEnum(w.kind), w.ne0 });
+    if (n_tokens > 1 and x_stride < w.ne0) return root.fail("matmul: activation stride {d} is shorter than a row ({d})", .{ x_stride, w.ne0 });
+    if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
+    const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
     switch (w.kind) {
-        .f32 => {
-            const Job = struct {
-                w: *const Weight,
-                x: [*]const f32,
-                x_stride: usize,
-                y: [*]f32,
-                y_stride: usize,
-                n_tokens: usize,
-                fn run(j: *const @This(), worker: usize, n_workers: usize) void {
-                    const s = pool_mod.share(j.w.ne1, 8, worker, n_workers);
-                    const rows: [*]const f32 = j.w.f32s();
-                    for (s.begin..s.end) |r| for (0..j.n_tokens) |t| {
-                        j.y[t * j.y_stride + r] = simd.dot(rows + r * j.w.ne0, j.x + t * j.x_stride, j.w.ne0);
-                    };
-                }
-            };
-            ctx.pool.run(Job, &.{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens }, Job.run);
-        },
-        else => return error.Failed,
+        .q4_k => try runKQuant(q4_k, ctx, p),
+        .q5_k => try runKQuant(q5_k, ctx, p),
+        .q6_k => try runKQuant(q6_k, ctx, p),
+        .q8_0 => try runQ8_0(ctx, p),
+        .f32 => try runFloat(f32, ctx, p),
+        .f16 => try runFloat(f16, ctx, p),
+        .bf16 => try runFloat(float.Bf16, ctx, p),
+        _ => return root.fail("matmul: weight type {d} is not supported", .{@intFromEnum(w.kind)}),
     }
 }
 
 pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
+    const row = w.row(r);
     switch (w.kind) {
-        .f32 => @memcpy(out[0..w.ne0], w.f32s()[r * w.ne0 ..][0..w.ne0]),
-        else => unreachable,
+        .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
+        .f16 => float.getRow(f16, @ptrCast(@alignCast(row)), out, w.ne0),
+        .bf16 => float.getRow(float.Bf16, @ptrCast(@alignCast(row)), out, w.ne0),
+        .q8_0 => dequantizeRow(q8_0, row, out, w.ne0),
+        .q4_k => dequantizeRow(q4_k, row, out, w.ne0),
+        .q5_k => dequantizeRow(q5_k, row, out, w.ne0),
+        .q6_k => dequantizeRow(q6_k, row, out, w.ne0),
+        // Registration (root.zig) only accepts the types above.
+        _ => unreachable,
     }
+}
+
+fn dequantizeRow(comptime F: type, row: [*]const u8, out: [*]f32, n: usize) void {
+    const blocks: [*]const F.Block = @ptrCast(@alignCast(row));
+    const per_block = F.block_values;
+    for (0..n / per_block) |b| F.dequantize(&blocks[b], out[b * per_block ..][0..per_block]);
+}
+
+const Problem = struct {
+    w: *const Weight,
+    x: [*]const f32,
+    x_stride: usize,
+    y: [*]f32,
+    y_stride: usize,
+    n_tokens: usize,
+    cfg: Config,
+
+    fn out(p: Problem, t: usize, r: usize) *f32 {
+        return &p.y[t * p.y_stride + r];
+    }
+
+    /// Tokens per chunk: a multiple of the tile, with `row_bytes` of activations per token.
+    fn tokenChunk(p: Problem, row_bytes: usize) usize {
+        const fit = p.cfg.token_chunk_bytes / row_bytes;
+        return @max(tile_tokens, fit / tile_tokens * tile_tokens);
+    }
+};
+
+fn nWorkers(ctx: *root.Context) usize {
+    return ctx.pool.n_spawned + 1;
+}
+
+/// Quantizes (or rounds) every token's activations into scratch rows `row_bytes` apart, split
+/// over the pool by tokens when there are several.
+fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_bytes: usize, comptime convert: fn (x: [*]const f32, k: usize, dst: [*]align(64) u8) void) void {
+    const Job = struct {
+        p: Problem,
+        dst: [*]align(64) u8,
+        row_bytes: usize,
+        fn run(j: *const @This(), worker: usize, n_workers: usize) void {
+            const s = pool_mod.share(j.p.n_tokens, 1, worker, n_workers);
+            for (s.begin..s.end) |t| convert(j.p.x + t * j.p.x_stride, j.p.w.ne0, @alignCast(j.dst + t * j.row_bytes));
+        }
+    };
+    const job = Job{ .p = p, .dst = dst, .row_bytes = row_bytes };
+    if (p.n_tokens == 1) Job.run(&job, 0, 1) else ctx.pool.run(Job, &job, Job.run);
+}
+
+/// Runs a kernel over the pool. A kernel type `K` holds `p: Problem` and `chunks: *Chunks` and
+/// provides, for rows r.. and tokens t..:
+///   dotRows(k, R, r) [R]f32              one token (decode)
+///   prepare(k, worker, r, n_rows)         before the tiles of a row group (K-quants unpack here)
+///   tile(k, worker, R, T, r, t) [R][T]f32 several tokens
+/// Workers take row chunks; within one, token chunks sized for L2 come first, then row groups of
+/// `tile_rows`, then token tiles. Ragged edges use smaller comptime tile shapes.
+fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
+    const Driver = struct {
+        fn work(kk: *const K, worker: usize, _: usize) void {
+            const p = kk.p;
+            if (p.n_tokens == 1) {
+                while (kk.chunks.take()) |range| {
+                    var r = range.begin;
+                    while (r + matvec_rows <= range.end) : (r += matvec_rows) {
+                        const s = kk.dotRows(matvec_rows, r);
+                        inline for (0..matvec_rows) |i| p.out(0, r + i).* = s[i];
+                    }
+                    while (r < range.end) : (r += 1) p.out(0, r).* = kk.dotRows(1, r)[0];
+                }
+                return;
+            }
+            const chunk = p.tokenChunk(K.actRowBytes(p.w.ne0));
+            while (kk.chunks.take()) |range| {
+                var t0: usize = 0;
+                while (t0 < p.n_tokens) : (t0 += chunk) {
+                    const t1 = @min(p.n_tokens, t0 + chunk);
+                    var r = range.begin;
+                    while (r < range.end) : (r += tile_rows) {
+                        const n_rows = @min(tile_rows, range.end - r);
+                        kk.prepare(worker, r, n_rows);
+                        switch (n_rows) {
+                            inline 1...tile_rows => |R| {
+                                var t = t0;
+                                while (t < t1) : (t += tile_tokens) switch (@min(tile_tokens, t1 - t)) {
+                                    inline 1...tile_tokens => |T| {
+                                        const out = kk.tile(worker, R, T, r, t);
+                                        inline for (0..R) |ri| inline for (0..T) |ti| {
+                                            p.out(t + ti, r + ri).* = out[ri][ti];
+                                        };
+                                    },
+                                    else => unreachable,
+                                };
+                            },
+                            else => unreachable,
+                        }
+                    }
+                }
+            }
+        }
+    };
+    ctx.pool.run(K, k, Driver.work);
+}
+
+fn rowChunk(p: Problem) usize {
+    return if (p.n_tokens == 1) p.cfg.row_chunk_decode else p.cfg.row_chunk_gemm;
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants against Q8_K activations.
+
+fn KQuantKernel(comptime F: type) type {
+    return struct {
+        p: Problem,
+        chunks: *pool_mod.Chunks,
+        acts: [*]align(64) u8,
+        panels: [*]align(64) u8,
+        panel_bytes: usize,
+
+        const Self = @This();
+
+        fn actRowBytes(k: usize) usize {
+            return q8_k.Row.bytes(k);
+        }
+
+        fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            q8_k.quantize(x, k, q8_k.Row.at(dst, k, 0));
+        }
+
+        fn blocks(self: *const Self, r: usize) [*]const F.Block {
+            return @ptrCast(@alignCast(self.p.w.row(r)));
+        }
+
+        fn act(self: *const Self, t: usize) q8_k.Row {
+            return q8_k.Row.at(self.acts, self.p.w.ne0, t);
+        }
+
+        fn panel(self: *const Self, worker: usize) [*]kquants.Unpacked {
+            return @ptrCast(@alignCast(self.panels + worker * self.panel_bytes));
+        }
+
+        fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return kquants.dotRows(F, R, rows, self.act(0), self.p.w.ne0 / 256);
+        }
+
+        fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
+            const nb = self.p.w.ne0 / 256;
+            const dst = self.panel(worker);
+            for (0..n_rows) |i| {
+                const src = self.blocks(r + i);
+                for (0..nb) |b| F.unpack(&src[b], &dst[i * nb + b]);
+            }
+        }
+
+        fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, t: usize) [R][T]f32 {
+            const nb = self.p.w.ne0 / 256;
+            var rows: [R][*]const kquants.Unpacked = undefined;
+            inline for (0..R) |i| rows[i] = self.panel(worker) + i * nb;
+            var acts: [T]q8_k.Row = undefined;
+            inline for (0..T) |i| acts[i] = self.act(t + i);
+            var out: [R][T]f32 = undefined;
+            kquants.tile(R, T, F.offsets, rows, acts, nb, &out);
+            return out;
+        }
+    };
+}
+
+fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
+    const K = KQuantKernel(F);
+    const k = p.w.ne0;
+    const act_bytes = K.actRowBytes(k);
+    const panel_bytes = std.mem.alignForward(usize, tile_rows * (k / 256) * @sizeOf(kquants.Unpacked), 64);
+    const acts_total = p.n_tokens * act_bytes;
+    const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
+    prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 against Q8_0 activations: tiles read the weights in place.
+
+const Q8_0Kernel = struct {
+    p: Problem,
+    chunks: *pool_mod.Chunks,
+    acts: [*]align(64) u8,
+
+    const Self = @This();
+
+    fn actRowBytes(k: usize) usize {
+        return q8_0.Row.bytes(k);
+    }
+
+    fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+        q8_0.quantize(x, k, q8_0.Row.at(dst, k, 0));
+    }
+
+    fn blocks(self: *const Self, r: usize) [*]const q8_0.Block {
+        return @ptrCast(@alignCast(self.p.w.row(r)));
+    }
+
+    fn act(self: *const Self, t: usize) q8_0.Row {
+        return q8_0.Row.at(self.acts, self.p.w.ne0, t);
+    }
+
+    fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+        var rows: [R][*]const q8_0.Block = undefined;
+        inline for (0..R) |i| rows[i] = self.blocks(r + i);
+        return q8_0.dotRows(R, rows, self.act(0), self.p.w.ne0 / 32);
+    }
+
+    fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
+
+    fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, t: usize) [R][T]f32 {
+        var rows: [R][*]const q8_0.Block = undefined;
+        inline for (0..R) |i| rows[i] = self.blocks(r + i);
+        var acts: [T]q8_0.Row = undefined;
+        inline for (0..T) |i| acts[i] = self.act(t + i);
+        var out: [R][T]f32 = undefined;
+        q8_0.tile(R, T, rows, acts, self.p.w.ne0 / 32, &out);
+        return out;
+    }
+};
+
+fn runQ8_0(ctx: *root.Context, p: Problem) error{Failed}!void {
+    const act_bytes = Q8_0Kernel.actRowBytes(p.w.ne0);
+    const scratch = try ctx.scratchBytes(p.n_tokens * act_bytes);
+    prepareActivations(ctx, p, scratch.ptr, act_bytes, Q8_0Kernel.convert);
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    run(ctx, Q8_0Kernel, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr });
+}
+
+// ---------------------------------------------------------------------------------------------
+// F32, F16 and BF16 weights against f32 activations (rounded to F16/BF16 for those types).
+
+fn FloatKernel(comptime W: type) type {
+    return struct {
+        p: Problem,
+        chunks: *pool_mod.Chunks,
+        xs: [*]const f32,
+        x_stride: usize,
+
+        const Self = @This();
+
+        fn actRowBytes(k: usize) usize {
+            return std.mem.alignForward(usize, k * 4, 64);
+        }
+
+        fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            float.roundRow(W, x, @ptrCast(dst), k);
+        }
+
+        fn row(self: *const Self, r: usize) [*]const W {
+            return @ptrCast(@alignCast(self.p.w.row(r)));
+        }
+
+        fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+            var rows: [R][*]const W = undefined;
+            inline for (0..R) |i| rows[i] = self.row(r + i);
+            return float.dotRows(W, R, rows, self.xs, self.p.w.ne0);
+        }
+
+        fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
+
+        fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, t: usize) [R][T]f32 {
+            var rows: [R][*]const W = undefined;
+            inline for (0..R) |i| rows[i] = self.row(r + i);
+            var xs: [T][*]const f32 = undefined;
+            inline for (0..T) |i| xs[i] = self.xs + (t + i) * self.x_stride;
+            var out: [R][T]f32 = undefined;
+            float.tile(W, R, T, rows, xs, self.p.w.ne0, &out);
+            return out;
+        }
+    };
+}
+
+fn runFloat(comptime W: type, ctx: *root.Context, p: Problem) error{Failed}!void {
+    const K = FloatKernel(W);
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    if (W == f32) return run(ctx, K, &.{ .p = p, .chunks = &chunks, .xs = p.x, .x_stride = p.x_stride });
+    const row_bytes = K.actRowBytes(p.w.ne0);
+    const scratch = try ctx.scratchBytes(p.n_tokens * row_bytes);
+    prepareActivations(ctx, p, scratch.ptr, row_bytes, K.convert);
+    run(ctx, K, &.{ .p = p, .chunks = &chunks, .xs = @ptrCast(scratch.ptr), .x_stride = row_bytes / 4 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests: every type against dequantize-then-multiply references.
+
+const testing = std.testing;
+
+const TestMatrix = struct {
+    w: Weight,
+    /// Row r dequantized by the formats' scalar references.
+    ref: []f32,
+};
+
+fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []align(64) u8, ref: []f32) TestMatrix {
+    const row_bytes = kind.rowBytes(k).?;
+    const w = Weight{ .data = bytes.ptr, .kind = kind, .ne0 = k, .ne1 = n, .row_bytes = row_bytes };
+    for (0..n) |r| {
+        const row = bytes[r * row_bytes ..];
+        const out = ref[r * k ..];
+        switch (kind) {
+            inline .q4_k, .q5_k, .q6_k, .q8_0 => |q| {
+                const F = switch (q) {
+                    .q4_k => q4_k,
+                    .q5_k => q5_k,
+                    .q6_k => q6_k,
+                    else => q8_0,
+                };
+                const blocks: [*]F.Block = @ptrCast(@alignCast(row));
+                for (0..k / F.block_values) |b| {
+                    blocks[b] = F.randomBlock(rand);
+                    F.dequantizeRef(&blocks[b], out[b * F.block_values ..][0..F.block_values]);
+                }
+            },
+            inline .f32, .f16, .bf16 => |f| {
+                const W = switch (f) {
+                    .f32 => f32,
+                    .f16 => f16,
+                    else => float.Bf16,
+                };
+                const values: [*]W = @ptrCast(@alignCast(row));
+                for (0..k) |c| {
+                    const v = rand.floatNorm(f32);
+                    values[c] = if (W == float.Bf16) float.toBf16(v) else @floatCast(v);
+                    out[c] = float.toF32(W, values[c]);
+                }
+            },
+            _ => unreachable,
+        }
+    }
+    return .{ .w = w, .ref = ref[0 .. n * k] };
+}
+
+/// The activation row as the weight type's partner represents it (what llama.cpp multiplies).
+fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
+    const k = x.len;
+    var buf: [q8_k.Row.bytes(1024)]u8 align(64) = undefined;
+    switch (kind) {
+        .q4_k, .q5_k, .q6_k => {
+            const row = q8_k.Row.at(&buf, k, 0);
+            q8_k.quantize(x.ptr, k, row);
+            for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
+        },
+        .q8_0 => {
+            const row = q8_0.Row.at(&buf, k, 0);
+            q8_0.quantize(x.ptr, k, row);
+            for (0..k) |c| out[c] = row.d[c / 32] * @as(f32, @floatFromInt(row.qs[c]));
+        },
+        .f32 => @memcpy(out, x),
+        .f16 => for (x, out) |v, *o| {
+            o.* = float.roundTo(f16, v);
+        },
+        .bf16 => for (x, out) |v, *o| {
+            o.* = float.roundTo(float.Bf16, v);
+        },
+        _ => unreachable,
+    }
+}
+
+fn testContext(n_threads: usize) !*root.Context {
+    const ctx = try testing.allocator.create(root.Context);
+    ctx.* = .{ .pool = undefined };
+    try ctx.pool.init(n_threads);
+    return ctx;
+}
+
+fn freeTestContext(ctx: *root.Context) void {
+    ctx.pool.deinit();
+    if (ctx.scratch.len != 0) _ = std.os.linux.munmap(ctx.scratch.ptr, ctx.scratch.len);
+    testing.allocator.destroy(ctx);
+}
+
+test "matmul of every weight type matches dequantize-then-multiply, at tile and chunk edges" {
+    var prng = common.testRng(31);
+    const rand = prng.random();
+    const n = 37; // not a multiple of any tile or chunk
+    const max_tokens = 64;
+    const x_pad = 3;
+    const y_pad = 2;
+    const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
+    defer for (contexts) |c| freeTestContext(c);
+
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f32, .f16, .bf16 };
+    for (kinds) |kind| {
+        const k: usize = switch (kind) {
+            .q4_k, .q5_k, .q6_k => 512,
+            .q8_0 => 96,
+            else => 45,
+        };
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        const m = testMatrix(kind, n, k, rand, bytes, ref);
+
+        const x_stride = k + x_pad;
+        const x = try testing.allocator.alloc(f32, max_tokens * x_stride);
+        defer testing.allocator.free(x);
+        for (x, 0..) |*v, i| v.* = rand.floatNorm(f32) * @as(f32, if (i % 53 == 0) 6 else 1);
+
+        // want[t][r]: exact products with the partner activation; bound[t][r]: how far the
+        // product with the raw activation may be from it.
+        var want: [max_tokens][n]f64 = undefined;
+        var bound: [max_tokens][n]f64 = undefined;
+        var raw: [max_tokens][n]f64 = undefined;
+        var x_partner: [512]f32 = undefined;
+        for (0..max_tokens) |t| {
+            const xt = x[t * x_stride ..][0..k];
+            partnerActivation(kind, xt, x_partner[0..k]);
+            for (0..n) |r| {
+                var s: f64 = 0;
+                var e: f64 = 0;
+                var plain: f64 = 0;
+                for (0..k) |c| {
+                    const wv: f64 = m.ref[r * k + c];
+                    s += wv * x_partner[c];
+                    e += @abs(wv) * @abs(@as(f64, x_partner[c]) - xt[c]);
+                    plain += wv * xt[c];
+                }
+                want[t][r] = s;
+                bound[t][r] = e;
+                raw[t][r] = plain;
+            }
+        }
+
+        for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
+            const y_stride = n + y_pad;
+            var y: [max_tokens * (n + y_pad)]f32 = @splat(std.math.nan(f32));
+            const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
+            try matmulWith(ctx, &m.w, x.ptr, x_stride, &y, y_stride, n_tokens, cfg);
+            for (0..n_tokens) |t| {
+                for (0..n) |r| {
+                    const got: f64 = y[t * y_stride + r];
+                    const tol = 2e-5 * (1 + @abs(want[t][r]) + bound[t][r]);
+                    testing.expectApproxEqAbs(want[t][r], got, tol) catch |err| {
+                        std.debug.print("{s}: {d} tokens, {d} threads, row {d} token {d}\n", .{ @tagName(kind), n_tokens, ctx.pool.n_threads, r, t });
+                        return err;
+                    };
+                    try testing.expect(@abs(raw[t][r] - got) <= 1.001 * bound[t][r] + tol);
+                }
+                for (n..y_stride) |r| try testing.expect(std.math.isNan(y[t * y_stride + r]));
+            }
+            for (y[n_tokens * y_stride ..]) |v| try testing.expect(std.math.isNan(v));
+        };
+
+        var row: [512]f32 = undefined;
+        for ([_]usize{ 0, 17, n - 1 }) |r| {
+            getRow(&m.w, r, &row);
+            try testing.expectEqualSlices(f32, m.ref[r * k ..][0..k], row[0..k]);
+        }
+    }
+}
+
+test "matmul rejects a weight whose rows do not match its type" {
+    const ctx = try testContext(1);
+    defer freeTestContext(ctx);
+    var data: [1024]u8 align(64) = @splat(0);
+    var x: [256]f32 = @splat(1);
+    var y: [4]f32 = undefined;
+    const bad_rows = Weight{ .data = &data, .kind = .q4_k, .ne0 = 256, .ne1 = 2, .row_bytes = 100 };
+    try testing.expectError(error.Failed, matmul(ctx, &bad_rows, &x, 256, &y, 2, 1));
+    const unknown = Weight{ .data = &data, .kind = @enumFromInt(2), .ne0 = 32, .ne1 = 2, .row_bytes = 18 };
+    try testing.expectError(error.Failed, matmul(ctx, &unknown, &x, 32, &y, 2, 1));
+}
+
+test {
+    _ = common;
+    _ = q8_k;
+    _ = q8_0;
+    _ = q4_k;
+    _ = q5_k;
+    _ = q6_k;
+    _ = kquants;
+    _ = float;
 }

@@ -1,0 +1,155 @@
+//! Integer dot-product building blocks shared by the quantized kernels.
+//!
+//! Zig has no int8 dot-product builtin, so on x86 with AVX2 the two multiply-add instructions the
+//! kernels are built on come from LLVM intrinsics:
+//!
+//!   mulAddBytes(a: u8×32, b: i8×32) → i16×16   lane k = a[2k]·b[2k] + a[2k+1]·b[2k+1], saturated
+//!   mulAddWords(a: i16×16, b: i16×16) → i32×8  lane k = a[2k]·b[2k] + a[2k+1]·b[2k+1]
+//!
+//! (`vpmaddubsw` and `vpmaddwd`). Every other target gets the plain widening `@Vector` reference
+//! below, which the tests also use to check the intrinsics. The kernels keep their operands small
+//! enough that `mulAddBytes` never saturates (weights ≤ 63 against activations in [-127, 127]).
+const std = @import("std");
+const builtin = @import("builtin");
+
+pub const U8x32 = @Vector(32, u8);
+pub const I8x32 = @Vector(32, i8);
+pub const I16x16 = @Vector(16, i16);
+pub const I32x8 = @Vector(8, i32);
+pub const F32x8 = @Vector(8, f32);
+pub const U16x8 = @Vector(8, u16);
+pub const F16x8 = @Vector(8, f16);
+
+pub const has_avx2 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx2);
+/// AVX-512VL doubles the vector registers (32 instead of 16), which lets GEMM tiles grow.
+pub const has_avx512vl = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vl);
+
+extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
+extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
+extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
+extern fn @"llvm.roundeven.v8f32"(a: F32x8) F32x8;
+
+pub inline fn mulAddBytes(a: U8x32, b: I8x32) I16x16 {
+    if (comptime has_avx2) return @"llvm.x86.avx2.pmadd.ub.sw"(a, b);
+    return mulAddBytesRef(a, b);
+}
+
+pub fn mulAddBytesRef(a: U8x32, b: I8x32) I16x16 {
+    const wide = @as(@Vector(32, i32), a) * @as(@Vector(32, i32), b);
+    const even = @shuffle(i32, wide, undefined, evenLanes(16));
+    const odd = @shuffle(i32, wide, undefined, oddLanes(16));
+    const lo: @Vector(16, i32) = @splat(std.math.minInt(i16));
+    const hi: @Vector(16, i32) = @splat(std.math.maxInt(i16));
+    return @intCast(@min(hi, @max(lo, even + odd)));
+}
+
+pub inline fn mulAddWords(a: I16x16, b: I16x16) I32x8 {
+    if (comptime has_avx2) return @"llvm.x86.avx2.pmadd.wd"(a, b);
+    return mulAddWordsRef(a, b);
+}
+
+pub fn mulAddWordsRef(a: I16x16, b: I16x16) I32x8 {
+    const wide = @as(@Vector(16, i32), a) * @as(@Vector(16, i32), b);
+    // Wrapping add: the one overflowing case (-32768·-32768 twice) wraps in the instruction too.
+    return @shuffle(i32, wide, undefined, evenLanes(8)) +% @shuffle(i32, wide, undefined, oddLanes(8));
+}
+
+/// a with the sign of b applied lane-wise (0 where b is 0): `vpsignb`.
+pub inline fn applySign(a: I8x32, b: I8x32) I8x32 {
+    if (comptime has_avx2) return @"llvm.x86.avx2.psign.b"(a, b);
+    return applySignRef(a, b);
+}
+
+pub fn applySignRef(a: I8x32, b: I8x32) I8x32 {
+    const zero: I8x32 = @splat(0);
+    return @select(i8, b < zero, zero -% a, @select(i8, b == zero, zero, a));
+}
+
+/// Σ a[i]·b[i] for signed bytes, as 8 partial sums (each of 4 products). The sign trick moves a's
+/// sign onto b and reads |a| as unsigned, so a may hold -128 (|a| = 128) but b must not.
+pub inline fn dotSignedBytes(a: I8x32, b: I8x32) I32x8 {
+    const ones: I16x16 = @splat(1);
+    return mulAddWords(mulAddBytes(@bitCast(applySign(a, a)), applySign(b, a)), ones);
+}
+
+/// Round half to even, like `vroundps` with the default rounding mode and llama.cpp's
+/// `nearest_int` / `_mm256_round_ps(x, _MM_ROUND_NEAREST)`.
+pub inline fn roundEven(v: F32x8) F32x8 {
+    return @"llvm.roundeven.v8f32"(v);
+}
+
+/// Scalar round half to even, as llama.cpp's `nearest_int`: adding 1.5·2^23 pushes the fraction
+/// out of the mantissa under the default rounding mode (exact for |x| < 2^22).
+pub fn roundEvenScalar(x: f32) f32 {
+    const magic: f32 = 12582912.0;
+    return (x + magic) - magic;
+}
+
+pub inline fn sum(v: F32x8) f32 {
+    return @reduce(.Add, v);
+}
+
+pub inline fn prefetch(p: anytype) void {
+    @prefetch(p, .{ .rw = .read, .locality = 3, .cache = .data });
+}
+
+fn evenLanes(comptime n: usize) [n]i32 {
+    var m: [n]i32 = undefined;
+    for (&m, 0..) |*x, i| x.* = @intCast(2 * i);
+    return m;
+}
+
+fn oddLanes(comptime n: usize) [n]i32 {
+    var m: [n]i32 = undefined;
+    for (&m, 0..) |*x, i| x.* = @intCast(2 * i + 1);
+    return m;
+}
+
+/// Deterministic test data.
+pub fn testRng(seed: u64) std.Random.DefaultPrng {
+    return std.Random.DefaultPrng.init(seed);
+}
+
+test "multiply-add intrinsics match the widening reference, saturation included" {
+    var prng = testRng(1);
+    const rand = prng.random();
+    for (0..2000) |_| {
+        var a: [32]u8 = undefined;
+        var b: [32]i8 = undefined;
+        var c: [16]i16 = undefined;
+        var d: [16]i16 = undefined;
+        rand.bytes(&a);
+        rand.bytes(std.mem.asBytes(&b));
+        rand.bytes(std.mem.asBytes(&c));
+        rand.bytes(std.mem.asBytes(&d));
+        try std.testing.expectEqual(mulAddBytesRef(a, b), mulAddBytes(a, b));
+        try std.testing.expectEqual(mulAddWordsRef(c, d), mulAddWords(c, d));
+        var e: [32]i8 = undefined;
+        rand.bytes(std.mem.asBytes(&e));
+        e[3] = -128;
+        try std.testing.expectEqual(applySignRef(b, e), applySign(b, e));
+        var f = b;
+        for (&f) |*x| if (x.* == -128) {
+            x.* = -127;
+        };
+        const got: [8]i32 = dotSignedBytes(e, f);
+        for (0..8) |k| {
+            var want: i32 = 0;
+            for (0..4) |i| want += @as(i32, e[4 * k + i]) * f[4 * k + i];
+            try std.testing.expectEqual(want, got[k]);
+        }
+    }
+    // The saturating corner: 255·127 twice overflows i16.
+    const big = mulAddBytes(@splat(255), @splat(127));
+    try std.testing.expectEqual(@as(i16, 32767), big[0]);
+}
+
+test "round half to even" {
+    const xs = [8]f32{ 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999998, -3.7 };
+    const want = [8]f32{ 0, 2, 2, -0.0, -2, -2, 2, -4 };
+    const got: [8]f32 = roundEven(xs);
+    for (0..8) |i| {
+        try std.testing.expectEqual(want[i], got[i]);
+        try std.testing.expectEqual(want[i], roundEvenScalar(xs[i]));
+    }
+}

@@ -1,0 +1,141 @@
+//! Q6_K weights: 256 values in 210 bytes (d last).
+//!
+//!   ql: [128]u8      low 4 bits
+//!   qh: [64]u8       high 2 bits
+//!   scales: [16]i8   one scale per 16 values
+//!   d: f16           block scale
+//!
+//! For half n ∈ {0, 1} (ql += 64n, qh += 32n, scales += 8n, values += 128n) and l < 32:
+//!   value(l)      = d·scales[l/16]·((ql[l] & 15      | ((qh[l] >> 0) & 3) << 4) − 32)
+//!   value(l + 32) = d·scales[l/16 + 2]·((ql[l+32] & 15 | ((qh[l] >> 2) & 3) << 4) − 32)
+//!   value(l + 64) = d·scales[l/16 + 4]·((ql[l] >> 4    | ((qh[l] >> 4) & 3) << 4) − 32)
+//!   value(l + 96) = d·scales[l/16 + 6]·((ql[l+32] >> 4 | ((qh[l] >> 6) & 3) << 4) − 32)
+//!
+//! So 32-value chunk c = 4n + i uses scales 2c and 2c+1. Dot products against Q8_K use the
+//! unsigned 6-bit quants and fold the −32 in through the activation bsums, all in integers:
+//!   dx·d·Σ_k scales[k]·(Σ q6·q8 − 32·bsums[k])
+const std = @import("std");
+const common = @import("common.zig");
+const kquants = @import("kquants.zig");
+
+const U8x32 = common.U8x32;
+const I16x16 = common.I16x16;
+const I32x8 = common.I32x8;
+const F32x8 = common.F32x8;
+
+pub const Block = extern struct {
+    ql: [128]u8,
+    qh: [64]u8,
+    scales: [16]i8,
+    d: f16,
+};
+
+pub const block_values = 256;
+
+comptime {
+    std.debug.assert(@sizeOf(Block) == 210);
+}
+
+pub const offsets: kquants.Offsets = .integer;
+
+/// The unsigned 6-bit quants of chunk c (values 32c..32c+31).
+inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
+    const n = c / 4;
+    const i = c % 4;
+    const ql: U8x32 = blk.ql[64 * n + 32 * (i % 2) ..][0..32].*;
+    const qh: U8x32 = blk.qh[32 * n ..][0..32].*;
+    const low = if (i < 2) ql & @as(U8x32, @splat(15)) else ql >> @splat(4);
+    return low | (((qh >> @splat(2 * i)) & @as(U8x32, @splat(3))) << @splat(4));
+}
+
+/// The 16 scales widened to i16.
+inline fn scales16(blk: *const Block) I16x16 {
+    const s: @Vector(16, i8) = blk.scales;
+    return s;
+}
+
+/// [scales[2c] ×8, scales[2c+1] ×8]: the multipliers of chunk c's 16 pair sums.
+inline fn chunkScales(s: I16x16, comptime c: usize) I16x16 {
+    const a: i32 = 2 * c;
+    return @shuffle(i16, s, undefined, [16]i32{ a, a, a, a, a, a, a, a, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1 });
+}
+
+pub fn dequantizeRef(blk: *const Block, out: *[256]f32) void {
+    const d: f32 = blk.d;
+    for (0..2) |n| for (0..32) |l| {
+        const ql = blk.ql[64 * n ..];
+        const qh = blk.qh[32 * n + l];
+        const sc = blk.scales[8 * n ..];
+        const is = l / 16;
+        const q1 = @as(i32, (ql[l] & 15) | ((qh & 3) << 4)) - 32;
+        const q2 = @as(i32, (ql[l + 32] & 15) | (((qh >> 2) & 3) << 4)) - 32;
+        const q3 = @as(i32, (ql[l] >> 4) | (((qh >> 4) & 3) << 4)) - 32;
+        const q4 = @as(i32, (ql[l + 32] >> 4) | (((qh >> 6) & 3) << 4)) - 32;
+        const y = out[128 * n ..];
+        y[l] = d * @as(f32, @floatFromInt(sc[is])) * @as(f32, @floatFromInt(q1));
+        y[l + 32] = d * @as(f32, @floatFromInt(sc[is + 2])) * @as(f32, @floatFromInt(q2));
+        y[l + 64] = d * @as(f32, @floatFromInt(sc[is + 4])) * @as(f32, @floatFromInt(q3));
+        y[l + 96] = d * @as(f32, @floatFromInt(sc[is + 6])) * @as(f32, @floatFromInt(q4));
+    };
+}
+
+pub fn dequantize(blk: *const Block, out: *[256]f32) void {
+    const d: f32 = blk.d;
+    inline for (0..8) |c| {
+        const q: [32]u8 = quants(blk, c);
+        inline for (0..4) |i| {
+            const scale: F32x8 = @splat(d * @as(f32, @floatFromInt(blk.scales[2 * c + i / 2])));
+            const v: @Vector(8, i16) = @as(@Vector(8, u8), q[8 * i ..][0..8].*);
+            out[32 * c + 8 * i ..][0..8].* = scale * @as(F32x8, @floatFromInt(v - @as(@Vector(8, i16), @splat(32))));
+        }
+    }
+}
+
+pub inline fn blockDot(blk: *const Block, xq: [*]const i8, bsums: I16x16, dx: f32) F32x8 {
+    const s = scales16(blk);
+    var isum: I32x8 = @splat(0);
+    inline for (0..8) |c| {
+        const p = common.mulAddBytes(quants(blk, c), xq[32 * c ..][0..32].*);
+        isum +%= common.mulAddWords(p, chunkScales(s, c));
+    }
+    isum -%= common.mulAddWords(s, bsums) << @splat(5);
+    return @as(F32x8, @floatFromInt(isum)) * @as(F32x8, @splat(@as(f32, blk.d) * dx));
+}
+
+pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: f32) f32 {
+    var isum: i64 = 0;
+    for (0..8) |c| {
+        const n = c / 4;
+        const i = c % 4;
+        for (0..32) |l| {
+            const ql = blk.ql[64 * n + 32 * (i % 2) + l];
+            const low: i64 = if (i < 2) ql & 15 else ql >> 4;
+            const high: i64 = (blk.qh[32 * n + l] >> @intCast(2 * i)) & 3;
+            isum += (low | high << 4) * xq[32 * c + l] * blk.scales[2 * c + l / 16];
+        }
+    }
+    for (0..16) |k| isum -= 32 * @as(i64, blk.scales[k]) * bsums[k];
+    return dx * @as(f32, blk.d) * @as(f32, @floatFromInt(isum));
+}
+
+pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
+    const s = scales16(blk);
+    inline for (0..8) |c| {
+        out.vals[c] = quants(blk, c);
+        out.scales[c] = chunkScales(s, c);
+    }
+    out.offsets = s * @as(I16x16, @splat(-32));
+    out.d = @splat(@as(f32, blk.d));
+    out.mins = @splat(0);
+}
+
+pub fn randomBlock(rand: std.Random) Block {
+    var blk: Block = undefined;
+    rand.bytes(std.mem.asBytes(&blk));
+    blk.d = @floatCast(0.0001 + rand.float(f32) * 0.0005);
+    return blk;
+}
+
+test "Q6_K dequantization, block dot and unpacking agree with the references" {
+    try kquants.checkFormat(@This(), 14);
+}
