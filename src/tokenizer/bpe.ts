@@ -92,6 +92,8 @@ class MergeTable {
 /** Words up to this many bytes use the simple quadratic merge loop; longer ones use a heap. */
 const SHORT_WORD = 64;
 const NO_RANK = 0x7fffffff;
+/** Scratch space for words up to this many bytes is kept between calls. */
+const KEEP_SCRATCH = 1 << 16;
 
 export class BytePairEncoder {
   readonly #merges: MergeTable;
@@ -215,16 +217,19 @@ export class BytePairEncoder {
    * made stale by earlier merges are skipped when popped. O(n log n) for long words.
    */
   #encodeLong(bytes: Uint8Array, start: number, n: number, out: number[]): void {
-    if (this.#long.ids.length < n) {
-      this.#long = { ids: new Int32Array(n), next: new Int32Array(n), prev: new Int32Array(n) };
+    let long = this.#long;
+    if (long.ids.length < n) {
+      long = { ids: new Int32Array(n), next: new Int32Array(n), prev: new Int32Array(n) };
+      if (n <= KEEP_SCRATCH) this.#long = long;
     }
-    const { ids, next, prev } = this.#long;
+    const { ids, next, prev } = long;
     for (let i = 0; i < n; i++) {
       ids[i] = this.#byteSymbol[bytes[start + i]];
       next[i] = i + 1 < n ? i + 1 : -1;
       prev[i] = i - 1;
     }
-    const heap = this.#heap;
+    // A heap for a huge word is not kept (it takes 36 bytes per byte of the word).
+    const heap = n <= KEEP_SCRATCH ? this.#heap : new MergeHeap();
     heap.reset(n);
     const push = (left: number, right: number) => {
       const slot = this.#merges.find(ids[left], ids[right]);

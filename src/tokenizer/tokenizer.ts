@@ -53,6 +53,8 @@ export interface DetokenizeOptions {
 const CACHE_MAX_WORD = 48;
 /** The word cache is cleared when it reaches this many entries, bounding its memory. */
 const CACHE_MAX_ENTRIES = 100_000;
+/** Scratch buffers up to this many entries are kept between calls; bigger ones are dropped. */
+const KEEP_SCRATCH_UNITS = 1 << 20;
 
 const utf8Encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -134,12 +136,18 @@ export class Tokenizer {
   /** Pre-tokenizes `text[from..to)` (no special tokens in it) and BPE-encodes each word. */
   #encodeText(text: string, from: number, to: number, out: number[]): void {
     const units = to - from;
-    if (this.#cps.length < units) {
-      this.#cps = new Uint32Array(units);
-      this.#starts = new Uint32Array(units + 1);
-      this.#ends = new Uint32Array(units);
+    let cps = this.#cps, starts = this.#starts, ends = this.#ends;
+    if (cps.length < units) {
+      cps = new Uint32Array(units);
+      starts = new Uint32Array(units + 1);
+      ends = new Uint32Array(units);
+      // Keep grown buffers for next time, but not those of a huge text (12 bytes per unit).
+      if (units <= KEEP_SCRATCH_UNITS) {
+        this.#cps = cps;
+        this.#starts = starts;
+        this.#ends = ends;
+      }
     }
-    const cps = this.#cps, starts = this.#starts, ends = this.#ends;
     const n = decodeCodepoints(text, from, to, cps, starts);
     const words = splitWords(this.preTokenizer, cps, 0, n, ends);
     const cache = this.#wordCache;
@@ -165,8 +173,11 @@ export class Tokenizer {
 
   /** BPE of the word `cps[begin..end)`, appended to `out` (which is returned). */
   #encodeWord(cps: Uint32Array, begin: number, end: number, out: number[]): number[] {
-    if (this.#bytes.length < 4 * (end - begin)) this.#bytes = new Uint8Array(4 * (end - begin));
-    const bytes = this.#bytes;
+    let bytes = this.#bytes;
+    if (bytes.length < 4 * (end - begin)) {
+      bytes = new Uint8Array(4 * (end - begin));
+      if (bytes.length <= KEEP_SCRATCH_UNITS) this.#bytes = bytes;
+    }
     let nb = 0;
     for (let i = begin; i < end; i++) nb = writeUtf8(cps[i], bytes, nb);
     this.#bpe.encode(bytes, 0, nb, out);
