@@ -8,7 +8,7 @@ const std = @import("std");
 const simd = @import("simd.zig");
 const root = @import("root.zig");
 
-const max_taps = 16;
+pub const max_taps = 16;
 
 pub fn convSilu(ctx: *root.Context, x: [*]const f32, x_stride: usize, state: [*]f32, w: [*]const f32, k: usize, out: [*]f32, n_tokens: usize, channels: usize) void {
     _ = ctx;

@@ -619,7 +619,8 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const n_tokens = try r.int();
             const channels = try r.int();
             const x_stride = try r.int();
-            if (w.kind != .f32 or w.ne1 != channels or w.ne0 < 2) return fail("conv weight must be F32 {{K, {d}}}", .{channels});
+            if (w.kind != .f32 or w.ne1 != channels or w.ne0 < 2 or w.ne0 > conv1d.max_taps)
+                return fail("conv weight must be F32 {{K, {d}}} with 2 <= K <= {d}", .{ channels, conv1d.max_taps });
             const k = w.ne0;
             const x = try x_ref.get(f32, try span(n_tokens, x_stride, channels));
             const state = try state_ref.get(f32, (k - 1) * channels);

@@ -24,11 +24,19 @@ import {
 const MAX_DIMS = 4;
 const MAX_NAME_BYTES = 64 * 1024;
 const MAX_ARRAY_DEPTH = 4;
+/**
+ * A string value or array this long is corruption, not data (real vocabularies have < 1M
+ * entries, chat templates a few KB); the caps keep a bad count from building a JS value the size
+ * of the file (V8 cannot hold a string over ~512 MB and would die out of memory first).
+ */
+const MAX_STRING_BYTES = 64 << 20;
+const MAX_ARRAY_LENGTH = 1 << 24;
 
 /** Thrown internally when the parse needs bytes beyond what it was given. */
 class NeedMoreBytes extends Error {}
 
-const utf8 = new TextDecoder("utf-8", { fatal: false });
+/** Strict: a string that is not UTF-8 is reported, never silently turned into U+FFFD. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 const ELEMENT_SIZE: Partial<Record<GgufValueType, number>> = {
   [GgufValueType.UINT8]: 1,
@@ -86,11 +94,16 @@ class Cursor {
     if (hi >= 0x200000) this.fail(`${what} is ${(BigInt(hi) << 32n) | BigInt(lo)}, which is impossibly large`);
     return hi * 2 ** 32 + lo;
   }
-  string(what: string, maxBytes = Infinity): string {
+  string(what: string, maxBytes = MAX_STRING_BYTES): string {
     const len = this.count(`length of ${what}`);
     if (len > maxBytes) this.fail(`${what} is ${len} bytes long (limit ${maxBytes})`);
     this.need(len, what);
-    const s = utf8.decode(this.bytes.subarray(this.at, this.at + len));
+    let s: string;
+    try {
+      s = utf8.decode(this.bytes.subarray(this.at, this.at + len));
+    } catch {
+      return this.fail(`${what} is not valid UTF-8 (at offset ${this.at})`);
+    }
     this.at += len;
     return s;
   }
@@ -172,6 +185,7 @@ function readValue(c: Cursor, type: GgufValueType, what: string, depth = 0): Ggu
   if (depth >= MAX_ARRAY_DEPTH) c.fail(`${what} nests arrays deeper than ${MAX_ARRAY_DEPTH}`);
   const elemType = c.u32(`element type of ${what}`);
   const n = c.count(`length of ${what}`);
+  if (n > MAX_ARRAY_LENGTH) c.fail(`${what} claims ${n} elements (limit ${MAX_ARRAY_LENGTH})`);
   const size = ELEMENT_SIZE[elemType as GgufValueType];
   if (size !== undefined) return readNumericArray(c, elemType, n, what);
   if (elemType !== GgufValueType.STRING && elemType !== GgufValueType.ARRAY) {
@@ -218,9 +232,14 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
 
   let alignment = GGUF_DEFAULT_ALIGNMENT;
   if (metadata.has("general.alignment")) {
+    // Like llama.cpp: a UINT32 power of two (a float 0.5 would otherwise pass the bit test).
     const a = metadata.get("general.alignment");
+    const type = metadataTypes.get("general.alignment")!.type;
+    if (type !== GgufValueType.UINT32) {
+      c.fail(`general.alignment must be stored as UINT32, not ${GgufValueType[type]}`);
+    }
     if (typeof a !== "number" || a <= 0 || (a & (a - 1)) !== 0 || a > 1 << 20) {
-      c.fail(`general.alignment must be a power of two, got ${String(a)}`);
+      c.fail(`general.alignment must be a power of two up to ${1 << 20}, got ${String(a)}`);
     }
     alignment = a as number;
   }
@@ -284,19 +303,42 @@ export function parseGguf(bytes: Uint8Array, file: string, fileSize = bytes.leng
   }
 }
 
+/** A user-facing error for a path that cannot be used (the OS message repeats the path). */
+function pathError(path: string, e: unknown): DeltaqError {
+  if (e instanceof Deno.errors.NotFound) return new DeltaqError(`${path}: no such file`);
+  if (e instanceof Deno.errors.PermissionDenied) return new DeltaqError(`${path}: permission denied`);
+  if (e instanceof Deno.errors.NotADirectory) return new DeltaqError(`${path}: a parent of this path is not a directory`);
+  const message = (e as Error).message.replace(/: \w+ '.*'$/s, "");
+  return new DeltaqError(`${path}: cannot open (${message})`, { cause: e });
+}
+
+/**
+ * Checks that `path` names a non-empty regular file before anything opens or maps it (opening a
+ * FIFO would block forever; a directory or device is a user mistake worth naming).
+ */
+export function checkGgufPath(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    throw pathError(path, e);
+  }
+  if (info.isDirectory) throw new DeltaqError(`${path}: is a directory, not a GGUF file`);
+  if (!info.isFile) throw new DeltaqError(`${path}: not a regular file`);
+  if (info.size === 0) throw new DeltaqError(`${path}: the file is empty`);
+}
+
 /**
  * Reads and parses a GGUF file's header from disk without reading tensor data (the header is read
  * in growing chunks until it parses).
  */
 export function readGgufHeader(path: string): GgufFile {
+  checkGgufPath(path);
   let file: Deno.FsFile;
   try {
-    const info = Deno.statSync(path);
-    if (info.isDirectory) throw new DeltaqError(`${path}: is a directory, not a GGUF file`);
     file = Deno.openSync(path, { read: true });
   } catch (e) {
-    if (e instanceof DeltaqError) throw e;
-    throw new DeltaqError(`${path}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`);
+    throw pathError(path, e);
   }
   try {
     const fileSize = file.statSync().size;
@@ -322,6 +364,18 @@ export function readGgufHeader(path: string): GgufFile {
     file.close();
   }
 }
+
+const INTEGER_TYPES: ReadonlySet<GgufValueType> = new Set([
+  GgufValueType.UINT8,
+  GgufValueType.INT8,
+  GgufValueType.UINT16,
+  GgufValueType.INT16,
+  GgufValueType.UINT32,
+  GgufValueType.INT32,
+  GgufValueType.UINT64,
+  GgufValueType.INT64,
+]);
+const NUMBER_TYPES: ReadonlySet<GgufValueType> = new Set([...INTEGER_TYPES, GgufValueType.FLOAT32, GgufValueType.FLOAT64]);
 
 /** Typed metadata accessors that name the file and key in their errors. */
 export class Metadata {
@@ -349,6 +403,14 @@ export class Metadata {
     return v;
   }
 
+  /** Rejects a key stored with a type outside `allowed` (e.g. a count written as a float or string). */
+  #checkType(key: string, allowed: ReadonlySet<GgufValueType>, expected: string): void {
+    const type = this.gguf.metadataTypes.get(key)?.type;
+    if (type !== undefined && !allowed.has(type)) {
+      throw new DeltaqError(`${this.file}: metadata ${key} is stored as ${GgufValueType[type]}, expected ${expected}`);
+    }
+  }
+
   /** A non-negative integer (any integer storage type). */
   uint(key: string): number;
   uint(key: string, fallback: number): number;
@@ -356,6 +418,7 @@ export class Metadata {
   uint(key: string, fallback?: number): number | undefined {
     const v = this.gguf.metadata.get(key);
     if (v === undefined) return arguments.length > 1 ? fallback : this.#missing(key);
+    this.#checkType(key, INTEGER_TYPES, "an integer");
     if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
       throw new DeltaqError(`${this.file}: metadata ${key} should be a non-negative integer, got ${String(v)}`);
     }
@@ -368,6 +431,7 @@ export class Metadata {
   float(key: string, fallback?: number): number | undefined {
     const v = this.gguf.metadata.get(key);
     if (v === undefined) return arguments.length > 1 ? fallback : this.#missing(key);
+    this.#checkType(key, NUMBER_TYPES, "a number");
     if (typeof v !== "number" || !Number.isFinite(v)) {
       throw new DeltaqError(`${this.file}: metadata ${key} should be a finite number, got ${String(v)}`);
     }

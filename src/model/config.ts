@@ -40,6 +40,15 @@ export interface Qwen35Config {
 }
 
 const ARCH = "qwen35";
+/** llama.cpp's LLAMA_MAX_LAYERS: a larger block_count is corruption (and would size loops). */
+const MAX_LAYERS = 512;
+/**
+ * Upper bound for each width (embedding, FFN, head counts): far above any real model, low enough
+ * that products of two or three of them stay exact integers and fit the kernels' u32 operands.
+ */
+const MAX_WIDTH = 1 << 20;
+/** Token ids are i32 on the native side. */
+const MAX_VOCAB = 2 ** 31 - 1;
 
 /** Reads the hyper-parameters and layer schedule; throws a DeltaqError naming the file. */
 export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string): Qwen35Config {
@@ -51,6 +60,9 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
   }
   const k = (name: string) => `${ARCH}.${name}`;
   const nLayerStored = md.uint(k("block_count"));
+  if (nLayerStored === 0 || nLayerStored > MAX_LAYERS) {
+    throw new DeltaqError(`${file}: block_count ${nLayerStored} is outside 1..${MAX_LAYERS}`);
+  }
   const nextn = md.uint(k("nextn_predict_layers"), 0);
   if (nextn >= nLayerStored) throw new DeltaqError(`${file}: nextn_predict_layers (${nextn}) leaves no layers to run`);
   const nLayer = nLayerStored - nextn;
@@ -88,6 +100,16 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
   const bad = (what: string): never => {
     throw new DeltaqError(`${file}: ${what}`);
   };
+  const widths: [string, number][] = [
+    ["embedding_length", cfg.nEmbd],
+    ["feed_forward_length", cfg.nFf],
+    ["attention.head_count", nHead],
+    ["attention.head_count_kv", nHeadKv],
+    ["ssm.group_count", cfg.nKHeads],
+    ["ssm.time_step_rank", cfg.nVHeads],
+  ];
+  for (const [key, n] of widths) if (n > MAX_WIDTH) bad(`${key} ${n} is larger than deltaq supports (${MAX_WIDTH})`);
+  if (cfg.nVocab > MAX_VOCAB) bad(`token_embd.weight has ${cfg.nVocab} rows, more than token ids can address`);
   if (valueDim !== headDim) bad(`attention key_length ${headDim} ≠ value_length ${valueDim} (not supported)`);
   if (cfg.nEmbd === 0 || cfg.nFf === 0) bad("embedding_length and feed_forward_length must be positive");
   if (nHead === 0 || nHeadKv === 0 || nHead % nHeadKv !== 0) bad(`${nHead} attention heads cannot share ${nHeadKv} KV heads`);
@@ -102,6 +124,12 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
   if (!(cfg.eps > 0 && cfg.eps < 1)) bad(`layer_norm_rms_epsilon ${cfg.eps} is out of range`);
   if (!(cfg.ropeBase > 0)) bad(`rope.freq_base ${cfg.ropeBase} must be positive`);
   checkTensors(cfg, tensors, file);
+  // llama.cpp sizes token_embd from the token list; a mismatch would let the tokenizer produce
+  // ids without an embedding row (or leave rows no token reaches).
+  const tokens = md.get("tokenizer.ggml.tokens");
+  if (Array.isArray(tokens) && tokens.length !== cfg.nVocab) {
+    bad(`tokenizer.ggml.tokens has ${tokens.length} entries but token_embd.weight has ${cfg.nVocab} rows`);
+  }
   return cfg;
 }
 

@@ -83,7 +83,12 @@ export class Model implements SessionHost {
     this.#batch = Math.min(batch, contextLength);
     this.#context = new Context(threads);
     this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase);
-    this.#activations = new Activations(cfg, this.#batch, 1);
+    try {
+      this.#activations = new Activations(cfg, this.#batch, 1);
+    } catch (e) {
+      this.#context.free(); // else its worker threads outlive the failed load
+      throw e;
+    }
     this.info = {
       architecture: cfg.architecture,
       name: weights.metadata.string("general.name", undefined),

@@ -4,8 +4,7 @@
  * and each tensor registered with the kernels. What a layer needs is gathered into plain objects
  * of weight ids that the forward pass (qwen35.ts) reads by name.
  */
-import { DeltaqError } from "../errors.ts";
-import { Metadata, parseGguf } from "../gguf/read.ts";
+import { checkGgufPath, Metadata, parseGguf } from "../gguf/read.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
 import { mapFile, Region, registerWeight } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
@@ -61,7 +60,7 @@ export interface ModelWeights {
 }
 
 export function loadWeights(path: string): ModelWeights {
-  checkPath(path);
+  checkGgufPath(path);
   const mapping = mapFile(path);
   try {
     const gguf = parseGguf(mapping.bytes(), path, mapping.byteLength);
@@ -129,17 +128,4 @@ export function loadWeights(path: string): ModelWeights {
     mapping.free();
     throw e;
   }
-}
-
-function checkPath(path: string): void {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new DeltaqError(`${path}: no such file`);
-    if (e instanceof Deno.errors.PermissionDenied) throw new DeltaqError(`${path}: permission denied`);
-    throw new DeltaqError(`${path}: ${(e as Error).message}`);
-  }
-  if (info.isDirectory) throw new DeltaqError(`${path}: is a directory, not a GGUF file`);
-  if (info.size === 0) throw new DeltaqError(`${path}: the file is empty`);
 }

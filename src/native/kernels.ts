@@ -32,6 +32,11 @@ function check(n: Native, rc: number, what: string): number {
   return rc;
 }
 
+/** Native parameters are u32: anything else would make Deno throw a TypeError (or wrap, in a command list). */
+function isU32(x: number): boolean {
+  return (x >>> 0) === x;
+}
+
 /** A region of native memory owned by libdeltaq: a read-only file mapping or a zeroed buffer. */
 export class Region {
   #freed = false;
@@ -81,6 +86,7 @@ export function mapFile(path: string): Region {
 }
 
 export function allocate(bytes: number): Region {
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot allocate ${bytes} bytes`);
   const n = openNative();
   const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32)), `allocating ${bytes} bytes`);
   return new Region(n, id, bytes);
@@ -95,6 +101,9 @@ export function registerWeight(
   ne1: number,
   name = "tensor",
 ): number {
+  if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || !isU32(type) || !isU32(ne0) || !isU32(ne1)) {
+    throw new DeltaqError(`${name}: offset ${byteOffset}, type ${type} or shape ${ne0} × ${ne1} is out of range`);
+  }
   const n = region.native;
   return check(n, n.dq_weight(region.id, byteOffset >>> 0, Math.floor(byteOffset / 2 ** 32), type, ne0, ne1), name);
 }
@@ -112,6 +121,10 @@ export class Context {
   exec(list: CommandList): void {
     if (this.#freed) throw new DeltaqError("this model was disposed");
     if (list.length === 0) return;
+    // The native side reads `length` words: never let it run past the buffer.
+    if (!Number.isInteger(list.length) || list.length < 0 || list.length > list.words.length) {
+      throw new DeltaqError(`command list length ${list.length} does not fit its ${list.words.length}-word buffer`);
+    }
     const rc = this.native.dq_exec(this.id, list.words.subarray(0, list.length), list.length);
     if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
   }
@@ -206,11 +219,18 @@ export class CommandList {
     let at = this.length;
     w[at++] = op;
     w[at++] = n;
+    // A Uint32Array silently wraps 2^32 + x to x (and NaN to 0): an offset past 4 Gi elements
+    // would address the wrong memory, in bounds. Refuse instead (`length` is only advanced below,
+    // so a refused command leaves the list as it was).
+    const put = (x: number) => {
+      if (!isU32(x)) throw new DeltaqError(`kernel command ${op}: operand ${x} is not a 32-bit unsigned integer`);
+      w[at++] = x;
+    };
     for (const o of operands) {
-      if (typeof o === "number") w[at++] = o;
+      if (typeof o === "number") put(o);
       else {
-        w[at++] = o.region;
-        w[at++] = o.offset;
+        put(o.region);
+        put(o.offset);
       }
     }
     this.length = at;
