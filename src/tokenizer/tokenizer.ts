@@ -253,6 +253,20 @@ export class Tokenizer {
     return [...this.#vocab.eog].sort((a, b) => a - b);
   }
 
+  /**
+   * Texts of the tokens that text turns into only with special parsing (control and unknown
+   * tokens, including those llama.cpp promotes by their text, such as an end-of-generation
+   * `</s>`): what a chat template must keep message text from producing.
+   */
+  get controlTokenTexts(): string[] {
+    const { texts, attrs } = this.#vocab;
+    const out: string[] = [];
+    for (let id = 0; id < texts.length; id++) {
+      if (attrs[id] & (ATTR_CONTROL | ATTR_UNKNOWN)) out.push(texts[id]);
+    }
+    return out;
+  }
+
   isControl(id: number): boolean {
     return id >= 0 && id < this.vocabSize && (this.#vocab.attrs[id] & ATTR_CONTROL) !== 0;
   }

@@ -109,6 +109,8 @@ const PRE_TOKENIZERS: Record<string, "qwen2" | "qwen35"> = {
   "deepseek-r1-qwen": "qwen2",
   "kormo": "qwen2",
   "f2llmv2": "qwen2",
+  "hunyuan": "qwen2",
+  "solar-open": "qwen2",
   "qwen35": "qwen35",
 };
 

@@ -43,6 +43,7 @@ Deno.test({
     assert.ok(tok.isControl(IM_START) && tok.isControl(slash[0]));
     assert.ok(!tok.isControl(tok.tokenize("Hello")[0]) && !tok.isControl(151700)); // [PAD151700] is user-defined
     assert.ok(!tok.isControl(-1) && !tok.isControl(tok.vocabSize));
+    assert.deepEqual(tok.controlTokenTexts.sort(), ["</s>", "<|endoftext|>", "<|im_end|>", "<|im_start|>"]);
   },
 });
 
