@@ -27,7 +27,7 @@
  *
  * @module
  */
-import { Environment, Interpreter, Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "npm:@huggingface/jinja@0.5.11";
 import { DeltaqError } from "../errors.ts";
 
 /** A text part of a multi-part message content (other part types pass through to the template). */

@@ -3,34 +3,57 @@
  * code 1 (no stack traces for DeltaqError; anything else is a bug and keeps its trace).
  */
 import { DeltaqError } from "../errors.ts";
+import { flagHelp, parseFlags } from "./args.ts";
 import { runInfo } from "./info.ts";
+import { runGenerate } from "./run.ts";
 
 export const VERSION = "0.1.0";
 
-const HELP = `deltaq ${VERSION} — run Qwen3.5 GGUF models locally (Deno + Zig)
+export const HELP = `deltaq ${VERSION} — run Qwen3.5 GGUF models locally (Deno + Zig kernels)
 
 usage:
-  deno run -A cli.ts info <model.gguf>     metadata, tensor table and layer schedule
-  deno run -A cli.ts --help | --version
+  deno run -A cli.ts -m MODEL.gguf -p "prompt"     answer a prompt (chat template when the model has one)
+  deno run -A cli.ts -m MODEL.gguf -i              chat in the terminal
+  deno run -A cli.ts --hf user/repo[:QUANT] -p …   download from Hugging Face first
+  deno run -A cli.ts info MODEL.gguf                metadata, tensors and layer schedule
+  deno run -A cli.ts bench -m MODEL.gguf            speed against llama.cpp (see bench --help)
+
+Without -m or --hf, Qwen3.5-4B Q4_K_M is downloaded once into the Hugging Face cache.
+
+options:
+${flagHelp()}
 `;
 
-// deno-lint-ignore require-await
 export async function main(args: string[]): Promise<number> {
   try {
-    if (args.length === 0 || args[0] === "--help" || args[0] === "-h") {
-      console.log(HELP);
-      return 0;
-    }
-    if (args[0] === "--version") {
-      console.log(`deltaq ${VERSION}`);
-      return 0;
-    }
     if (args[0] === "info") {
-      if (args.length !== 2) throw new DeltaqError("usage: deno run -A cli.ts info <model.gguf>");
+      if (args.length !== 2 || args[1].startsWith("-")) {
+        if (args[1] === "--help" || args[1] === "-h") {
+          console.log("usage: deno run -A cli.ts info MODEL.gguf");
+          return 0;
+        }
+        throw new DeltaqError("usage: deno run -A cli.ts info MODEL.gguf");
+      }
       runInfo(args[1]);
       return 0;
     }
-    throw new DeltaqError(`unknown command ${JSON.stringify(args[0])} (see --help)`);
+    if (args[0] === "bench") {
+      const { runBench } = await import("./bench.ts");
+      return await runBench(args.slice(1));
+    }
+    const { flags, positionals } = parseFlags(args);
+    if (flags.help || args.length === 0) {
+      console.log(HELP);
+      return 0;
+    }
+    if (flags.version) {
+      console.log(`deltaq ${VERSION}`);
+      return 0;
+    }
+    if (positionals.length > 0) {
+      throw new DeltaqError(`unexpected argument ${JSON.stringify(positionals[0])} (the prompt goes after -p; see --help)`);
+    }
+    return await runGenerate(flags);
   } catch (e) {
     if (e instanceof DeltaqError) {
       console.error(`deltaq: ${e.message}`);

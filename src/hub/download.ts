@@ -113,10 +113,10 @@ export function formatHfRef(ref: HfModelRef): string {
 }
 
 // The library is loaded on first use: commands that never touch the hub do not pay its ~70 ms.
-type HubLibrary = typeof import("@huggingface/hub");
+type HubLibrary = typeof import("npm:@huggingface/hub@2.17.5");
 let hubLibrary: Promise<HubLibrary> | undefined;
 function loadHubLibrary(): Promise<HubLibrary> {
-  return hubLibrary ??= import("@huggingface/hub");
+  return hubLibrary ??= import("npm:@huggingface/hub@2.17.5");
 }
 
 function envVar(name: string): string | undefined {

@@ -2,7 +2,11 @@
  * A loaded Qwen3.5 model: its mapped weights, a kernel context (worker pool), activation buffers,
  * and the sessions created from it.
  */
+import { type ChatMessage, ChatTemplate, type ChatTool } from "../chat/template.ts";
 import { DeltaqError } from "../errors.ts";
+import { type GenerateOptions, type Generation, generateTokens } from "../generate/generate.ts";
+import { promptOpensThinking } from "../generate/stream.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { CommandList, Context, type ProfileEntry } from "../native/kernels.ts";
 import type { LayerType, Qwen35Config } from "./config.ts";
 import { Activations, encodeForward, type LayerState } from "./qwen35.ts";
@@ -17,6 +21,13 @@ export interface LoadOptions {
   contextLength?: number;
   /** Tokens per forward batch when evaluating prompts (default 512). */
   batchSize?: number;
+}
+
+export interface ChatOptions {
+  /** Thinking on or off (templates that support it; Qwen3.5 thinks by default). */
+  enableThinking?: boolean;
+  /** Tools offered to the model (OpenAI function format, passed to the template). */
+  tools?: ChatTool[];
 }
 
 export interface ModelInfo {
@@ -58,6 +69,9 @@ export class Model implements SessionHost {
   readonly #cmds = new CommandList();
   readonly #sessions = new Set<Session>();
   #disposed = false;
+  #tokenizer: Tokenizer | undefined;
+  #template: ChatTemplate | undefined;
+  #controlTexts: string[] | undefined;
   /** Wall time inside native exec calls and in JS preparing them, while profiling. */
   #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
@@ -124,9 +138,99 @@ export class Model implements SessionHost {
 
   createSession(): Session {
     this.assertLive();
-    const s = new Session(this, this.info.contextLength);
+    const s = new Session(this, this.info.contextLength, () => this.#sessions.delete(s));
     this.#sessions.add(s);
     return s;
+  }
+
+  /** The model's tokenizer (built from the GGUF metadata on first use). */
+  get tokenizer(): Tokenizer {
+    this.assertLive();
+    return this.#tokenizer ??= Tokenizer.fromMetadata(this.weights.metadata);
+  }
+
+  /** The chat template from `tokenizer.chat_template`, or ChatML when the GGUF has none. */
+  get chatTemplate(): ChatTemplate {
+    this.assertLive();
+    if (!this.#template) {
+      const tok = this.tokenizer;
+      const text = (id: number | undefined) => id === undefined ? "" : tok.tokenText(id);
+      this.#template = new ChatTemplate(this.weights.metadata.string("tokenizer.chat_template", undefined), {
+        origin: `${this.weights.file}: tokenizer.chat_template`,
+        bosToken: text(tok.bosId),
+        eosToken: text(tok.eosId),
+      });
+    }
+    return this.#template;
+  }
+
+  /** Token ids of `text`; with `special`, control-token texts like `<|im_start|>` become those tokens. */
+  tokenize(text: string, opts: { special?: boolean } = {}): number[] {
+    return this.tokenizer.tokenize(text, { special: opts.special ?? false });
+  }
+
+  /** Text of token ids (control tokens rendered as their text unless `special: false`). */
+  detokenize(ids: ArrayLike<number>, opts: { special?: boolean } = {}): string {
+    return this.tokenizer.detokenize(ids, opts);
+  }
+
+  /**
+   * Continues `prompt` (text, fed as is with no template, or token ids). Iterate the result for
+   * text chunks; `await gen.result` for the full text, token counts and timings.
+   */
+  generate(prompt: string | ArrayLike<number>, opts: GenerateOptions & { special?: boolean } = {}): Generation {
+    this.assertLive();
+    const tokens = typeof prompt === "string" ? this.tokenize(prompt, { special: opts.special }) : Array.from(prompt);
+    const session = opts.session ?? this.createSession();
+    return generateTokens({ tokenizer: this.tokenizer, nVocab: this.config.nVocab }, session, tokens, {
+      ...opts,
+      ownsSession: !opts.session,
+    });
+  }
+
+  /**
+   * Replies to a conversation rendered with the model's chat template. Pass the same `session` on
+   * every turn: only what changed since the last turn is evaluated (the previous reply as the
+   * template re-renders it, and the new messages), never the earlier history.
+   */
+  chat(messages: ChatMessage[], opts: GenerateOptions & ChatOptions = {}): Generation {
+    this.assertLive();
+    const { tokens, historyTokens, opensThinking } = this.renderChat(messages, opts);
+    const session = opts.session ?? this.createSession();
+    return generateTokens({ tokenizer: this.tokenizer, nVocab: this.config.nVocab }, session, tokens, {
+      ...opts,
+      startInThinking: opensThinking,
+      checkpointAt: historyTokens,
+      ownsSession: !opts.session,
+    });
+  }
+
+  /**
+   * The prompt tokens of a conversation (message text never turns into control tokens), how many
+   * of them are the history before the assistant header, and whether the prompt opens a think block.
+   */
+  renderChat(messages: ChatMessage[], opts: ChatOptions = {}): { text: string; tokens: number[]; historyTokens: number | undefined; opensThinking: boolean } {
+    const tok = this.tokenizer;
+    this.#controlTexts ??= Array.from({ length: tok.vocabSize }, (_, id) => id).filter((id) => tok.isControl(id)).map((id) => tok.tokenText(id));
+    const render = (addGenerationPrompt: boolean) => {
+      const r = this.chatTemplate.render(messages, {
+        addGenerationPrompt,
+        enableThinking: opts.enableThinking,
+        tools: opts.tools,
+        literalTokens: this.#controlTexts,
+      });
+      return { text: r.text, tokens: tok.tokenize(r.text, { special: true, literalSpans: r.literalSpans }) };
+    };
+    const prompt = render(true);
+    let historyTokens: number | undefined;
+    try {
+      const history = render(false).tokens;
+      const isPrefix = history.length < prompt.tokens.length && history.every((t, i) => prompt.tokens[i] === t);
+      if (isPrefix) historyTokens = history.length;
+    } catch {
+      // some templates cannot render a conversation without a generation prompt; no checkpoint then
+    }
+    return { text: prompt.text, tokens: prompt.tokens, historyTokens, opensThinking: promptOpensThinking(prompt.text) };
   }
 
   /** Runs the forward pass in batches; see SessionHost. */

@@ -56,15 +56,29 @@ const SNAPSHOT_MAGIC = 0x4e535144; // "DQSN"
 const SNAPSHOT_VERSION = 1;
 const SNAPSHOT_HEADER_WORDS = 4; // magic, version, fingerprint, position
 
+/** Recurrent state saved at a position, so the session can go back there (see `checkpoint`). */
+interface Checkpoint {
+  position: number;
+  epoch: number;
+  recurrent: Uint8Array;
+}
+
 export class Session {
   #position = 0;
+  /** Bumped whenever the token history is replaced (reset, restore), invalidating checkpoints. */
+  #epoch = 0;
+  #checkpoint: Checkpoint | undefined;
   #disposed = false;
   readonly #region: Region;
   readonly #state: LayerState[];
   readonly #layout: { bytes: number; layers: LayerLayout[] };
   readonly #history: Int32Array;
 
-  constructor(readonly host: SessionHost, readonly contextLength: number) {
+  constructor(
+    readonly host: SessionHost,
+    readonly contextLength: number,
+    private readonly onDispose?: () => void,
+  ) {
     this.#layout = stateLayout(host.config, contextLength);
     this.#region = allocate(this.#layout.bytes);
     this.#history = new Int32Array(contextLength);
@@ -129,6 +143,55 @@ export class Session {
       bytes.fill(0, l.ssm, l.ssm + l.ssmBytes);
     }
     this.#position = 0;
+    this.#epoch++;
+    this.#checkpoint = undefined;
+  }
+
+  /**
+   * Remembers the current position so the session can later return to it (`rollback`). KV rows
+   * below a position never change, so only the recurrent (conv and DeltaNet) state is copied. One
+   * checkpoint is kept; a new one replaces it. Chats use this to re-render a conversation whose
+   * template rewrites the previous reply (e.g. drops its thinking) without re-evaluating the
+   * whole history.
+   */
+  checkpoint(): void {
+    this.#assertLive();
+    const bytes = this.#region.bytes();
+    const parts: Uint8Array[] = [];
+    for (const l of this.#layout.layers) {
+      if (l.kind !== "deltanet") continue;
+      parts.push(bytes.slice(l.conv, l.conv + l.convBytes), bytes.slice(l.ssm, l.ssm + l.ssmBytes));
+    }
+    const recurrent = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      recurrent.set(p, at);
+      at += p.length;
+    }
+    this.#checkpoint = { position: this.#position, epoch: this.#epoch, recurrent };
+  }
+
+  /** The position of the checkpoint the session can roll back to, if any. */
+  get checkpointPosition(): number | undefined {
+    const c = this.#checkpoint;
+    return c && c.epoch === this.#epoch && c.position <= this.#position ? c.position : undefined;
+  }
+
+  /** Returns to the checkpoint: position, tokens and state as they were when it was taken. */
+  rollback(): void {
+    this.#assertLive();
+    const c = this.#checkpoint;
+    if (!c || this.checkpointPosition === undefined) throw new DeltaqError("this session has no checkpoint to roll back to");
+    const bytes = this.#region.bytes();
+    let at = 0;
+    for (const l of this.#layout.layers) {
+      if (l.kind !== "deltanet") continue;
+      bytes.set(c.recurrent.subarray(at, at + l.convBytes), l.conv);
+      at += l.convBytes;
+      bytes.set(c.recurrent.subarray(at, at + l.ssmBytes), l.ssm);
+      at += l.ssmBytes;
+    }
+    this.#position = c.position;
   }
 
   /** The sequence state as bytes: position, tokens, the used KV rows and the recurrent state. */
@@ -193,6 +256,8 @@ export class Session {
     }
     this.#history.set(tokens);
     this.#position = pos;
+    this.#epoch++;
+    this.#checkpoint = undefined;
   }
 
   /** Writes `snapshot()` to a file (atomically: a temporary name is renamed into place). */
@@ -229,6 +294,8 @@ export class Session {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#region.free();
+    this.#checkpoint = undefined;
+    this.onDispose?.();
   }
 
   get disposed(): boolean {
