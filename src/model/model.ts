@@ -71,7 +71,6 @@ export class Model implements SessionHost {
   #disposed = false;
   #tokenizer: Tokenizer | undefined;
   #template: ChatTemplate | undefined;
-  #controlTexts: string[] | undefined;
   /** Wall time inside native exec calls and in JS preparing them, while profiling. */
   #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
@@ -211,13 +210,12 @@ export class Model implements SessionHost {
    */
   renderChat(messages: ChatMessage[], opts: ChatOptions = {}): { text: string; tokens: number[]; historyTokens: number | undefined; opensThinking: boolean } {
     const tok = this.tokenizer;
-    this.#controlTexts ??= Array.from({ length: tok.vocabSize }, (_, id) => id).filter((id) => tok.isControl(id)).map((id) => tok.tokenText(id));
     const render = (addGenerationPrompt: boolean) => {
       const r = this.chatTemplate.render(messages, {
         addGenerationPrompt,
         enableThinking: opts.enableThinking,
         tools: opts.tools,
-        literalTokens: this.#controlTexts,
+        literalTokens: tok.controlTokenTexts,
       });
       return { text: r.text, tokens: tok.tokenize(r.text, { special: true, literalSpans: r.literalSpans }) };
     };
