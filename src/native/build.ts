@@ -13,12 +13,18 @@ import { DeltaqError } from "../errors.ts";
 export const ZIG_VERSION = "0.17.0";
 const root = new URL("../../", import.meta.url);
 const libUrl = new URL("zig-out/lib/libdeltaq.so", root);
+/** The portable (x86-64-v3) build that `deno task compile` embeds in the single binary. */
+export const PORTABLE_PREFIX = "zig-out/portable";
+const embeddedUrl = new URL(`${PORTABLE_PREFIX}/lib/libdeltaq.so`, root);
 
 function fromUrl(u: URL): string {
   return decodeURIComponent(u.pathname);
 }
 
-/** True when this code runs from inside a `deno compile` binary's virtual file system. */
+/**
+ * True when this code runs from inside a `deno compile` binary, whose modules live in a virtual
+ * file system rooted at `<tmp>/deno-compile-<binary name>/`.
+ */
 export function isCompiledBinary(url: string = import.meta.url): boolean {
   return /\/deno-compile-[^/]+\//.test(url);
 }
@@ -35,8 +41,9 @@ export function ensureLibrary(): string {
     if (!exists(override)) throw new DeltaqError(`DELTAQ_LIB points to ${override}, which does not exist`);
     return override;
   }
+  // Embedded with `deno compile --include`; Deno extracts it when it is dlopen'ed.
+  if (isCompiledBinary()) return fromUrl(embeddedUrl);
   const path = fromUrl(libUrl);
-  if (isCompiledBinary()) return path; // embedded with --include; Deno extracts it on dlopen
   const stamp = `${path}.stamp`;
   const want = `${targetCpu()} ${sourceHash()}`;
   if (exists(path) && readText(stamp) === want) return path;
@@ -46,9 +53,10 @@ export function ensureLibrary(): string {
 }
 
 /** Runs `zig build` (or `zig build test`) in the checkout. */
-export function build(opts: { cpu: string; test?: boolean; quiet?: boolean }): void {
+export function build(opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string }): void {
   const zig = findZig();
   const args = [...zig.slice(1), "build", `-Dcpu=${opts.cpu}`];
+  if (opts.prefix) args.push("--prefix", opts.prefix);
   if (opts.test) args.push("test", "--summary", "all");
   if (!opts.quiet) {
     const what = opts.test ? "running kernel tests" : "building the kernel library";
