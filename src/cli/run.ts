@@ -194,6 +194,7 @@ export async function runGenerate(flags: ParsedFlags): Promise<number> {
           thinking: result.thinking,
           stopReason: result.stopReason,
           tokens: { prompt: result.promptTokens, promptEvaluated: result.promptTokensEvaluated, generated: result.generatedTokens },
+          generatedIds: result.tokens,
           timings: result.timings,
         }));
       } else {
