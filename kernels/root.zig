@@ -454,6 +454,8 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             return -1;
         }
         var reader = Reader{ .words = cmds[at + 2 .. at + len] };
+        // A kernel that fails without a message must not inherit (and re-prefix) an older one.
+        error_len = 0;
         const start = if (ctx.profile != null) monotonicNanos() else 0;
         runCommand(ctx, op, &reader) catch {
             var prefix_buf: [64]u8 = undefined;

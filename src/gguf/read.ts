@@ -197,7 +197,14 @@ function readValue(c: Cursor, type: GgufValueType, what: string, depth = 0): Ggu
   // One description for every element: building one per element costs more than parsing a
   // 250k-token vocabulary.
   const elementWhat = `an element of ${what}`;
-  for (let i = 0; i < n; i++) out[i] = readValue(c, elemType, elementWhat, depth + 1);
+  let i = 0;
+  try {
+    for (; i < n; i++) out[i] = readValue(c, elemType, elementWhat, depth + 1);
+  } catch (e) {
+    // Name the failing element after all (e.g. which token is not UTF-8): only costs on failure.
+    if (e instanceof DeltaqError) e.message = e.message.replace(elementWhat, `${what}[${i}]`);
+    throw e;
+  }
   return out;
 }
 

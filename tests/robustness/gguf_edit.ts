@@ -75,7 +75,10 @@ const SCALAR_SIZE: Record<number, number> = {
 const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 
-/** Maps a well-formed GGUF (it trusts the file: use it on valid bases only). */
+/**
+ * Maps a well-formed GGUF. It trusts the file's structure (use it on valid bases) but never reads
+ * or loops past the end: a corrupt file throws a plain Error.
+ */
 export function scanGguf(bytes: Uint8Array): GgufMap {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = 0;
@@ -102,6 +105,7 @@ export function scanGguf(bytes: Uint8Array): GgufMap {
   const kvs: KvField[] = [];
   let alignment = GGUF_DEFAULT_ALIGNMENT;
   for (let i = 0; i < nKv; i++) {
+    if (at >= bytes.length) throw new Error("scanGguf: past the end of the file");
     const start = at;
     const key = str();
     const typeAt = at;
@@ -121,7 +125,9 @@ export function scanGguf(bytes: Uint8Array): GgufMap {
       if (t === GgufValueType.STRING) {
         field.stringLengthsAt.push(at);
         str();
-      } else at += SCALAR_SIZE[t];
+      } else if (SCALAR_SIZE[t] !== undefined) at += SCALAR_SIZE[t];
+      else throw new Error(`scanGguf: unknown value type ${t}`);
+      if (at > bytes.length) throw new Error("scanGguf: past the end of the file");
     };
     if (type === GgufValueType.ARRAY) {
       field.arrayTypeAt = at;
@@ -138,12 +144,14 @@ export function scanGguf(bytes: Uint8Array): GgufMap {
   }
   const tensors: TensorField[] = [];
   for (let i = 0; i < nTensors; i++) {
+    if (at >= bytes.length) throw new Error("scanGguf: past the end of the file");
     const start = at;
     const name = str();
     const nDimsAt = at;
     const nDims = u32();
     const neAt: number[] = [];
     const dims: bigint[] = [];
+    if (nDims > 8) throw new Error(`scanGguf: ${nDims} dimensions`);
     for (let d = 0; d < nDims; d++) {
       neAt.push(at);
       dims.push(u64());
