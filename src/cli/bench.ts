@@ -1,0 +1,623 @@
+/**
+ * `deno task bench` / `deno run -A cli.ts bench [-m FILE]`: deltaq against the pinned llama.cpp on
+ * the same model, thread count and prompt token ids. Every run is a process of its own
+ * (./bench_worker.ts: load, time to first token, decode, prompt processing, peak RSS), engines
+ * alternate run by run, and the table shows the median of each metric with its range and the
+ * ratio deltaq ÷ llama.cpp. Decode is also shown as a fraction of what the machine's memory
+ * bandwidth allows (measured by bench/bandwidth.zig, not assumed). `--profile` adds where deltaq's
+ * time goes, per kind of work.
+ *
+ * Without -m the model is a synthetic one with Qwen3.5-4B's exact shapes in Q4_K_M, built once
+ * (./bench_model.ts). Speed depends on what else the machine is doing: the load average before and
+ * after is printed with the table.
+ */
+import { DeltaqError } from "../errors.ts";
+import { readGgufHeader } from "../gguf/read.ts";
+import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
+import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
+import { flagHelp, parseFlags } from "./args.ts";
+import { BENCH_CACHE, benchModelPath, ensureBenchModel, removeLeftovers } from "./bench_model.ts";
+import type { Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
+
+type Specs = NonNullable<Parameters<typeof parseFlags>[1]>;
+
+const FLAGS: Specs = [
+  {
+    long: "model",
+    short: "m",
+    kind: "string",
+    help: "FILE  model to measure (default: synthetic Qwen3.5-4B Q4_K_M, built once)",
+  },
+  {
+    long: "threads",
+    short: "t",
+    kind: "int",
+    min: 1,
+    max: 64,
+    help: "N  threads for both engines (default 2)",
+  },
+  {
+    long: "pp",
+    kind: "int",
+    min: 1,
+    max: 1 << 16,
+    help: "N  prompt tokens for prompt processing (default 512)",
+  },
+  { long: "tg", kind: "int", min: 1, max: 1 << 16, help: "N  tokens to decode one at a time (default 128)" },
+  {
+    long: "ttft-tokens",
+    kind: "int",
+    min: 1,
+    max: 1 << 16,
+    help: "N  prompt tokens before the first token (default 16)",
+  },
+  {
+    long: "reps",
+    kind: "int",
+    min: 1,
+    max: 100,
+    help: "N  runs per engine; the table shows medians (default 3)",
+  },
+  { long: "profile", kind: "flag", help: "also show where deltaq's time goes (one extra, untimed pass)" },
+  { long: "no-reference", kind: "flag", help: "measure deltaq only (no llama.cpp)" },
+  {
+    long: "json",
+    kind: "flag",
+    help: "print one JSON object (every run, medians, machine) instead of the table",
+  },
+  { long: "help", short: "h", kind: "flag", help: "show this help" },
+];
+
+const HELP = `usage: deno run -A cli.ts bench [-m MODEL.gguf] [options]     (deno task bench)
+
+Measures deltaq against llama.cpp (the pinned build) on one model: prompt processing, decode,
+time to first token, load time and peak RSS. Each run is a separate process; the engines
+alternate, and the table shows medians with ratios deltaq ÷ llama.cpp. Decode is also shown
+as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
+
+Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
+(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building, a few minutes).
+
+options:
+${flagHelp(FLAGS)}
+`;
+
+const WORKER = new URL("./bench_worker.ts", import.meta.url);
+const BANDWIDTH_SOURCE = new URL("../../bench/bandwidth.zig", import.meta.url);
+
+interface Settings {
+  model: string;
+  threads: number;
+  pp: number;
+  tg: number;
+  ttftTokens: number;
+  reps: number;
+  profile: boolean;
+  reference: boolean;
+  json: boolean;
+}
+
+/** Median, min and max of one metric over the runs of one engine. */
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+}
+
+interface Metric {
+  key: string;
+  name: string;
+  unit: string;
+  higherIsBetter: boolean;
+  value: (r: EngineRun) => number;
+  digits: number;
+}
+
+function metrics(s: Settings): Metric[] {
+  return [
+    {
+      key: "ppTokensPerSecond",
+      name: `prompt processing pp${s.pp}`,
+      unit: "tok/s",
+      higherIsBetter: true,
+      value: (r) => r.pp.tokensPerSecond,
+      digits: 2,
+    },
+    {
+      key: "tgTokensPerSecond",
+      name: `decode tg${s.tg}`,
+      unit: "tok/s",
+      higherIsBetter: true,
+      value: (r) => r.tg.tokensPerSecond,
+      digits: 2,
+    },
+    {
+      key: "ttftMs",
+      name: `time to first token (${s.ttftTokens}-token prompt)`,
+      unit: "ms",
+      higherIsBetter: false,
+      value: (r) => r.ttft.ms,
+      digits: 0,
+    },
+    {
+      key: "loadMs",
+      name: "load time",
+      unit: "ms",
+      higherIsBetter: false,
+      value: (r) => r.loadMs,
+      digits: 0,
+    },
+    {
+      key: "peakRssMiB",
+      name: "peak RSS",
+      unit: "MiB",
+      higherIsBetter: false,
+      value: (r) => r.peakRssKiB / 1024,
+      digits: 0,
+    },
+  ];
+}
+
+export function stat(values: number[]): Stat {
+  const v = [...values].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  const median = v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+  return { median, min: v[0], max: v[v.length - 1] };
+}
+
+function readFlags(args: string[]): Settings | undefined {
+  const { flags, positionals } = parseFlags(args, FLAGS);
+  if (flags.help) {
+    console.log(HELP);
+    return undefined;
+  }
+  if (positionals.length > 0) {
+    throw new DeltaqError(
+      `unexpected argument ${JSON.stringify(positionals[0])} (the model goes after -m; see bench --help)`,
+    );
+  }
+  return {
+    model: (flags.model as string | undefined) ?? "",
+    threads: (flags.threads as number | undefined) ?? 2,
+    pp: (flags.pp as number | undefined) ?? 512,
+    tg: (flags.tg as number | undefined) ?? 128,
+    ttftTokens: (flags.ttftTokens as number | undefined) ?? 16,
+    reps: (flags.reps as number | undefined) ?? 3,
+    profile: flags.profile === true,
+    reference: flags.noReference !== true,
+    json: flags.json === true,
+  };
+}
+
+/** Status line on stderr, redrawn in place; only on a terminal. */
+class Status {
+  readonly #tty = Deno.stderr.isTerminal();
+  readonly #start = performance.now();
+  #drawn = false;
+  show(text: string): void {
+    if (!this.#tty) return;
+    const s = Math.round((performance.now() - this.#start) / 1000);
+    const elapsed = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${text} (${elapsed} elapsed)`));
+    this.#drawn = true;
+  }
+  clear(): void {
+    if (this.#tty && this.#drawn) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    this.#drawn = false;
+  }
+}
+
+export async function runBench(args: string[]): Promise<number> {
+  const s = readFlags(args);
+  if (!s) return 0;
+  if (isCompiledBinary()) {
+    throw new DeltaqError(
+      "bench runs from a deltaq checkout (deno run -A cli.ts bench), not from a compiled binary",
+    );
+  }
+  const status = new Status();
+  const log = (line: string) => {
+    status.clear();
+    console.error(`deltaq bench: ${line}`);
+  };
+  removeLeftovers();
+  if (!s.model) s.model = await ensureBenchModel(log);
+  const header = readGgufHeader(s.model); // a clear error for a missing or broken file, before any run
+
+  // Everything a run would otherwise do once first (build the kernels, install llama.cpp) happens
+  // here, outside the timings.
+  status.show("building the kernel library if needed");
+  // Every deltaq run uses this copy: the library in zig-out/ may be rebuilt meanwhile.
+  const library = `${BENCH_CACHE}libdeltaq-${Deno.pid}.so`;
+  Deno.mkdirSync(BENCH_CACHE, { recursive: true });
+  Deno.copyFileSync(ensureLibrary(), library);
+  try {
+    return await measure(s, header, library, status, log);
+  } finally {
+    Deno.removeSync(library);
+  }
+}
+
+async function measure(
+  s: Settings,
+  header: GgufFile,
+  library: string,
+  status: Status,
+  log: (l: string) => void,
+): Promise<number> {
+  const loadBefore = loadAverage();
+  if (s.reference) {
+    status.show("installing llama.cpp if needed");
+    const { locateLlama } = await import("../oracle/install.ts");
+    locateLlama();
+  }
+  status.show("measuring memory bandwidth");
+  const bandwidth = await measureBandwidth(s.threads, log);
+
+  const engines: Engine[] = s.reference ? ["deltaq", "llama.cpp"] : ["deltaq"];
+  const runs: EngineRun[] = [];
+  const total = s.reps * engines.length;
+  for (let rep = 0; rep < s.reps; rep++) {
+    for (const engine of engines) {
+      status.show(`run ${runs.length + 1}/${total}: ${engine}, repetition ${rep + 1}/${s.reps}`);
+      const profile = s.profile && engine === "deltaq" && rep === s.reps - 1;
+      runs.push(await spawnWorker(engine, s, profile, library));
+    }
+  }
+  status.clear();
+  const loadAfter = loadAverage();
+
+  const weightBytes = decodeWeightBytes(header);
+  const bw = bandwidth.gbPerSecond[Math.min(s.threads, bandwidth.gbPerSecond.length) - 1];
+  const report = {
+    model: s.model,
+    modelBytes: header.fileSize,
+    modelTypes: typeSummary(header),
+    threads: s.threads,
+    pp: s.pp,
+    tg: s.tg,
+    ttftTokens: s.ttftTokens,
+    reps: s.reps,
+    machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
+    bandwidth: {
+      ...bandwidth,
+      decodeWeightBytes: weightBytes,
+      decodeBoundTokensPerSecond: (bw * 1e9) / weightBytes,
+    },
+    summary: summarize(runs, s),
+    profile: runs.find((r) => r.profile)?.profile,
+    runs,
+  };
+  if (runs.length > 0 && report.profile === undefined && s.profile) {
+    throw new DeltaqError("the profiling run returned no profile");
+  }
+  console.log(s.json ? JSON.stringify(report, null, 2) : formatReport(report, s));
+  return 0;
+}
+
+async function spawnWorker(
+  engine: Engine,
+  s: Settings,
+  profile: boolean,
+  library: string,
+): Promise<EngineRun> {
+  const args = [
+    "run",
+    "-A",
+    decodeURIComponent(WORKER.pathname),
+    "--engine",
+    engine,
+    "--model",
+    s.model,
+    "--threads",
+    String(s.threads),
+    "--pp",
+    String(s.pp),
+    "--tg",
+    String(s.tg),
+    "--ttft-tokens",
+    String(s.ttftTokens),
+  ];
+  if (profile) args.push("--profile");
+  const env = { DELTAQ_LIB: library };
+  const out = await new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "piped" })
+    .output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  if (!out.success) {
+    throw new DeltaqError(`the ${engine} run on ${s.model} failed: ${stderr || `exit code ${out.code}`}`);
+  }
+  try {
+    return JSON.parse(stdout.split("\n").at(-1)!) as EngineRun;
+  } catch {
+    throw new DeltaqError(`the ${engine} run on ${s.model} printed no result: ${stdout}\n${stderr}`);
+  }
+}
+
+export interface SummaryRow {
+  metric: string;
+  name: string;
+  unit: string;
+  higherIsBetter: boolean;
+  deltaq: Stat;
+  llama?: Stat;
+  /** deltaq median ÷ llama.cpp median. */
+  ratio?: number;
+}
+
+function summarize(runs: EngineRun[], s: Settings): SummaryRow[] {
+  const of = (engine: Engine) => runs.filter((r) => r.engine === engine);
+  return metrics(s).map((m) => {
+    const deltaq = stat(of("deltaq").map(m.value));
+    const llamaRuns = of("llama.cpp");
+    const llama = llamaRuns.length ? stat(llamaRuns.map(m.value)) : undefined;
+    return {
+      metric: m.key,
+      name: m.name,
+      unit: m.unit,
+      higherIsBetter: m.higherIsBetter,
+      deltaq,
+      llama,
+      ratio: llama ? deltaq.median / llama.median : undefined,
+    };
+  });
+}
+
+// ---- memory bandwidth
+
+/** Builds bench/bandwidth.zig once per source and CPU target into .cache/bench/, runs it. */
+async function measureBandwidth(
+  threads: number,
+  log: (l: string) => void,
+): Promise<{ bytes: number; gbPerSecond: number[] }> {
+  const source = Deno.readFileSync(BANDWIDTH_SOURCE);
+  let h = 0x811c9dc5;
+  for (const b of source) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  const cpu = targetCpu();
+  const exe = `${BENCH_CACHE}bandwidth-${h.toString(16).padStart(8, "0")}-${cpu}`;
+  if (!isFile(exe)) {
+    Deno.mkdirSync(BENCH_CACHE, { recursive: true });
+    log("building the memory-bandwidth probe (once)…");
+    const zig = findZig();
+    const tmp = `${exe}.${Deno.pid}.tmp`;
+    const out = await new Deno.Command(zig[0], {
+      args: [
+        ...zig.slice(1),
+        "build-exe",
+        decodeURIComponent(BANDWIDTH_SOURCE.pathname),
+        "-OReleaseFast",
+        `-mcpu=${cpu}`,
+        "-fstrip",
+        `-femit-bin=${tmp}`,
+      ],
+      cwd: BENCH_CACHE,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new DeltaqError(
+        `building bench/bandwidth.zig failed:\n${new TextDecoder().decode(out.stderr).trim()}`,
+      );
+    }
+    Deno.renameSync(tmp, exe);
+  }
+  const out = await new Deno.Command(exe, {
+    args: [String(threads), "1024"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    throw new DeltaqError(
+      `the memory-bandwidth probe failed: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+  return JSON.parse(text);
+}
+
+/**
+ * Bytes of weights a decode step streams: every tensor of the trunk, the LM head included, except
+ * the token embedding when the LM head is a separate `output.weight` (then only one embedding row
+ * is read per token) and blocks beyond `block_count` (MTP heads the forward pass does not run).
+ */
+export function decodeWeightBytes(
+  h: { metadata: Map<string, unknown>; tensors: { name: string; byteLength: number }[] },
+): number {
+  const arch = String(h.metadata.get("general.architecture") ?? "");
+  const blocks = Number(h.metadata.get(`${arch}.block_count`) ?? Infinity);
+  const untied = h.tensors.some((t) => t.name === "output.weight");
+  let bytes = 0;
+  for (const t of h.tensors) {
+    if (untied && t.name === "token_embd.weight") continue;
+    const blk = /^blk\.(\d+)\./.exec(t.name);
+    if (blk && Number(blk[1]) >= blocks) continue;
+    bytes += t.byteLength;
+  }
+  return bytes;
+}
+
+/** `Q4_K 61%, Q6_K 28%, …` by bytes. */
+function typeSummary(h: { tensors: { type: number; byteLength: number }[] }): string {
+  const by = new Map<string, number>();
+  let all = 0;
+  for (const t of h.tensors) {
+    const name = ggmlTypeName(t.type);
+    by.set(name, (by.get(name) ?? 0) + t.byteLength);
+    all += t.byteLength;
+  }
+  return [...by].sort((a, b) => b[1] - a[1]).filter(([, n]) => n / all >= 0.005).map(([k, n]) =>
+    `${k} ${Math.round((100 * n) / all)}%`
+  )
+    .join(", ");
+}
+
+// ---- machine
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
+function machine(): {
+  cpu: string;
+  logicalCpus: number;
+  simd: string;
+  memory: string;
+  os: string;
+  deno: string;
+} {
+  let cpu = "unknown CPU", simd = "", memory = "";
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1].trim() ?? cpu;
+    const flags = new Set((/^flags\s*:\s*(.+)$/m.exec(info)?.[1] ?? "").split(/\s+/));
+    simd = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni"].filter((
+      f,
+    ) => flags.has(f)).join(" ");
+  } catch { /* not Linux */ }
+  try {
+    const kib = Number(/^MemTotal:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1]);
+    if (kib) memory = `${(kib / 1024 / 1024).toFixed(1)} GiB`;
+  } catch { /* not Linux */ }
+  return {
+    cpu,
+    logicalCpus: navigator.hardwareConcurrency,
+    simd,
+    memory,
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    deno: Deno.version.deno,
+  };
+}
+
+function isFile(p: string): boolean {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}
+
+// ---- output
+
+type Report = {
+  model: string;
+  modelBytes: number;
+  modelTypes: string;
+  threads: number;
+  reps: number;
+  machine: ReturnType<typeof machine> & { loadAverageBefore: string; loadAverageAfter: string };
+  bandwidth: {
+    bytes: number;
+    gbPerSecond: number[];
+    decodeWeightBytes: number;
+    decodeBoundTokensPerSecond: number;
+  };
+  summary: SummaryRow[];
+  profile?: { pp: ProfileBreakdown; tg: ProfileBreakdown };
+  runs: EngineRun[];
+};
+
+function table(rows: string[][], rightAligned: (col: number) => boolean): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
+  return rows.map((r) =>
+    r.map((cell, c) => rightAligned(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c])).join("  ")
+      .trimEnd()
+  )
+    .join("\n");
+}
+
+function fmt(x: number, digits: number): string {
+  return x.toFixed(digits);
+}
+
+function cell(st: Stat, digits: number, reps: number): string {
+  return reps > 1
+    ? `${fmt(st.median, digits)} (${fmt(st.min, digits)}–${fmt(st.max, digits)})`
+    : fmt(st.median, digits);
+}
+
+export function formatReport(r: Report, s: Settings): string {
+  const out: string[] = [];
+  const m = r.machine;
+  const hasRef = r.summary[0]?.llama !== undefined;
+  const name = r.model === benchModelPath()
+    ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp"
+    : r.model;
+  out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
+  out.push(
+    `machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`,
+  );
+  const bws = r.bandwidth.gbPerSecond.map((g, i) => `${g.toFixed(1)} GB/s (${i + 1} thread${i ? "s" : ""})`)
+    .join(", ");
+  out.push(`memory:   read bandwidth ${bws}, measured by bench/bandwidth.zig`);
+  const engines = [...new Set(r.runs.map((x) => `${x.engine}: ${x.build}`))];
+  out.push(`engines:  ${engines.join("\n          ")}`);
+  out.push(
+    `runs:     ${s.threads} thread${s.threads > 1 ? "s" : ""} each, ${r.reps} run${
+      r.reps > 1 ? "s" : ""
+    } per engine, ` +
+      `${hasRef ? "alternating, " : ""}one process per run; ${
+        r.reps > 1 ? "median (min–max)" : "single run"
+      }`,
+  );
+  out.push(`load avg: ${m.loadAverageBefore} before, ${m.loadAverageAfter} after (1, 5, 15 min)`);
+  out.push("");
+
+  const head = hasRef
+    ? ["metric", "deltaq", "llama.cpp", "deltaq ÷ llama.cpp", "better"]
+    : ["metric", "deltaq"];
+  const rows = [head];
+  for (const row of r.summary) {
+    const digits = metrics(s).find((x) => x.key === row.metric)!.digits;
+    const cells = [`${row.name} (${row.unit})`, cell(row.deltaq, digits, r.reps)];
+    if (hasRef) {
+      cells.push(
+        cell(row.llama!, digits, r.reps),
+        `${row.ratio!.toFixed(2)}×`,
+        row.higherIsBetter ? "higher" : "lower",
+      );
+    }
+    rows.push(cells);
+  }
+  const bound = r.bandwidth.decodeBoundTokensPerSecond;
+  const tg = r.summary.find((x) => x.metric === "tgTokensPerSecond")!;
+  const pct = (x: number) => `${((100 * x) / bound).toFixed(0)}%`;
+  const boundRow = [`decode ÷ bandwidth bound (${bound.toFixed(2)} tok/s)`, pct(tg.deltaq.median)];
+  if (hasRef) boundRow.push(pct(tg.llama!.median), "", "higher");
+  rows.push(boundRow);
+  out.push(table(rows, (c) => c > 0 && c < 4));
+  out.push(
+    `bandwidth bound: ${
+      (r.bandwidth.decodeWeightBytes / 1e9).toFixed(2)
+    } GB of weights read per decoded token at ` +
+      `${r.bandwidth.gbPerSecond[Math.min(s.threads, r.bandwidth.gbPerSecond.length) - 1].toFixed(1)} GB/s`,
+  );
+
+  if (r.profile) {
+    out.push("");
+    out.push(
+      `deltaq profile (one extra pass with kernel timing on; ms per token and share of the phase's wall time)`,
+    );
+    const { pp, tg: dec } = r.profile;
+    const categories = [...new Set([...pp.rows, ...dec.rows].map((x) => x.category))];
+    const find = (b: ProfileBreakdown, c: string) => b.rows.find((x) => x.category === c);
+    const prow = (b: ProfileBreakdown, c: string) => {
+      const x = find(b, c);
+      return x ? [x.msPerToken.toFixed(3), `${x.percent.toFixed(1)}%`] : ["", ""];
+    };
+    const prows = [["", `prompt pp${pp.tokens}`, "", `decode tg${dec.tokens}`, ""], [
+      "category",
+      "ms/tok",
+      "share",
+      "ms/tok",
+      "share",
+    ]];
+    for (const c of categories) prows.push([c, ...prow(pp, c), ...prow(dec, c)]);
+    prows.push(["total (wall)", pp.msPerToken.toFixed(3), "100%", dec.msPerToken.toFixed(3), "100%"]);
+    out.push(table(prows, (c) => c > 0));
+  }
+  return out.join("\n");
+}

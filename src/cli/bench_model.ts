@@ -1,0 +1,163 @@
+/**
+ * The default benchmark model: a synthetic model with exactly Qwen3.5-4B's shapes, quantized to
+ * Q4_K_M by the pinned llama.cpp (≈ 2.7 GB), cached in `.cache/bench/` (git-ignored).
+ *
+ * The file name carries a hash of the generator's sources and the llama.cpp version, so a change
+ * to either builds a new file. Building writes the F16 model (≈ 8.4 GB) under a temporary name,
+ * quantizes it (llama.cpp writes its output atomically) and deletes the F16 file; a failure or
+ * Ctrl-C leaves no half-written model behind.
+ */
+import { DeltaqError } from "../errors.ts";
+import { PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
+import { LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
+import { ProgressBar } from "./progress.ts";
+
+const PRESET = "qwen35-4b";
+const QUANT = "Q4_K_M";
+const SEED = 1;
+/** F16 intermediate (8.4 GB) + quantized result (2.7 GB) + headroom. */
+const DISK_NEEDED = 12e9;
+
+const repoRoot = new URL("../../", import.meta.url);
+
+function fromUrl(u: URL): string {
+  return decodeURIComponent(u.pathname);
+}
+
+export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
+
+/** FNV-1a over the files that decide the synthetic model's bytes. */
+function generatorHash(): string {
+  let h = 0x811c9dc5;
+  for (const f of ["src/model/synth.ts", "src/gguf/write.ts"]) {
+    const bytes = Deno.readFileSync(new URL(f, repoRoot));
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+/** Where the cached benchmark model is (or will be). */
+export function benchModelPath(): string {
+  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorHash()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
+}
+
+function isFile(p: string): boolean {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Free bytes on the file system holding `dir`, or undefined when `df` cannot tell. */
+function freeBytes(dir: string): number | undefined {
+  try {
+    const out = new Deno.Command("df", { args: ["-Pk", dir], stdout: "piped", stderr: "null" }).outputSync();
+    const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+    const avail = Number(line.split(/\s+/)[3]);
+    return out.success && Number.isFinite(avail) ? avail * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The path of the cached 4B Q4_K_M benchmark model, building it when missing (several minutes;
+ * `log` receives one line per stage).
+ */
+export async function ensureBenchModel(log: (line: string) => void): Promise<string> {
+  const path = benchModelPath();
+  if (isFile(path)) return path;
+  Deno.mkdirSync(BENCH_CACHE, { recursive: true });
+  removeLeftovers();
+  const free = freeBytes(BENCH_CACHE);
+  if (free !== undefined && free < DISK_NEEDED) {
+    throw new DeltaqError(
+      `building the benchmark model needs about ${
+        (DISK_NEEDED / 1e9).toFixed(0)
+      } GB free in ${BENCH_CACHE} ` +
+        `(the F16 model before quantization is 8.4 GB); only ${(free / 1e9).toFixed(1)} GB are free`,
+    );
+  }
+  // A name of its own per process, so two benchmarks started at once cannot write the same file.
+  const floatPath = `${path}.f16-${Deno.pid}.tmp`;
+  const cleanUp = () => {
+    for (const p of [floatPath, `${floatPath}.partial`]) {
+      try {
+        Deno.removeSync(p);
+      } catch { /* not there */ }
+    }
+  };
+  const onInterrupt = () => {
+    cleanUp();
+    console.error("\ndeltaq bench: interrupted; removed the unfinished benchmark model");
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  let listening = true;
+  try {
+    log(`building the benchmark model (once): synthetic ${PRESET} in F16, then ${QUANT} with llama.cpp`);
+    const bar = new ProgressBar(`${PRESET} F16`);
+    const t0 = performance.now();
+    await writeSyntheticQwen35(
+      floatPath,
+      { shape: PRESETS[PRESET], type: "f16", seed: SEED, name: `deltaq synthetic ${PRESET}` },
+      (written, total) => bar.update(written, total),
+    );
+    bar.finish();
+    log(
+      `wrote the F16 model in ${
+        ((performance.now() - t0) / 1000).toFixed(0)
+      } s; quantizing to ${QUANT} (several minutes)…`,
+    );
+    const t1 = performance.now();
+    // Imported here: the oracle installs the pinned llama.cpp on first use.
+    const { quantize } = await import("../oracle/llama.ts");
+    // The quantizer is one blocking native call, during which a signal listener could not run:
+    // let Ctrl-C end the process at once; the next build removes what it left (removeLeftovers).
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+    listening = false;
+    quantize(floatPath, path, QUANT);
+    log(
+      `quantized in ${((performance.now() - t1) / 1000).toFixed(0)} s: ${path} (${
+        (Deno.statSync(path).size / 1e9).toFixed(2)
+      } GB)`,
+    );
+  } finally {
+    cleanUp();
+    if (listening) Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+  return path;
+}
+
+/**
+ * Deletes temporary files of earlier benchmarks whose process is gone (e.g. killed while
+ * quantizing): `….f16-PID.tmp[.partial]`, `….partial-PID`, `….PID.tmp`, `libdeltaq-PID.so`.
+ */
+export function removeLeftovers(): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(BENCH_CACHE)];
+  } catch {
+    return; // no cache yet
+  }
+  for (const e of entries) {
+    const m = /\.f16-(\d+)\.tmp(?:\.partial)?$|\.partial-(\d+)$|\.(\d+)\.tmp$|^libdeltaq-(\d+)\.so$/.exec(
+      e.name,
+    );
+    const pid = Number(m?.slice(1).find((x) => x !== undefined));
+    if (!m || !e.isFile || isProcessAlive(pid)) continue;
+    try {
+      Deno.removeSync(`${BENCH_CACHE}${e.name}`);
+    } catch { /* removed by someone else */ }
+  }
+}
+
+function isProcessAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}

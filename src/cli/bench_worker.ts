@@ -1,0 +1,297 @@
+/**
+ * One benchmark run of one engine, in a process of its own (peak RSS is per process), started by
+ * `cli.ts bench` (./bench.ts). Both engines follow the same protocol, with the same prompt token
+ * ids, thread count, context length and batch size:
+ *
+ * 1. load: the model file to a ready context (library open included; deltaq maps the file and
+ *    registers weights, llama.cpp also repacks them);
+ * 2. time to first token: on a fresh sequence (deltaq: a new session; llama.cpp: cleared memory),
+ *    evaluate a short prompt and pick the first token greedily. It runs right after load, without
+ *    warm-up, as a user would see it;
+ * 3. decode: from there, `tg` tokens one at a time, greedy (argmax);
+ * 4. prompt processing: a fresh sequence, `pp` tokens in batches of 512, last logits only;
+ * 5. peak RSS: VmHWM of this process;
+ * 6. with `--profile` (deltaq only), steps 4 and 3 again with kernel timing on, untimed otherwise.
+ *
+ *   deno run -A src/cli/bench_worker.ts --engine deltaq|llama.cpp --model FILE --threads N
+ *     --pp N --tg N --ttft-tokens N [--profile]
+ *
+ * Prints one JSON line (`EngineRun`) on stdout; failures print one line on stderr and exit 1.
+ */
+import { parseArgs } from "node:util";
+import { DeltaqError } from "../errors.ts";
+import { GGML_TYPES } from "../gguf/types.ts";
+import { Model } from "../model/model.ts";
+import { targetCpu } from "../native/build.ts";
+import type { ProfileEntry } from "../native/kernels.ts";
+import { benchPrompt, peakRssKiB } from "../oracle/bench_worker.ts";
+import { LLAMA_PACKAGE, LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
+import { argmax, LlamaReference, llamaSystemInfo } from "../oracle/llama.ts";
+
+export const ENGINES = ["deltaq", "llama.cpp"] as const;
+export type Engine = (typeof ENGINES)[number];
+
+export interface WorkerOptions {
+  engine: Engine;
+  model: string;
+  threads: number;
+  pp: number;
+  tg: number;
+  ttftTokens: number;
+  profile: boolean;
+}
+
+/** A timed phase: `tokens` tokens in `ms` milliseconds. */
+export interface Phase {
+  tokens: number;
+  ms: number;
+  tokensPerSecond: number;
+}
+
+/** Milliseconds per token of one category, and its share of the phase's total. */
+export interface ProfileRow {
+  category: string;
+  msPerToken: number;
+  percent: number;
+}
+
+/** Where the time of a phase went, by kind of work (see `categorize`). */
+export interface ProfileBreakdown {
+  tokens: number;
+  /** Wall time of the phase per token. */
+  msPerToken: number;
+  rows: ProfileRow[];
+}
+
+export interface EngineRun {
+  engine: Engine;
+  /** What exactly ran: deltaq's library target CPU, or the pinned llama.cpp package and its CPU features. */
+  build: string;
+  threads: number;
+  contextLength: number;
+  loadMs: number;
+  ttft: Phase;
+  tg: Phase;
+  pp: Phase;
+  peakRssKiB: number;
+  profile?: { pp: ProfileBreakdown; tg: ProfileBreakdown };
+}
+
+/** What an engine must offer the protocol. */
+interface Runner {
+  /** Starts a new, empty sequence. */
+  fresh(): void;
+  /** Feeds tokens after the sequence's current position; returns the last logits. */
+  eval(tokens: ArrayLike<number>): Float32Array;
+  dispose(): void;
+}
+
+/** Context length that holds every phase, a multiple of 256 (llama.cpp rounds up to that anyway). */
+export function benchContextLength(o: { pp: number; tg: number; ttftTokens: number }): number {
+  return Math.ceil(Math.max(o.pp, o.ttftTokens + o.tg) / 256) * 256;
+}
+
+const BATCH = 512;
+
+function phase(tokens: number, ms: number): Phase {
+  return { tokens, ms, tokensPerSecond: tokens / (ms / 1000) };
+}
+
+/** Runs the protocol in this process (`bench.ts` spawns this file instead, one process per run). */
+export function runWorker(o: WorkerOptions): EngineRun {
+  const contextLength = benchContextLength(o);
+  const t0 = performance.now();
+  const loaded = o.engine === "deltaq" ? loadDeltaq(o, contextLength) : loadLlama(o, contextLength);
+  const loadMs = performance.now() - t0;
+  const { runner, build, nVocab } = loaded;
+  try {
+    const prompt = benchPrompt(Math.max(o.pp, o.ttftTokens), nVocab);
+
+    let t = performance.now();
+    runner.fresh();
+    let next = argmax(runner.eval(prompt.subarray(0, o.ttftTokens)));
+    const ttftMs = performance.now() - t;
+
+    t = performance.now();
+    for (let i = 0; i < o.tg; i++) next = argmax(runner.eval([next]));
+    const tgMs = performance.now() - t;
+
+    runner.fresh();
+    t = performance.now();
+    runner.eval(prompt.subarray(0, o.pp));
+    const ppMs = performance.now() - t;
+
+    const run: EngineRun = {
+      engine: o.engine,
+      build,
+      threads: o.threads,
+      contextLength,
+      loadMs,
+      ttft: phase(o.ttftTokens, ttftMs),
+      tg: phase(o.tg, tgMs),
+      pp: phase(o.pp, ppMs),
+      peakRssKiB: peakRssKiB(),
+    };
+    if (o.profile && loaded.profile) run.profile = loaded.profile(prompt, o);
+    return run;
+  } finally {
+    runner.dispose();
+  }
+}
+
+type Loaded = {
+  runner: Runner;
+  build: string;
+  nVocab: number;
+  profile?: (prompt: Int32Array, o: WorkerOptions) => { pp: ProfileBreakdown; tg: ProfileBreakdown };
+};
+
+// Both engines' code is imported (statically, above) before the load timer starts; neither
+// opens its native library before `load`.
+function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
+  const model = Model.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
+  let session = model.createSession();
+  const runner: Runner = {
+    fresh() {
+      session.dispose();
+      session = model.createSession();
+    },
+    eval: (tokens) => session.eval(tokens),
+    dispose: () => model.dispose(),
+  };
+  const profile = (prompt: Int32Array, w: WorkerOptions) => {
+    runner.fresh();
+    model.startProfile();
+    let t = performance.now();
+    runner.eval(prompt.subarray(0, w.pp));
+    let wall = performance.now() - t;
+    const pp = categorize(model.stopProfile(), w.pp, wall);
+
+    runner.fresh();
+    let next = argmax(runner.eval(prompt.subarray(0, w.ttftTokens)));
+    model.startProfile();
+    t = performance.now();
+    for (let i = 0; i < w.tg; i++) next = argmax(runner.eval([next]));
+    wall = performance.now() - t;
+    const tg = categorize(model.stopProfile(), w.tg, wall);
+    return { pp, tg };
+  };
+  return {
+    runner,
+    build: `deltaq (kernels built for -Dcpu=${targetCpu()})`,
+    nVocab: model.config.nVocab,
+    profile,
+  };
+}
+
+function loadLlama(o: WorkerOptions, contextLength: number): Loaded {
+  const ref = LlamaReference.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
+  const runner: Runner = {
+    fresh: () => ref.reset(),
+    eval: (tokens) => ref.eval(tokens),
+    dispose: () => ref.dispose(),
+  };
+  const features = llamaSystemInfo().split("|").map((s) => s.trim()).filter((s) => / = 1$/.test(s))
+    .map((s) => s.replace(/ = 1$/, "").replace(/^CPU : /, ""));
+  return {
+    runner,
+    build: `${LLAMA_PACKAGE}@${LLAMA_PACKAGE_VERSION} (${features.join(" ")})`,
+    nVocab: ref.nVocab,
+  };
+}
+
+/** Profile categories in display order. Matmuls by weight type come first, then the rest. */
+const OP_CATEGORY: Record<string, string> = {
+  attention: "attention (scores, kv store, rope, gate)",
+  kv_store: "attention (scores, kv store, rope, gate)",
+  rope: "attention (scores, kv store, rope, gate)",
+  sigmoid_gate: "attention (scores, kv store, rope, gate)",
+  deltanet: "DeltaNet (recurrence, conv1d, gated norm)",
+  conv1d: "DeltaNet (recurrence, conv1d, gated norm)",
+  gated_norm: "DeltaNet (recurrence, conv1d, gated norm)",
+  norm: "RMS norms",
+  add: "element-wise (add, swiglu)",
+  swiglu: "element-wise (add, swiglu)",
+  embed: "token embedding",
+};
+export const FFI_CATEGORY = "FFI + dispatch (exec wall − kernels)";
+export const JS_CATEGORY = "JS command encoding";
+export const REST_CATEGORY = "rest of eval (logits copy, argmax)";
+
+/**
+ * Groups a profile into kinds of work: matmul by weight type (LM head apart), attention, DeltaNet,
+ * norms, element-wise, embedding, other kernels; then FFI and dispatch overhead (native call wall
+ * time not spent in kernels), JS command encoding, and the rest of the phase's wall time.
+ */
+export function categorize(
+  p: { entries: ProfileEntry[]; execMs: number; jsMs: number },
+  tokens: number,
+  wallMs: number,
+): ProfileBreakdown {
+  const ms = new Map<string, number>();
+  const add = (k: string, v: number) => ms.set(k, (ms.get(k) ?? 0) + v);
+  let kernels = 0;
+  for (const e of p.entries) {
+    if (e.op === "label") continue; // a no-op that sets the profile label: dispatch cost
+    kernels += e.ms;
+    const type = GGML_TYPES[e.weightType]?.name ?? `type ${e.weightType}`;
+    if (e.op === "matmul") add(e.label === "lm_head" ? `LM head matmul ${type}` : `matmul ${type}`, e.ms);
+    else add(OP_CATEGORY[e.op] ?? `other kernels (${e.op})`, e.ms);
+  }
+  const byTime = [...ms].sort((a, b) => b[1] - a[1]);
+  const ordered = [
+    ...byTime.filter(([k]) => k.startsWith("matmul ")),
+    ...byTime.filter(([k]) => k.startsWith("LM head ")),
+    ...byTime.filter(([k]) => !k.startsWith("matmul ") && !k.startsWith("LM head ")),
+    [FFI_CATEGORY, p.execMs - kernels] as [string, number],
+    [JS_CATEGORY, p.jsMs] as [string, number],
+    [REST_CATEGORY, wallMs - p.execMs - p.jsMs] as [string, number],
+  ];
+  return {
+    tokens,
+    msPerToken: wallMs / tokens,
+    rows: ordered.map(([category, v]) => ({ category, msPerToken: v / tokens, percent: (100 * v) / wallMs })),
+  };
+}
+
+if (import.meta.main) {
+  try {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        engine: { type: "string" },
+        model: { type: "string" },
+        threads: { type: "string" },
+        pp: { type: "string" },
+        tg: { type: "string" },
+        "ttft-tokens": { type: "string" },
+        profile: { type: "boolean" },
+      },
+    });
+    const count = (name: string, v: string | undefined, min: number) => {
+      const n = Number(v);
+      if (v === undefined || !Number.isInteger(n) || n < min) {
+        throw new DeltaqError(`bench worker: --${name} must be an integer ≥ ${min}, got ${v}`);
+      }
+      return n;
+    };
+    const engine = values.engine as Engine;
+    if (!ENGINES.includes(engine)) {
+      throw new DeltaqError(`bench worker: --engine must be ${ENGINES.join(" or ")}`);
+    }
+    if (!values.model) throw new DeltaqError("bench worker: --model FILE is missing");
+    const run = runWorker({
+      engine,
+      model: values.model,
+      threads: count("threads", values.threads, 1),
+      pp: count("pp", values.pp, 1),
+      tg: count("tg", values.tg, 1),
+      ttftTokens: count("ttft-tokens", values["ttft-tokens"], 1),
+      profile: values.profile ?? false,
+    });
+    console.log(JSON.stringify(run));
+  } catch (e) {
+    console.error(e instanceof DeltaqError ? e.message : e);
+    Deno.exit(1);
+  }
+}
