@@ -3,6 +3,7 @@
 //!   zig build                        native CPU, ReleaseFast (the default)
 //!   zig build -Dcpu=x86_64_v3        portable AVX2/FMA/F16C build
 //!   zig build test                              kernel tests (ReleaseSafe: bounds and overflow checked)
+//!   zig build bench-kernels [-- types…]         matmul micro-benchmark (ReleaseFast)
 const std = @import("std");
 
 pub fn build(b: *std.Build) void {
@@ -37,4 +38,22 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(tests);
     run_tests.has_side_effects = true; // always run (and report counts), never "cached"
     b.step("test", "run the kernel test blocks (ReleaseSafe)").dependOn(&run_tests.step);
+
+    // Matmul micro-benchmark: the kernels compiled into an executable (see bench/kernels.zig).
+    const bench_module = b.createModule(.{
+        .root_source_file = b.path("bench/kernels.zig"),
+        .target = target,
+        .optimize = .fast,
+        .omit_frame_pointer = true,
+    });
+    bench_module.addImport("matmul", b.createModule(.{
+        .root_source_file = b.path("kernels/matmul.zig"),
+        .target = target,
+        .optimize = .fast,
+        .omit_frame_pointer = true,
+    }));
+    const bench = b.addExecutable(.{ .name = "bench-kernels", .root_module = bench_module, .use_llvm = true });
+    const run_bench = b.addRunArtifact(bench);
+    run_bench.addPassthruArgs();
+    b.step("bench-kernels", "time matmul for every weight type at Qwen3.5-4B shapes").dependOn(&run_bench.step);
 }

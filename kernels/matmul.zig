@@ -45,6 +45,8 @@ const matvec_rows = 2;
 pub const Config = struct {
     /// Bytes of quantized activations a token chunk may occupy (kept in L2 while its tiles run).
     token_chunk_bytes: usize = 512 * 1024,
+    /// How far ahead one-token kernels prefetch weights, in bytes (rounded to whole rows).
+    prefetch_bytes: usize = 32 * 1024,
     /// Rows per work item handed to a worker.
     row_chunk_decode: usize = 32,
     row_chunk_gemm: usize = 16,
@@ -101,6 +103,10 @@ const Problem = struct {
     y_stride: usize,
     n_tokens: usize,
     cfg: Config,
+
+    fn prefetchAhead(p: Problem) usize {
+        return std.mem.alignForward(usize, p.cfg.prefetch_bytes, p.w.row_bytes);
+    }
 
     fn out(p: Problem, t: usize, r: usize) *f32 {
         return &p.y[t * p.y_stride + r];
@@ -227,7 +233,7 @@ fn KQuantKernel(comptime F: type) type {
         fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
-            return kquants.dotRows(F, R, rows, self.act(0), self.p.w.ne0 / 256);
+            return kquants.dotRows(F, R, rows, self.act(0), self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
@@ -293,7 +299,7 @@ const Q8_0Kernel = struct {
     fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
         var rows: [R][*]const q8_0.Block = undefined;
         inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        return q8_0.dotRows(R, rows, self.act(0), self.p.w.ne0 / 32);
+        return q8_0.dotRows(R, rows, self.act(0), self.p.w.ne0 / 32, self.p.prefetchAhead());
     }
 
     fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
@@ -344,7 +350,7 @@ fn FloatKernel(comptime W: type) type {
         fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
-            return float.dotRows(W, R, rows, self.xs, self.p.w.ne0);
+            return float.dotRows(W, R, rows, self.xs, self.p.w.ne0, self.p.prefetchAhead());
         }
 
         fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}

@@ -89,8 +89,11 @@ pub inline fn sum(v: F32x8) f32 {
     return @reduce(.Add, v);
 }
 
-pub inline fn prefetch(p: anytype) void {
-    @prefetch(p, .{ .rw = .read, .locality = 3, .cache = .data });
+/// Asks for the `bytes` starting at p to be brought into cache. The one-token kernels stream
+/// weights from DRAM with long dependency chains per block, so the out-of-order window alone
+/// keeps too few cache misses in flight; they prefetch the rows they will read next.
+pub inline fn prefetchSpan(p: [*]const u8, comptime bytes: usize) void {
+    inline for (0..(bytes + 63) / 64) |i| @prefetch(p + 64 * i, .{ .rw = .read, .locality = 2, .cache = .data });
 }
 
 fn evenLanes(comptime n: usize) [n]i32 {

@@ -64,14 +64,16 @@ pub fn getRow(comptime T: type, row: [*]const T, out: [*]f32, n: usize) void {
     while (i < n) : (i += 1) out[i] = toF32(T, row[i]);
 }
 
-/// Dot products of R weight rows of n values with one f32 activation row.
-pub inline fn dotRows(comptime T: type, comptime R: usize, rows: [R][*]const T, x: [*]const f32, n: usize) [R]f32 {
+/// Dot products of R weight rows of n values with one f32 activation row, prefetching `ahead`
+/// bytes past what each row reads.
+pub inline fn dotRows(comptime T: type, comptime R: usize, rows: [R][*]const T, x: [*]const f32, n: usize, ahead: usize) [R]f32 {
     var acc: [R][2]F32x8 = @splat(@splat(@splat(0)));
     var i: usize = 0;
     while (i + 16 <= n) : (i += 16) {
         const x0: F32x8 = x[i..][0..8].*;
         const x1: F32x8 = x[i + 8 ..][0..8].*;
         inline for (0..R) |r| {
+            common.prefetchSpan(@as([*]const u8, @ptrCast(rows[r] + i)) + ahead, 16 * @sizeOf(T));
             acc[r][0] = @mulAdd(F32x8, load8(T, rows[r] + i), x0, acc[r][0]);
             acc[r][1] = @mulAdd(F32x8, load8(T, rows[r] + i + 8), x1, acc[r][1]);
         }
@@ -133,7 +135,7 @@ test "float kernels match scalar sums for every weight type and tail length" {
                 want[r][t] = s;
             };
             const rows = [3][*]const W{ &w[0], &w[1], &w[2] };
-            const got = dotRows(W, 3, rows, &x[1], n);
+            const got = dotRows(W, 3, rows, &x[1], n, 0);
             var out: [3][2]f32 = undefined;
             tile(W, 3, 2, rows, .{ &x[0], &x[1] }, n, &out);
             for (0..3) |r| {

@@ -43,12 +43,16 @@ pub const Unpacked = struct {
 
 pub const Offsets = enum { integer, float_mins };
 
-/// Dot products of R weight rows (`nb` blocks each) with one Q8_K activation row.
-pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.Block, act: q8_k.Row, nb: usize) [R]f32 {
+/// Dot products of R weight rows (`nb` blocks each) with one Q8_K activation row, prefetching
+/// the bytes `ahead` bytes past each block read.
+pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.Block, act: q8_k.Row, nb: usize, ahead: usize) [R]f32 {
     var acc: [R]F32x8 = @splat(@splat(0));
     for (0..nb) |b| {
         const bsums: I16x16 = act.bsums[b * 16 ..][0..16].*;
-        inline for (0..R) |r| acc[r] += F.blockDot(&rows[r][b], act.qs + b * 256, bsums, act.d[b]);
+        inline for (0..R) |r| {
+            common.prefetchSpan(@as([*]const u8, @ptrCast(&rows[r][b])) + ahead, @sizeOf(F.Block));
+            acc[r] += F.blockDot(&rows[r][b], act.qs + b * 256, bsums, act.d[b]);
+        }
     }
     var out: [R]f32 = undefined;
     inline for (0..R) |r| out[r] = common.sum(acc[r]);
@@ -217,7 +221,7 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
         const via_tile = tileRef(F.offsets, &unpacked, act);
         try std.testing.expectApproxEqAbs(want_row, via_tile, 1e-5 * @max(1, @abs(want_row)));
     }
-    const together = dotRows(F, 3, .{ &rows[0], &rows[1], &rows[2] }, act, nb);
+    const together = dotRows(F, 3, .{ &rows[0], &rows[1], &rows[2] }, act, nb, 0);
     for (rows, 0..) |row, r| {
         var want: f32 = 0;
         for (&row, 0..) |*blk, b| want += F.blockDotRef(blk, act.qs + b * 256, act.bsums + b * 16, act.d[b]);

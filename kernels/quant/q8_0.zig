@@ -90,10 +90,13 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, dx: f32) f32 {
 }
 
 /// Dot products of R weight rows (`nb` blocks each) with one activation row.
-pub inline fn dotRows(comptime R: usize, rows: [R][*]const Block, act: Row, nb: usize) [R]f32 {
+pub inline fn dotRows(comptime R: usize, rows: [R][*]const Block, act: Row, nb: usize, ahead: usize) [R]f32 {
     var acc: [R]F32x8 = @splat(@splat(0));
     for (0..nb) |b| {
-        inline for (0..R) |r| acc[r] += blockDot(&rows[r][b], act.qs + 32 * b, act.d[b]);
+        inline for (0..R) |r| {
+            common.prefetchSpan(@as([*]const u8, @ptrCast(&rows[r][b])) + ahead, @sizeOf(Block));
+            acc[r] += blockDot(&rows[r][b], act.qs + 32 * b, act.d[b]);
+        }
     }
     var out: [R]f32 = undefined;
     inline for (0..R) |r| out[r] = common.sum(acc[r]);
@@ -192,7 +195,7 @@ test "Q8_0 dequantization, block dot, row dots and tiles agree with the referenc
         try std.testing.expectApproxEqAbs(float_dot, s, 1e-5 * @max(1, @abs(float_dot)));
         want[r][t] = s;
     };
-    const by_rows = dotRows(3, .{ &rows[0], &rows[1], &rows[2] }, acts[1], nb);
+    const by_rows = dotRows(3, .{ &rows[0], &rows[1], &rows[2] }, acts[1], nb, 0);
     for (0..3) |r| try std.testing.expectApproxEqAbs(want[r][1], by_rows[r], 1e-5 * @max(1, @abs(want[r][1])));
     var out: [3][2]f32 = undefined;
     tile(3, 2, .{ &rows[0], &rows[1], &rows[2] }, .{ acts[0], acts[1] }, nb, &out);
