@@ -279,6 +279,7 @@ async function measure(
     ttftTokens: s.ttftTokens,
     reps: s.reps,
     machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
+    deltaqSource: sourceState(),
     bandwidth: {
       ...bandwidth,
       decodeWeightBytes: weightBytes,
@@ -492,6 +493,31 @@ function machine(): {
   };
 }
 
+/**
+ * The commit the measured deltaq comes from, and which of its source files differ from it (a
+ * benchmark of a work tree with uncommitted kernel changes is not the commit's).
+ */
+function sourceState(): string {
+  const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+  const git = (...args: string[]) => {
+    const out = new Deno.Command("git", { args: ["-C", root, ...args], stdout: "piped", stderr: "null" })
+      .outputSync();
+    return out.success ? new TextDecoder().decode(out.stdout).trimEnd() : undefined;
+  };
+  try {
+    const commit = git("rev-parse", "--short", "HEAD");
+    if (!commit) return "not a git checkout";
+    const changed = (git("status", "--porcelain", "--", "kernels", "src", "build.zig") ?? "").split("\n")
+      .filter(Boolean).map((l) => l.slice(3));
+    if (changed.length === 0) return `commit ${commit}`;
+    const shown = changed.slice(0, 4).join(", ") +
+      (changed.length > 4 ? `, … (${changed.length} files)` : "");
+    return `commit ${commit} + uncommitted changes to ${shown}`;
+  } catch {
+    return "unknown (git not found)";
+  }
+}
+
 function isFile(p: string): boolean {
   try {
     return Deno.statSync(p).isFile;
@@ -509,6 +535,7 @@ type Report = {
   threads: number;
   reps: number;
   machine: ReturnType<typeof machine> & { loadAverageBefore: string; loadAverageAfter: string };
+  deltaqSource: string;
   bandwidth: {
     bytes: number;
     gbPerSecond: number[];
@@ -553,7 +580,11 @@ export function formatReport(r: Report, s: Settings): string {
   const bws = r.bandwidth.gbPerSecond.map((g, i) => `${g.toFixed(1)} GB/s (${i + 1} thread${i ? "s" : ""})`)
     .join(", ");
   out.push(`memory:   read bandwidth ${bws}, measured by bench/bandwidth.zig`);
-  const engines = [...new Set(r.runs.map((x) => `${x.engine}: ${x.build}`))];
+  const engines = [
+    ...new Set(
+      r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`),
+    ),
+  ];
   out.push(`engines:  ${engines.join("\n          ")}`);
   out.push(
     `runs:     ${s.threads} thread${s.threads > 1 ? "s" : ""} each, ${r.reps} run${
