@@ -105,7 +105,7 @@ const Problem = struct {
     cfg: Config,
 
     fn prefetchAhead(p: Problem) usize {
-        return std.mem.alignForward(usize, p.cfg.prefetch_bytes, p.w.row_bytes);
+        return (p.cfg.prefetch_bytes + p.w.row_bytes - 1) / p.w.row_bytes * p.w.row_bytes;
     }
 
     fn out(p: Problem, t: usize, r: usize) *f32 {
