@@ -107,7 +107,19 @@ class Cursor {
     this.at += len;
     return s;
   }
+  /**
+   * A key or tensor name. Control characters are refused: names end up in `info` output and error
+   * messages, where an escape sequence from a hostile file would reach the user's terminal.
+   */
+  name(what: string): string {
+    const s = this.string(what, MAX_NAME_BYTES);
+    if (CONTROL_CHARACTER.test(s)) this.fail(`${what} contains control characters: ${JSON.stringify(s)}`);
+    return s;
+  }
 }
+
+// deno-lint-ignore no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 
 function readScalar(c: Cursor, type: GgufValueType, what: string): GgufValue {
   const size = ELEMENT_SIZE[type];
@@ -231,7 +243,7 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
   const metadata = new Map<string, GgufValue>();
   const metadataTypes = new Map<string, { type: GgufValueType; arrayType?: GgufValueType }>();
   for (let i = 0; i < nKv; i++) {
-    const key = c.string(`metadata key #${i}`, MAX_NAME_BYTES);
+    const key = c.name(`metadata key #${i}`);
     if (metadata.has(key)) c.fail(`metadata key ${key} appears twice`);
     const type = c.u32(`value type of ${key}`);
     if (type > GgufValueType.FLOAT64) c.fail(`metadata key ${key} has unknown value type ${type}`);
@@ -257,7 +269,7 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
   const tensors: GgufTensorInfo[] = [];
   const names = new Set<string>();
   for (let i = 0; i < nTensors; i++) {
-    const name = c.string(`name of tensor #${i}`, MAX_NAME_BYTES);
+    const name = c.name(`name of tensor #${i}`);
     if (names.has(name)) c.fail(`tensor ${name} appears twice`);
     names.add(name);
     const nDims = c.u32(`dimension count of tensor ${name}`);

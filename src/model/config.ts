@@ -55,7 +55,7 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
   const arch = md.string("general.architecture");
   if (arch !== ARCH) {
     throw new DeltaqError(
-      `${file}: unsupported architecture "${arch}" (deltaq runs Qwen3.5 models, architecture "${ARCH}")`,
+      `${file}: unsupported architecture ${JSON.stringify(arch)} (deltaq runs Qwen3.5 models, architecture "${ARCH}")`,
     );
   }
   const k = (name: string) => `${ARCH}.${name}`;

@@ -199,6 +199,18 @@ const cases: Case[] = [
     () => encodeGguf(setKv(parts(), "general.name", value.string(new Uint8Array([0x61, 0xc3, 0x28])))),
     /metadata general\.name is not valid UTF-8/,
   ),
+  header(
+    "key with a terminal escape sequence",
+    () => encodeGguf(setKv(parts(), "general.\u001b[2Jtitle", value.string("x"))),
+    String.raw`metadata key #${base.kvs.length} contains control characters: "general.\u001b[2Jtitle"`,
+  ),
+  header(
+    "tensor name with a newline",
+    () => encodeGguf(editTensor(parts(), outputNorm.name, (t) => ({ ...t, name: "output_norm\nweight" }))),
+    String.raw`name of tensor #${
+      base.tensors.indexOf(outputNorm)
+    } contains control characters: "output_norm\nweight"`,
+  ),
   header("token that is not UTF-8", () => {
     const tokens = tokenStrings(base);
     tokens[5] = new Uint8Array([0xed, 0xa0, 0x80]); // a UTF-16 surrogate encoded as UTF-8
