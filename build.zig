@@ -19,6 +19,11 @@ pub fn build(b: *std.Build) void {
             .target = target,
             .optimize = optimize,
             .omit_frame_pointer = true,
+            // Worker threads come from pthread_create: Zig's libc-free Thread.spawn sets up thread
+            // TLS from state only Zig's own start code initialises, which a library dlopen'ed into
+            // Deno never runs (ReleaseSafe builds abort in Thread.spawn; ReleaseFast runs on
+            // undefined values).
+            .link_libc = true,
         }),
     });
     b.installArtifact(lib);

@@ -53,10 +53,13 @@ export function ensureLibrary(): string {
 }
 
 /** Runs `zig build` (or `zig build test`) in the checkout. */
-export function build(opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string }): void {
+export function build(
+  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe" },
+): void {
   const zig = findZig();
   const args = [...zig.slice(1), "build", `-Dcpu=${opts.cpu}`];
   if (opts.prefix) args.push("--prefix", opts.prefix);
+  if (opts.optimize) args.push(`-Doptimize=${opts.optimize}`);
   if (opts.test) args.push("test", "--summary", "all");
   if (!opts.quiet) {
     const what = opts.test ? "running kernel tests" : "building the kernel library";

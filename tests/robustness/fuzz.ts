@@ -10,7 +10,10 @@
  * registration) and, when it loads, evaluates tokens and renders the chat template. Cases run in
  * worker subprocesses so a crash of native code is caught, attributed and skipped.
  *
- *   deno task fuzz [--seed 1] [--count 100000] [--start 0] [--jobs 2] [--load-every 8]
+ * Workers load a ReleaseSafe build of the kernels (`safeLibrary`), so a bounds or alignment error
+ * inside a kernel aborts its case instead of passing silently; `--fast` uses the normal build.
+ *
+ *   deno task fuzz [--seed 1] [--count 100000] [--start 0] [--jobs 2] [--load-every 8] [--fast]
  *   deno task fuzz --seed 1 --case 1234 [--write case.gguf]     replay one case, in process
  */
 import { parseArgs } from "node:util";
@@ -19,6 +22,7 @@ import { DeltaqError } from "../../src/errors.ts";
 import { Metadata, parseGguf, readGgufHeader } from "../../src/gguf/read.ts";
 import { GgufValueType } from "../../src/gguf/types.ts";
 import { readConfig } from "../../src/model/config.ts";
+import { build, sourceHash, targetCpu } from "../../src/native/build.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { basePaths } from "./bases.ts";
 import {
@@ -643,9 +647,34 @@ export interface FuzzOptions {
   /** Self-test: make the worker crash (SIGSEGV) or hang at this case. */
   crashAt?: number;
   hangAt?: number;
+  /** The kernel library the workers load (DELTAQ_LIB), e.g. `safeLibrary()`; default: the usual one. */
+  library?: string;
 }
 
 const SELF = decodeURIComponent(new URL(import.meta.url).pathname);
+const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+
+/**
+ * A ReleaseSafe build of the kernel library (bounds, overflow, alignment and `unreachable`
+ * checked), for the workers: an out-of-bounds access that ReleaseFast would let pass silently
+ * aborts the worker instead, and is reported as a crash of its case. Built into .cache/safe-lib
+ * when the kernel sources change (~30 s on two cores).
+ */
+export function safeLibrary(): string {
+  const prefix = ".cache/safe-lib";
+  const path = `${ROOT}${prefix}/lib/libdeltaq.so`;
+  const stamp = `${path}.stamp`;
+  const want = `safe ${targetCpu()} ${sourceHash()}`;
+  let have: string | undefined;
+  try {
+    have = Deno.readTextFileSync(stamp);
+  } catch { /* not built yet */ }
+  if (have !== want) {
+    build({ cpu: targetCpu(), prefix, optimize: "safe", quiet: true });
+    Deno.writeTextFileSync(stamp, want);
+  }
+  return path;
+}
 
 export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
   const t0 = performance.now();
@@ -672,7 +701,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
     ];
     await Promise.all(
       ranges.map(([from, n]) =>
-        runRange(o.seed, from, n, loadEvery, dir, o.hangSeconds ?? 60, report, selfTest)
+        runRange(o.seed, from, n, loadEvery, dir, o.hangSeconds ?? 60, report, selfTest, o.library)
       ),
     );
   } finally {
@@ -692,6 +721,7 @@ async function runRange(
   hangSeconds: number,
   report: FuzzReport,
   extraArgs: string[],
+  library: string | undefined,
 ) {
   const end = from + count;
   let next = from;
@@ -711,6 +741,7 @@ async function runRange(
         `--dir=${dir}`,
         ...extraArgs,
       ],
+      env: library ? { DELTAQ_LIB: library } : {},
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -821,6 +852,7 @@ if (import.meta.main) {
       dir: { type: "string" },
       "crash-at": { type: "string" },
       "hang-at": { type: "string" },
+      fast: { type: "boolean", default: false },
     },
   });
   const int = (name: string, v: string | undefined) => {
@@ -847,6 +879,7 @@ if (import.meta.main) {
     );
   } else if (values.case !== undefined) {
     const index = int("case", values.case);
+    if (!values.fast && !Deno.env.get("DELTAQ_LIB")) Deno.env.set("DELTAQ_LIB", safeLibrary());
     const bases = await loadBases();
     const c = makeCase(bases, seed, index);
     console.log(`case ${index} of seed ${seed}: base ${c.base}, ${c.what}, ${c.bytes.length} bytes`);
@@ -871,6 +904,7 @@ if (import.meta.main) {
       count: int("count", values.count),
       jobs: Math.max(1, int("jobs", values.jobs)),
       loadEvery: int("load-every", values["load-every"]),
+      library: values.fast ? undefined : safeLibrary(),
     });
     console.log(formatReport(report));
     Deno.exit(report.failures.length === 0 ? 0 : 1);

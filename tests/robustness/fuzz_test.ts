@@ -1,19 +1,20 @@
 /**
  * The GGUF fuzzer in the default suite: 20,000 seeded mutated micro models (every 8th loaded from
- * disk and evaluated), in two worker processes. Each must load or fail with a DeltaqError; a
- * failure report names the case and how to replay it. `deno task fuzz` runs many more.
+ * disk and evaluated, with a ReleaseSafe build of the kernels), in two worker processes. Each must
+ * load or fail with a DeltaqError; a failure report names the case and how to replay it.
+ * `deno task fuzz` runs many more.
  *
  * The orchestrator's own crash and hang detection is tested too, with workers told to die
  * (SIGSEGV) or block at a given case: a fuzzer that missed crashes would pass vacuously.
  */
 import assert from "node:assert/strict";
-import { formatReport, fuzz } from "./fuzz.ts";
+import { formatReport, fuzz, safeLibrary } from "./fuzz.ts";
 
 const SEED = 20240611;
 const CASES = 20_000;
 
 Deno.test(`fuzz: ${CASES} mutated GGUF files load or fail with DeltaqError`, async () => {
-  const report = await fuzz({ seed: SEED, count: CASES, jobs: 2, loadEvery: 8 });
+  const report = await fuzz({ seed: SEED, count: CASES, jobs: 2, loadEvery: 8, library: safeLibrary() });
   console.log(formatReport(report));
   assert.equal(report.failures.length, 0, formatReport(report));
   assert.equal(report.cases, CASES);
