@@ -624,3 +624,31 @@ for (const c of pathCases) {
     }
   });
 }
+
+Deno.test("broken file: a header larger than the first read (20 MB) parses, and its truncation fails the same way in both readers", async () => {
+  const description = "d".repeat(20 << 20);
+  const big = encodeGguf(setKv(parts(), "general.description", value.string(description)));
+  const path = `${dir}/large-header.gguf`;
+  Deno.writeFileSync(path, big);
+  const gguf = readGgufHeader(path);
+  assert.equal(gguf.metadata.get("general.description"), description);
+  const model = await loadModel(path, { threads: 1, contextLength: 16 });
+  assert.deepEqual(model.weights.gguf.tensors, gguf.tensors);
+  model.dispose();
+
+  const cut = `${dir}/large-header-cut.gguf`;
+  Deno.writeFileSync(cut, big.subarray(0, 18 << 20));
+  const messages: string[] = [];
+  for (const run of [() => readGgufHeader(cut), () => loadModel(cut, { threads: 1 })]) {
+    await assert.rejects(async () => await run(), (e: unknown) => {
+      assert.ok(e instanceof DeltaqError, String(e));
+      messages.push(e.message);
+      return true;
+    });
+  }
+  assert.match(
+    messages[0],
+    /large-header-cut\.gguf: metadata general\.description needs 20971520 bytes at offset \d+, past the end of the file \(18874368 bytes\)/,
+  );
+  assert.equal(messages[1], messages[0]);
+});
