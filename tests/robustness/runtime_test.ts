@@ -139,6 +139,36 @@ Deno.test("a session stays usable after its model's other session is disposed mi
   }
 });
 
+Deno.test("generation rejects bad prompts, and a disposed model refuses every entry point", async () => {
+  const model = await micro();
+  const V = model.info.nVocab;
+  const bad: [number[], string][] = [
+    [[V + 5], `token id ${V + 5} (at index 0) is outside the vocabulary`],
+    [[1.5], "token id 1.5 (at index 0) is outside the vocabulary"],
+    [
+      new Array(CONTEXT + 4).fill(1),
+      `the prompt has ${CONTEXT + 4} tokens, more than the context length ${CONTEXT}`,
+    ],
+    [[], "the prompt is empty"],
+  ];
+  for (const [prompt, fragment] of bad) {
+    await assert.rejects(
+      async () => await model.generate(prompt, { maxTokens: 2 }).result,
+      isDeltaqError(fragment),
+    );
+  }
+  model.dispose();
+  const calls: [string, () => unknown][] = [
+    ["tokenize", () => model.tokenize("hi")],
+    ["detokenize", () => model.detokenize([1])],
+    ["generate", () => model.generate("hi")],
+    ["chat", () => model.chat([{ role: "user", content: "hi" }])],
+    ["renderChat", () => model.renderChat([{ role: "user", content: "hi" }])],
+    ["createSession", () => model.createSession()],
+  ];
+  for (const [name, call] of calls) assert.throws(call, isDeltaqError("this model was disposed"), name);
+});
+
 Deno.test("corrupt snapshots are rejected and leave the session as it was", async () => {
   const model = await micro();
   try {
