@@ -888,15 +888,17 @@ if (import.meta.main) {
       console.log(`written to ${values.write}`);
     }
     const dir = Deno.makeTempDirSync({ prefix: "deltaq-fuzz-" });
+    let failed = true;
     try {
       const out = await runCase(bases, seed, index, { load: true, dir });
       console.log(
         `${out.result}${out.loaded ? " (loaded and evaluated)" : ""}${out.error ? `: ${out.error}` : ""}`,
       );
-      Deno.exit(out.result === "failed" ? 1 : 0);
+      failed = out.result === "failed";
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
+    Deno.exit(failed ? 1 : 0);
   } else {
     const report = await fuzz({
       seed,
