@@ -1,6 +1,8 @@
 /**
  * A session is one sequence: its position, the tokens seen so far, the KV cache of every attention
- * layer and the conv and DeltaNet state of every recurrent layer, all in one native region.
+ * layer and the conv and DeltaNet state of every recurrent layer, in native regions: one for all
+ * recurrent state and one per attention layer's cache (kernel operands address at most 2^32
+ * elements of a region, and a long context's caches together would pass that).
  * `eval` continues from the current position, so a prompt evaluated in one call and the same
  * tokens fed one by one reach the same state and logits.
  *
@@ -30,26 +32,27 @@ export interface SessionHost {
 }
 
 type LayerLayout =
-  | { kind: "attention"; k: number; v: number; rowBytes: number }
-  | { kind: "deltanet"; conv: number; convBytes: number; ssm: number; ssmBytes: number };
+  | { kind: "attention"; region: number; k: number; v: number; rowBytes: number }
+  | { kind: "deltanet"; region: number; conv: number; convBytes: number; ssm: number; ssmBytes: number };
 
-/** Byte layout of a session's state region. */
-function stateLayout(cfg: Qwen35Config, contextLength: number): { bytes: number; layers: LayerLayout[] } {
+/** Region sizes and where each layer's state lives: region 0 holds all recurrent state. */
+function stateLayout(cfg: Qwen35Config, contextLength: number): { regionBytes: number[]; layers: LayerLayout[] } {
   const kvRowBytes = cfg.nHeadKv * cfg.headDim * 2; // f16
   const convBytes = (cfg.convKernel - 1) * convDim(cfg) * 4;
   const ssmBytes = cfg.nVHeads * cfg.ssmHeadDim * cfg.ssmHeadDim * 4;
-  let bytes = 0;
-  const take = (n: number) => {
-    const at = bytes;
-    bytes += Math.ceil(n / 64) * 64;
+  const regionBytes = [0];
+  const take = (region: number, n: number) => {
+    const at = regionBytes[region];
+    regionBytes[region] += Math.ceil(n / 64) * 64;
     return at;
   };
-  const layers = cfg.layerTypes.map((kind): LayerLayout =>
-    kind === "attention"
-      ? { kind, k: take(contextLength * kvRowBytes), v: take(contextLength * kvRowBytes), rowBytes: kvRowBytes }
-      : { kind, conv: take(convBytes), convBytes, ssm: take(ssmBytes), ssmBytes }
-  );
-  return { bytes, layers };
+  const layers = cfg.layerTypes.map((kind): LayerLayout => {
+    if (kind === "deltanet") return { kind, region: 0, conv: take(0, convBytes), convBytes, ssm: take(0, ssmBytes), ssmBytes };
+    const region = regionBytes.push(0) - 1;
+    const cacheBytes = contextLength * kvRowBytes;
+    return { kind, region, k: take(region, cacheBytes), v: take(region, cacheBytes), rowBytes: kvRowBytes };
+  });
+  return { regionBytes, layers };
 }
 
 const SNAPSHOT_MAGIC = 0x4e535144; // "DQSN"
@@ -69,9 +72,9 @@ export class Session {
   #epoch = 0;
   #checkpoint: Checkpoint | undefined;
   #disposed = false;
-  readonly #region: Region;
+  readonly #regions: Region[] = [];
   readonly #state: LayerState[];
-  readonly #layout: { bytes: number; layers: LayerLayout[] };
+  readonly #layout: ReturnType<typeof stateLayout>;
   readonly #history: Int32Array;
 
   constructor(
@@ -80,16 +83,21 @@ export class Session {
     private readonly onDispose?: () => void,
   ) {
     this.#layout = stateLayout(host.config, contextLength);
-    this.#region = allocate(this.#layout.bytes);
+    try {
+      for (const bytes of this.#layout.regionBytes) this.#regions.push(allocate(bytes));
+    } catch (e) {
+      for (const r of this.#regions) r.free();
+      throw e;
+    }
     this.#history = new Int32Array(contextLength);
-    const ref = (byteOffset: number, elementBytes: number): Ref => ({
-      region: this.#region.id,
+    const ref = (region: number, byteOffset: number, elementBytes: number): Ref => ({
+      region: this.#regions[region].id,
       offset: byteOffset / elementBytes,
     });
     this.#state = this.#layout.layers.map((l): LayerState =>
       l.kind === "attention"
-        ? { kind: "attention", cache: { k: ref(l.k, 2), v: ref(l.v, 2) } }
-        : { kind: "deltanet", state: { conv: ref(l.conv, 4), ssm: ref(l.ssm, 4) } }
+        ? { kind: "attention", cache: { k: ref(l.region, l.k, 2), v: ref(l.region, l.v, 2) } }
+        : { kind: "deltanet", state: { conv: ref(l.region, l.conv, 4), ssm: ref(l.region, l.ssm, 4) } }
     );
   }
 
@@ -136,7 +144,7 @@ export class Session {
     this.#assertLive();
     // The KV cache needs no clearing: attention only reads rows below the position, which are
     // rewritten before they are read again.
-    const bytes = this.#region.bytes();
+    const bytes = this.#regions[0].bytes();
     for (const l of this.#layout.layers) {
       if (l.kind !== "deltanet") continue;
       bytes.fill(0, l.conv, l.conv + l.convBytes);
@@ -156,7 +164,7 @@ export class Session {
    */
   checkpoint(): void {
     this.#assertLive();
-    const bytes = this.#region.bytes();
+    const bytes = this.#regions[0].bytes();
     const parts: Uint8Array[] = [];
     for (const l of this.#layout.layers) {
       if (l.kind !== "deltanet") continue;
@@ -182,7 +190,7 @@ export class Session {
     this.#assertLive();
     const c = this.#checkpoint;
     if (!c || this.checkpointPosition === undefined) throw new DeltaqError("this session has no checkpoint to roll back to");
-    const bytes = this.#region.bytes();
+    const bytes = this.#regions[0].bytes();
     let at = 0;
     for (const l of this.#layout.layers) {
       if (l.kind !== "deltanet") continue;
@@ -205,18 +213,18 @@ export class Session {
     let at = SNAPSHOT_HEADER_WORDS * 4;
     new Int32Array(out.buffer, at, pos).set(this.#history.subarray(0, pos));
     at += pos * 4;
-    const state = this.#region.bytes();
-    const copy = (from: number, n: number) => {
-      out.set(state.subarray(from, from + n), at);
+    const regions = this.#regions.map((r) => r.bytes());
+    const copy = (region: number, from: number, n: number) => {
+      out.set(regions[region].subarray(from, from + n), at);
       at += n;
     };
     for (const l of this.#layout.layers) {
       if (l.kind === "attention") {
-        copy(l.k, pos * l.rowBytes);
-        copy(l.v, pos * l.rowBytes);
+        copy(l.region, l.k, pos * l.rowBytes);
+        copy(l.region, l.v, pos * l.rowBytes);
       } else {
-        copy(l.conv, l.convBytes);
-        copy(l.ssm, l.ssmBytes);
+        copy(l.region, l.conv, l.convBytes);
+        copy(l.region, l.ssm, l.ssmBytes);
       }
     }
     return out;
@@ -240,18 +248,18 @@ export class Session {
     let at = SNAPSHOT_HEADER_WORDS * 4;
     const tokens = new Int32Array(snapshot.slice(at, at + pos * 4).buffer);
     at += pos * 4;
-    const state = this.#region.bytes();
-    const copy = (to: number, n: number) => {
-      state.set(snapshot.subarray(at, at + n), to);
+    const regions = this.#regions.map((r) => r.bytes());
+    const copy = (region: number, to: number, n: number) => {
+      regions[region].set(snapshot.subarray(at, at + n), to);
       at += n;
     };
     for (const l of this.#layout.layers) {
       if (l.kind === "attention") {
-        copy(l.k, pos * l.rowBytes);
-        copy(l.v, pos * l.rowBytes);
+        copy(l.region, l.k, pos * l.rowBytes);
+        copy(l.region, l.v, pos * l.rowBytes);
       } else {
-        copy(l.conv, l.convBytes);
-        copy(l.ssm, l.ssmBytes);
+        copy(l.region, l.conv, l.convBytes);
+        copy(l.region, l.ssm, l.ssmBytes);
       }
     }
     this.#history.set(tokens);
@@ -293,7 +301,7 @@ export class Session {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    this.#region.free();
+    for (const r of this.#regions) r.free();
     this.#checkpoint = undefined;
     this.onDispose?.();
   }
