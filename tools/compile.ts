@@ -40,7 +40,8 @@ async function main(args: string[]): Promise<number> {
     }
   }
   console.error(`deltaq: building the portable kernel library (x86-64-v3) into ${PORTABLE_PREFIX}/`);
-  build({ cpu: "x86_64_v3", prefix: PORTABLE_PREFIX, quiet: true });
+  // glibc 2.28 (2018) as the floor, so the binary runs on older distributions too
+  build({ cpu: "x86_64_v3", target: "x86_64-linux-gnu.2.28", prefix: PORTABLE_PREFIX, quiet: true });
 
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["compile", "-A", "--include", `${PORTABLE_PREFIX}/lib/libdeltaq.so`, "--output", output, "cli.ts"],

@@ -54,11 +54,12 @@ export function ensureLibrary(): string {
 
 /** Runs `zig build` (or `zig build test`) in the checkout. */
 export function build(
-  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe" },
+  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe"; target?: string },
 ): void {
   const zig = findZig();
   const args = [...zig.slice(1), "build", `-Dcpu=${opts.cpu}`];
   if (opts.prefix) args.push("--prefix", opts.prefix);
+  if (opts.target) args.push(`-Dtarget=${opts.target}`);
   if (opts.optimize) args.push(`-Doptimize=${opts.optimize}`);
   if (opts.test) args.push("test", "--summary", "all");
   if (!opts.quiet) {
