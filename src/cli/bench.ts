@@ -140,6 +140,14 @@ function metrics(s: Settings): Metric[] {
       digits: 0,
     },
     {
+      key: "loadPlusTtftMs",
+      name: "load + time to first token",
+      unit: "ms",
+      higherIsBetter: false,
+      value: (r) => r.loadMs + r.ttft.ms,
+      digits: 0,
+    },
+    {
       key: "loadMs",
       name: "load time",
       unit: "ms",
@@ -251,8 +259,10 @@ async function measure(
     const { locateLlama } = await import("../oracle/install.ts");
     locateLlama();
   }
+  // Measured before and after the runs; the better of the two is the machine's ceiling (another
+  // process reading memory at the same time can only lower a measurement).
   status.show("measuring memory bandwidth");
-  const bandwidth = await measureBandwidth(s.threads, log);
+  const bandwidthBefore = await measureBandwidth(s.threads, log);
 
   const engines: Engine[] = s.reference ? ["deltaq", "llama.cpp"] : ["deltaq"];
   const runs: EngineRun[] = [];
@@ -264,11 +274,14 @@ async function measure(
       runs.push(await spawnWorker(engine, s, profile, library));
     }
   }
+  status.show("measuring memory bandwidth again");
+  const bandwidthAfter = await measureBandwidth(s.threads, log);
   status.clear();
   const loadAfter = loadAverage();
 
+  const gbPerSecond = bandwidthBefore.gbPerSecond.map((g, i) => Math.max(g, bandwidthAfter.gbPerSecond[i]));
   const weightBytes = decodeWeightBytes(header);
-  const bw = bandwidth.gbPerSecond[Math.min(s.threads, bandwidth.gbPerSecond.length) - 1];
+  const bw = gbPerSecond[Math.min(s.threads, gbPerSecond.length) - 1];
   const report = {
     model: s.model,
     modelBytes: header.fileSize,
@@ -281,7 +294,10 @@ async function measure(
     machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
     deltaqSource: sourceState(),
     bandwidth: {
-      ...bandwidth,
+      bytes: bandwidthBefore.bytes,
+      gbPerSecond,
+      before: bandwidthBefore.gbPerSecond,
+      after: bandwidthAfter.gbPerSecond,
       decodeWeightBytes: weightBytes,
       decodeBoundTokensPerSecond: (bw * 1e9) / weightBytes,
     },
@@ -538,7 +554,10 @@ type Report = {
   deltaqSource: string;
   bandwidth: {
     bytes: number;
+    /** Per thread count 1…threads, the better of `before` and `after`. */
     gbPerSecond: number[];
+    before: number[];
+    after: number[];
     decodeWeightBytes: number;
     decodeBoundTokensPerSecond: number;
   };
@@ -579,7 +598,11 @@ export function formatReport(r: Report, s: Settings): string {
   );
   const bws = r.bandwidth.gbPerSecond.map((g, i) => `${g.toFixed(1)} GB/s (${i + 1} thread${i ? "s" : ""})`)
     .join(", ");
-  out.push(`memory:   read bandwidth ${bws}, measured by bench/bandwidth.zig`);
+  const list = (g: number[]) => g.map((x) => x.toFixed(1)).join("/");
+  out.push(
+    `memory:   read bandwidth ${bws}, bench/bandwidth.zig, best of before (${list(r.bandwidth.before)}) ` +
+      `and after (${list(r.bandwidth.after)}) the runs`,
+  );
   const engines = [
     ...new Set(
       r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`),

@@ -46,6 +46,7 @@ Deno.test("bench --json: both engines, every metric, positive numbers", async ()
     "ppTokensPerSecond",
     "tgTokensPerSecond",
     "ttftMs",
+    "loadPlusTtftMs",
     "loadMs",
     "peakRssMiB",
   ]);
@@ -71,6 +72,7 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
       "prompt processing pp16",
       "decode tg4",
       "time to first token (16-token prompt)",
+      "load + time to first token",
       "load time",
       "peak RSS",
     ]
