@@ -76,7 +76,7 @@ alternate, and the table shows medians with ratios deltaq ÷ llama.cpp. Decode i
 as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
-(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building, a few minutes).
+(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes).
 
 options:
 ${flagHelp(FLAGS)}
