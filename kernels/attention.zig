@@ -110,10 +110,19 @@ pub fn attend(ctx: *root.Context, s: Shape, q: [*]const f32, k_cache: [*]const f
 
 /// In-place softmax of n values.
 fn softmax(x: [*]f32, n: usize) void {
+    const L = simd.lanes;
     var mx: f32 = -std.math.inf(f32);
     for (0..n) |i| mx = @max(mx, x[i]);
-    var total: f32 = 0;
-    for (0..n) |i| {
+    const mv: simd.V = @splat(mx);
+    var total_v: simd.V = @splat(0);
+    var i: usize = 0;
+    while (i + L <= n) : (i += L) {
+        const e = simd.exp(simd.load(x + i) - mv);
+        simd.store(x + i, e);
+        total_v += e;
+    }
+    var total = simd.sum(total_v);
+    while (i < n) : (i += 1) {
         x[i] = @exp(x[i] - mx);
         total += x[i];
     }

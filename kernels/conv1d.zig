@@ -7,15 +7,29 @@
 const std = @import("std");
 const simd = @import("simd.zig");
 const root = @import("root.zig");
+const pool_mod = @import("pool.zig");
 
 pub const max_taps = 16;
 
 pub fn convSilu(ctx: *root.Context, x: [*]const f32, x_stride: usize, state: [*]f32, w: [*]const f32, k: usize, out: [*]f32, n_tokens: usize, channels: usize) void {
-    _ = ctx;
     std.debug.assert(k >= 2 and k <= max_taps);
-    var c: usize = 0;
-    while (c + simd.lanes <= channels) : (c += simd.lanes) convBlock(simd.lanes, x, x_stride, state, w, k, out, n_tokens, channels, c);
-    while (c < channels) : (c += 1) convBlock(1, x, x_stride, state, w, k, out, n_tokens, channels, c);
+    const Job = struct {
+        x: [*]const f32,
+        x_stride: usize,
+        state: [*]f32,
+        w: [*]const f32,
+        k: usize,
+        out: [*]f32,
+        n_tokens: usize,
+        channels: usize,
+        pub fn range(j: *const @This(), begin: usize, end: usize) void {
+            var c = begin;
+            while (c + simd.lanes <= end) : (c += simd.lanes) convBlock(simd.lanes, j.x, j.x_stride, j.state, j.w, j.k, j.out, j.n_tokens, j.channels, c);
+            while (c < end) : (c += 1) convBlock(1, j.x, j.x_stride, j.state, j.w, j.k, j.out, j.n_tokens, j.channels, c);
+        }
+    };
+    const min_channels = 64 * 1024 / @max(n_tokens, 1);
+    pool_mod.forRange(&ctx.pool, channels, simd.lanes, min_channels, Job, &.{ .x = x, .x_stride = x_stride, .state = state, .w = w, .k = k, .out = out, .n_tokens = n_tokens, .channels = channels });
 }
 
 /// One block of `width` channels starting at `c0`: taps and the sliding window stay in registers
@@ -35,7 +49,7 @@ fn convBlock(comptime width: usize, x: [*]const f32, x_stride: usize, state: [*]
         var acc: Vec = @splat(0);
         for (0..k) |j| acc = @mulAdd(Vec, taps[j], window[j], acc);
         const one: Vec = @splat(1);
-        out[t * channels + c0 ..][0..width].* = acc / (one + @exp(-acc));
+        out[t * channels + c0 ..][0..width].* = acc / (one + simd.expv(width, -acc));
         for (0..k - 1) |j| window[j] = window[j + 1];
     }
     for (0..k - 1) |j| state[j * channels + c0 ..][0..width].* = window[j];
@@ -49,7 +63,9 @@ test "conv over a prompt equals the same tokens one at a time, and a scalar refe
     for (&w, 0..) |*v, i| v.* = @sin(@as(f32, @floatFromInt(i)) * 0.9);
     var x: [T * C]f32 = undefined;
     for (&x, 0..) |*v, i| v.* = @cos(@as(f32, @floatFromInt(i)) * 0.3);
-    var ctx: root.Context = undefined;
+    var ctx = root.Context{ .pool = undefined };
+    try ctx.pool.init(2);
+    defer ctx.pool.deinit();
     var state_a = @as([(K - 1) * C]f32, @splat(0));
     var out_a: [T * C]f32 = undefined;
     convSilu(&ctx, &x, C, &state_a, &w, K, &out_a, T, C);

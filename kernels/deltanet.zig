@@ -11,9 +11,10 @@
 //! Per V head j, with q, k from Q/K head j % Hk (the converter tiles V heads that way):
 //!   g = ssm_a[j]·softplus(alpha + dt_bias[j]);  b = sigmoid(beta)
 //!   S ← exp(g)·S;  d = b·(v − Sᵀk);  S ← S + k dᵀ;  o = Sᵀq / sqrt(D)
-//! done in two passes over S (decay + read k, then update + read q) so each head's state is
-//! streamed twice per token. Heads are split across workers; a prompt runs head-outer,
-//! token-inner so a head's 64 KiB state stays in cache for the whole prompt.
+//! Columns of S are independent, so the kernel walks a head's state in 128×16 column blocks and
+//! carries each block through every token of the batch while it sits in L1: per token, one pass
+//! reads (decay·S)ᵀk, a second updates S and reads Sᵀq. The state is thus read from memory and
+//! written back once per call, whatever the batch size. Heads are split across workers.
 const std = @import("std");
 const simd = @import("simd.zig");
 const pool_mod = @import("pool.zig");
@@ -26,7 +27,6 @@ pub const Shape = struct {
     head_dim: usize,
 };
 
-const max_head_dim = 256;
 
 pub fn softplus(x: f32) f32 {
     return if (x > 20) x else @log(1 + @exp(x));
@@ -52,58 +52,51 @@ pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, b
 
         fn head(j: *const @This(), h: usize) void {
             const d = j.s.head_dim;
+            var c: usize = 0;
+            while (c + 16 <= d) : (c += 16) j.columns(16, h, c);
+            while (c + 8 <= d) : (c += 8) j.columns(8, h, c);
+        }
+
+        /// All tokens for value columns [c, c+W) of head h's state. Columns of S evolve
+        /// independently (kv[m], d[m] and the update of column m only read column m), so a
+        /// 128×W block is carried through the whole batch while it sits in L1.
+        fn columns(j: *const @This(), comptime W: usize, h: usize, c: usize) void {
+            const Vec = @Vector(W, f32);
+            const d = j.s.head_dim;
             const kh = h % j.s.n_k_heads;
-            const S = j.state + h * d * d;
+            const S = j.state + h * d * d + c;
             const q_scale = 1.0 / @sqrt(@as(f32, @floatFromInt(d)));
-            var delta: [max_head_dim]f32 align(32) = undefined;
             for (0..j.s.n_tokens) |t| {
                 const row = j.qkv + t * j.qkv_stride;
                 const q = row + kh * d;
                 const k = row + (j.s.n_k_heads + kh) * d;
-                const v = row + 2 * j.s.n_k_heads * d + h * d;
+                const v: Vec = (row + 2 * j.s.n_k_heads * d + h * d + c)[0..W].*;
                 const g = j.ssm_a[h] * softplus(j.alpha[t * j.gate_stride + h] + j.dt_bias[h]);
-                const b = simd.sigmoidScalar(j.beta[t * j.gate_stride + h]);
-                const o = j.out + t * j.s.n_v_heads * d + h * d;
-                step(S, q, k, v, @exp(g), b, q_scale, &delta, o, d);
+                const decay: Vec = @splat(@exp(g));
+                const b: Vec = @splat(simd.sigmoidScalar(j.beta[t * j.gate_stride + h]));
+                // pass 1: kv = (decay·S)ᵀk, four accumulators to hide FMA latency
+                var kv: [4]Vec = @splat(@splat(0));
+                var i: usize = 0;
+                while (i < d) : (i += 4) {
+                    inline for (0..4) |u| kv[u] = @mulAdd(Vec, (S + (i + u) * d)[0..W].*, @splat(k[i + u]), kv[u]);
+                }
+                const delta = b * (v - decay * ((kv[0] + kv[1]) + (kv[2] + kv[3])));
+                // pass 2: S ← decay·S + k·deltaᵀ, o = Sᵀq / sqrt(d)
+                var o: [4]Vec = @splat(@splat(0));
+                i = 0;
+                while (i < d) : (i += 4) {
+                    inline for (0..4) |u| {
+                        const p = (S + (i + u) * d)[0..W];
+                        const updated = @mulAdd(Vec, @splat(k[i + u]), delta, p.* * decay);
+                        p.* = updated;
+                        o[u] = @mulAdd(Vec, updated, @splat(q[i + u] * q_scale), o[u]);
+                    }
+                }
+                (j.out + t * j.s.n_v_heads * d + h * d + c)[0..W].* = (o[0] + o[1]) + (o[2] + o[3]);
             }
         }
     };
     ctx.pool.run(Job, &.{ .s = s, .qkv = qkv, .qkv_stride = qkv_stride, .beta = beta, .alpha = alpha, .gate_stride = gate_stride, .ssm_a = ssm_a, .dt_bias = dt_bias, .state = state, .out = out }, Job.work);
-}
-
-/// One token for one head. `d` is a multiple of 8 (checked by the caller's shapes: 128 here).
-fn step(S: [*]f32, q: [*]const f32, k: [*]const f32, v: [*]const f32, decay: f32, b: f32, q_scale: f32, delta: [*]f32, o: [*]f32, d: usize) void {
-    const L = simd.lanes;
-    const dv: simd.V = @splat(decay);
-    // pass 1: S ← decay·S and kv = Sᵀk, accumulated into delta
-    @memset(delta[0..d], 0);
-    for (0..d) |i| {
-        const srow = S + i * d;
-        const ki: simd.V = @splat(k[i]);
-        var m: usize = 0;
-        while (m < d) : (m += L) {
-            const sv = simd.load(srow + m) * dv;
-            simd.store(srow + m, sv);
-            simd.store(delta + m, @mulAdd(simd.V, sv, ki, simd.load(delta + m)));
-        }
-    }
-    // d = b·(v − kv)
-    const bv: simd.V = @splat(b);
-    var m: usize = 0;
-    while (m < d) : (m += L) simd.store(delta + m, bv * (simd.load(v + m) - simd.load(delta + m)));
-    // pass 2: S += k dᵀ and o = Sᵀq
-    @memset(o[0..d], 0);
-    for (0..d) |i| {
-        const srow = S + i * d;
-        const ki: simd.V = @splat(k[i]);
-        const qi: simd.V = @splat(q[i] * q_scale);
-        m = 0;
-        while (m < d) : (m += L) {
-            const sv = @mulAdd(simd.V, ki, simd.load(delta + m), simd.load(srow + m));
-            simd.store(srow + m, sv);
-            simd.store(o + m, @mulAdd(simd.V, sv, qi, simd.load(o + m)));
-        }
-    }
 }
 
 test "recurrence matches the spec's scalar formula, prompt and token by token" {
@@ -112,7 +105,7 @@ test "recurrence matches the spec's scalar formula, prompt and token by token" {
     defer ctx.pool.deinit();
     const Hk = 2;
     const Hv = 4;
-    const D = 16;
+    const D = 24; // one 16-wide and one 8-wide column block
     const T = 5;
     const W = (2 * Hk + Hv) * D;
     var qkv: [T * W]f32 = undefined;

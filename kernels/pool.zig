@@ -117,6 +117,22 @@ pub const Chunks = struct {
     }
 };
 
+/// Runs `job.range(begin, end)` over `[0, total)` split into one share per worker (in multiples
+/// of `granule`), or inline when the work is too small to be worth waking the workers.
+pub fn forRange(pool: *Pool, total: usize, granule: usize, min_parallel: usize, comptime RangeJob: type, job: *const RangeJob) void {
+    if (total < min_parallel or pool.n_spawned == 0) return job.range(0, total);
+    const Wrap = struct {
+        job: *const RangeJob,
+        total: usize,
+        granule: usize,
+        fn run(w: *const @This(), worker: usize, n_workers: usize) void {
+            const s = share(w.total, w.granule, worker, n_workers);
+            if (s.begin < s.end) w.job.range(s.begin, s.end);
+        }
+    };
+    pool.run(Wrap, &.{ .job = job, .total = total, .granule = granule }, Wrap.run);
+}
+
 /// The static share `[begin, end)` of `total` items for one worker, in multiples of `granule`.
 pub fn share(total: usize, granule: usize, worker: usize, n_workers: usize) struct { begin: usize, end: usize } {
     const units = (total + granule - 1) / granule;

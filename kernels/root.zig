@@ -532,20 +532,20 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             if (mode > 1) return fail("unknown norm mode {d}", .{mode});
             const x = try x_ref.get(f32, try span2(g.n_tokens, g.x_tok_stride, g.n_heads, g.x_head_stride, g.dim));
             const y = try y_ref.get(f32, try span2(g.n_tokens, g.y_tok_stride, g.n_heads, g.y_head_stride, g.dim));
-            norm.normRows(g, x, y, if (w) |weight| weight.f32s() else null, eps, if (mode == 0) .rms else .l2);
+            norm.normRows(&ctx.pool, g, x, y, if (w) |weight| weight.f32s() else null, eps, if (mode == 0) .rms else .l2);
         },
         .add => {
             const a_ref = try r.deferred();
             const b_ref = try r.deferred();
             const n = try r.int();
-            elementwise.add(try a_ref.get(f32, n), try b_ref.get(f32, n), n);
+            elementwise.add(&ctx.pool, try a_ref.get(f32, n), try b_ref.get(f32, n), n);
         },
         .swiglu => {
             const gate_ref = try r.deferred();
             const up_ref = try r.deferred();
             const out_ref = try r.deferred();
             const n = try r.int();
-            elementwise.swiglu(try gate_ref.get(f32, n), try up_ref.get(f32, n), try out_ref.get(f32, n), n);
+            elementwise.swiglu(&ctx.pool, try gate_ref.get(f32, n), try up_ref.get(f32, n), try out_ref.get(f32, n), n);
         },
         .sigmoid_gate => {
             const x_ref = try r.deferred();
@@ -556,7 +556,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const gate_stride = try r.int();
             const x = try x_ref.get(f32, try span(n_rows, x_stride, dim));
             const gate = try gate_ref.get(f32, try span(n_rows, gate_stride, dim));
-            elementwise.sigmoidGate(x, gate, n_rows, dim, x_stride, gate_stride);
+            elementwise.sigmoidGate(&ctx.pool, x, gate, n_rows, dim, x_stride, gate_stride);
         },
         .rope => {
             const x_ref = try r.deferred();
@@ -667,7 +667,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const eps = try r.float();
             if (w.kind != .f32 or w.ne0 * w.ne1 != dim) return fail("gated norm weight must be F32 with {d} values", .{dim});
             const n = try mul(n_rows, dim);
-            norm.gatedRows(try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
+            norm.gatedRows(&ctx.pool, try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
         },
         .label => ctx.label = try r.int(),
         _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
