@@ -6,6 +6,7 @@
 //!   zig build bench-kernels -- q4_k q6_k            only these types
 //!   zig build bench-kernels -- --lm-head            also the 248320×2560 Q6_K output matrix
 //!   zig build bench-kernels -- --decode             one-token runs only
+//!   zig build bench-kernels -- --prompt             64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
@@ -160,6 +161,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
     var n_filter: usize = 0;
     var with_lm_head = false;
     var decode_only = false;
+    var prompt_only = false;
     var hot = false;
     var cfg: mm.Config = .{};
     var args = std.process.Args.Iterator.init(init.args);
@@ -171,6 +173,8 @@ pub fn main(init: std.process.Init.Minimal) !void {
             hot = true;
         } else if (std.mem.eql(u8, a, "--decode")) {
             decode_only = true;
+        } else if (std.mem.eql(u8, a, "--prompt")) {
+            prompt_only = true;
         } else if (std.mem.startsWith(u8, a, "--prefetch=")) {
             cfg.prefetch_bytes = try std.fmt.parseInt(usize, a["--prefetch=".len..], 10);
         } else if (std.mem.startsWith(u8, a, "--chunk=")) {
@@ -224,7 +228,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 if (c > 0) @memcpy(buf[c * stride ..][0..matrix_bytes], buf[0..matrix_bytes]);
                 weights[c] = .{ .data = buf.ptr + c * stride, .kind = kind, .ne0 = shape.cols, .ne1 = shape.rows, .row_bytes = row_bytes };
             }
-            const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else &.{ 1, 64, 512 };
+            const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 64, 512 } else &.{ 1, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 const ws = if (n_tokens == 1) weights[0..copies] else weights[0..1];
                 const timing = try timeCalls(ctx, ws, x, y, n_tokens, cfg);

@@ -141,11 +141,12 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
 
 /// Runs a kernel over the pool. A kernel type `K` holds `p: Problem` and `chunks: *Chunks` and
 /// provides, for rows r.. and tokens t..:
-///   dotRows(k, R, r) [R]f32              one token (decode)
-///   prepare(k, worker, r, n_rows)         before the tiles of a row group (K-quants unpack here)
-///   tile(k, worker, R, T, r, t) [R][T]f32 several tokens
+///   dotRows(k, R, r) [R]f32                   one token (decode)
+///   prepare(k, worker, r, n_rows)              before the tiles of a row group (K-quants unpack)
+///   tile(k, worker, R, T, r, i, t) [R][T]f32   several tokens; row r is row i of its group
 /// Workers take row chunks; within one, token chunks sized for L2 come first, then row groups of
-/// `tile_rows`, then token tiles. Ragged edges use smaller comptime tile shapes.
+/// `tile_rows`, then token tiles. Ragged edges run as single rows / single tokens (few tile
+/// shapes keep the build fast; edges are a small share of the work).
 fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
     const Driver = struct {
         fn work(kk: *const K, worker: usize, _: usize) void {
@@ -170,27 +171,31 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
                     while (r < range.end) : (r += tile_rows) {
                         const n_rows = @min(tile_rows, range.end - r);
                         kk.prepare(worker, r, n_rows);
-                        switch (n_rows) {
-                            inline 1...tile_rows => |R| {
-                                var t = t0;
-                                while (t < t1) : (t += tile_tokens) switch (@min(tile_tokens, t1 - t)) {
-                                    inline 1...tile_tokens => |T| {
-                                        const out = kk.tile(worker, R, T, r, t);
-                                        inline for (0..R) |ri| inline for (0..T) |ti| {
-                                            p.out(t + ti, r + ri).* = out[ri][ti];
-                                        };
-                                    },
-                                    else => unreachable,
-                                };
-                            },
-                            else => unreachable,
-                        }
+                        if (n_rows == tile_rows) {
+                            tokenTiles(kk, worker, tile_rows, r, 0, t0, t1);
+                        } else for (0..n_rows) |i| tokenTiles(kk, worker, 1, r + i, i, t0, t1);
                     }
                 }
             }
         }
     };
     ctx.pool.run(K, k, Driver.work);
+}
+
+/// Tiles of R rows (row r = row i of the prepared group) over tokens [t0, t1).
+inline fn tokenTiles(kk: anytype, worker: usize, comptime R: usize, r: usize, i: usize, t0: usize, t1: usize) void {
+    const p = kk.p;
+    var t = t0;
+    while (t + tile_tokens <= t1) : (t += tile_tokens) {
+        const out = kk.tile(worker, R, tile_tokens, r, i, t);
+        inline for (0..R) |ri| inline for (0..tile_tokens) |ti| {
+            p.out(t + ti, r + ri).* = out[ri][ti];
+        };
+    }
+    while (t < t1) : (t += 1) {
+        const out = kk.tile(worker, R, 1, r, i, t);
+        inline for (0..R) |ri| p.out(t, r + ri).* = out[ri][0];
+    }
 }
 
 fn rowChunk(p: Problem) usize {
@@ -245,10 +250,10 @@ fn KQuantKernel(comptime F: type) type {
             }
         }
 
-        fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, t: usize) [R][T]f32 {
+        fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, first: usize, t: usize) [R][T]f32 {
             const nb = self.p.w.ne0 / 256;
             var rows: [R][*]const kquants.Unpacked = undefined;
-            inline for (0..R) |i| rows[i] = self.panel(worker) + i * nb;
+            inline for (0..R) |i| rows[i] = self.panel(worker) + (first + i) * nb;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
             var out: [R][T]f32 = undefined;
@@ -304,7 +309,7 @@ const Q8_0Kernel = struct {
 
     fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
 
-    fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, t: usize) [R][T]f32 {
+    fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, _: usize, t: usize) [R][T]f32 {
         var rows: [R][*]const q8_0.Block = undefined;
         inline for (0..R) |i| rows[i] = self.blocks(r + i);
         var acts: [T]q8_0.Row = undefined;
@@ -355,7 +360,7 @@ fn FloatKernel(comptime W: type) type {
 
         fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
 
-        fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, t: usize) [R][T]f32 {
+        fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, _: usize, t: usize) [R][T]f32 {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
             var xs: [T][*]const f32 = undefined;

@@ -72,6 +72,31 @@ pub inline fn dotSignedBytes(a: I8x32, b: I8x32) I32x8 {
     return mulAddWords(mulAddBytes(@bitCast(applySign(a, a)), applySign(b, a)), ones);
 }
 
+/// Eight 8-bit values (u8 or i8) widened to i16 words, the 8 words repeated in both 128-bit
+/// halves: the source `broadcastWord` picks from with one in-lane byte shuffle (`vpshufb`),
+/// which is cheaper than broadcasting each scale from a general register.
+pub inline fn duplicateWords(v: anytype) @Vector(32, u8) {
+    const words: @Vector(8, i16) = v;
+    const bytes: @Vector(16, u8) = @bitCast(words);
+    return @shuffle(u8, bytes, undefined, [32]i32{ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 });
+}
+
+/// Word j of `duplicateWords`' result in all 16 lanes.
+pub inline fn broadcastWord(dup: @Vector(32, u8), comptime j: usize) I16x16 {
+    return broadcastWords(dup, j, j);
+}
+
+/// Word `lo` of `duplicateWords`' result in lanes 0-7 and word `hi` in lanes 8-15.
+pub inline fn broadcastWords(dup: @Vector(32, u8), comptime lo: usize, comptime hi: usize) I16x16 {
+    const mask = comptime blk: {
+        @setEvalBranchQuota(10_000);
+        var m: [32]i32 = undefined;
+        for (&m, 0..) |*e, i| e.* = @intCast(if (i < 16) 2 * lo + i % 2 else 16 + 2 * hi + i % 2);
+        break :blk m;
+    };
+    return @bitCast(@shuffle(u8, dup, undefined, mask));
+}
+
 /// Round half to even, like `vroundps` with the default rounding mode and llama.cpp's
 /// `nearest_int` / `_mm256_round_ps(x, _MM_ROUND_NEAREST)`.
 pub inline fn roundEven(v: F32x8) F32x8 {
