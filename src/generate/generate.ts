@@ -161,8 +161,7 @@ export function generateTokens(
     let stopReason: StopReason = "abort";
     let stopString: string | undefined;
     let promptMs = 0, firstTokenMs = 0, genStart = 0, evaluated = 0;
-    const emit = function* (piece: string): Generator<GenerationChunk> {
-      const split = splitter.push(piece);
+    const emitSplit = function* (split: { thinking: string; answer: string }): Generator<GenerationChunk> {
       if (split.thinking) {
         thinking += split.thinking;
         yield { text: split.thinking, thinking: true };
@@ -172,6 +171,7 @@ export function generateTokens(
         yield { text: split.answer, thinking: false };
       }
     };
+    const emit = (piece: string) => emitSplit(splitter.push(piece));
     const finish = () => {
       const generateMs = genStart ? performance.now() - genStart : 0;
       resolveResult({
@@ -232,15 +232,7 @@ export function generateTokens(
         await breathe();
       }
       if (stopReason !== "stop") yield* emit(stops.push(decoder.flush()).text + stops.flush());
-      const tail = splitter.flush();
-      if (tail.thinking) {
-        thinking += tail.thinking;
-        yield { text: tail.thinking, thinking: true };
-      }
-      if (tail.answer) {
-        answer += tail.answer;
-        yield { text: tail.answer, thinking: false };
-      }
+      yield* emitSplit(splitter.flush());
     } finally {
       finish();
       if (opts.ownsSession) session.dispose();

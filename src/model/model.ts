@@ -30,25 +30,13 @@ export interface ChatOptions {
   tools?: ChatTool[];
 }
 
-export interface ModelInfo {
-  architecture: string;
+/** What a loaded model is: its hyper-parameters and layer schedule (Qwen35Config) plus the file and run settings. */
+export interface ModelInfo extends Qwen35Config {
   name?: string;
   file: string;
   fileSize: number;
-  nLayer: number;
-  nEmbd: number;
-  nFf: number;
-  nVocab: number;
-  nCtxTrain: number;
+  /** Tokens a session of this model holds. */
   contextLength: number;
-  layerTypes: LayerType[];
-  nHead: number;
-  nHeadKv: number;
-  headDim: number;
-  nRot: number;
-  ropeBase: number;
-  ssm: { nKHeads: number; nVHeads: number; headDim: number; convKernel: number };
-  tiedEmbeddings: boolean;
   threads: number;
 }
 
@@ -103,24 +91,11 @@ export class Model implements SessionHost {
       throw e;
     }
     this.info = {
-      architecture: cfg.architecture,
+      ...cfg,
       name: weights.metadata.string("general.name", undefined),
       file: weights.file,
       fileSize: weights.gguf.fileSize,
-      nLayer: cfg.nLayer,
-      nEmbd: cfg.nEmbd,
-      nFf: cfg.nFf,
-      nVocab: cfg.nVocab,
-      nCtxTrain: cfg.nCtxTrain,
       contextLength,
-      layerTypes: cfg.layerTypes,
-      nHead: cfg.nHead,
-      nHeadKv: cfg.nHeadKv,
-      headDim: cfg.headDim,
-      nRot: cfg.nRot,
-      ropeBase: cfg.ropeBase,
-      ssm: { nKHeads: cfg.nKHeads, nVHeads: cfg.nVHeads, headDim: cfg.ssmHeadDim, convKernel: cfg.convKernel },
-      tiedEmbeddings: cfg.tiedEmbeddings,
       threads,
     };
   }

@@ -144,12 +144,7 @@ export class Session {
     this.#assertLive();
     // The KV cache needs no clearing: attention only reads rows below the position, which are
     // rewritten before they are read again.
-    const bytes = this.#regions[0].bytes();
-    for (const l of this.#layout.layers) {
-      if (l.kind !== "deltanet") continue;
-      bytes.fill(0, l.conv, l.conv + l.convBytes);
-      bytes.fill(0, l.ssm, l.ssm + l.ssmBytes);
-    }
+    for (const p of this.#stateParts(0, true)) p.bytes.fill(0, p.from, p.from + p.length);
     this.#position = 0;
     this.#epoch++;
     this.#checkpoint = undefined;
@@ -164,16 +159,11 @@ export class Session {
    */
   checkpoint(): void {
     this.#assertLive();
-    const bytes = this.#regions[0].bytes();
-    const parts: Uint8Array[] = [];
-    for (const l of this.#layout.layers) {
-      if (l.kind !== "deltanet") continue;
-      parts.push(bytes.slice(l.conv, l.conv + l.convBytes), bytes.slice(l.ssm, l.ssm + l.ssmBytes));
-    }
+    const parts = this.#stateParts(this.#position, true);
     const recurrent = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     let at = 0;
     for (const p of parts) {
-      recurrent.set(p, at);
+      recurrent.set(p.bytes.subarray(p.from, p.from + p.length), at);
       at += p.length;
     }
     this.#checkpoint = { position: this.#position, epoch: this.#epoch, recurrent };
@@ -190,14 +180,10 @@ export class Session {
     this.#assertLive();
     const c = this.#checkpoint;
     if (!c || this.checkpointPosition === undefined) throw new DeltaqError("this session has no checkpoint to roll back to");
-    const bytes = this.#regions[0].bytes();
     let at = 0;
-    for (const l of this.#layout.layers) {
-      if (l.kind !== "deltanet") continue;
-      bytes.set(c.recurrent.subarray(at, at + l.convBytes), l.conv);
-      at += l.convBytes;
-      bytes.set(c.recurrent.subarray(at, at + l.ssmBytes), l.ssm);
-      at += l.ssmBytes;
+    for (const p of this.#stateParts(c.position, true)) {
+      p.bytes.set(c.recurrent.subarray(at, at + p.length), p.from);
+      at += p.length;
     }
     this.#position = c.position;
   }
@@ -213,19 +199,9 @@ export class Session {
     let at = SNAPSHOT_HEADER_WORDS * 4;
     new Int32Array(out.buffer, at, pos).set(this.#history.subarray(0, pos));
     at += pos * 4;
-    const regions = this.#regions.map((r) => r.bytes());
-    const copy = (region: number, from: number, n: number) => {
-      out.set(regions[region].subarray(from, from + n), at);
-      at += n;
-    };
-    for (const l of this.#layout.layers) {
-      if (l.kind === "attention") {
-        copy(l.region, l.k, pos * l.rowBytes);
-        copy(l.region, l.v, pos * l.rowBytes);
-      } else {
-        copy(l.region, l.conv, l.convBytes);
-        copy(l.region, l.ssm, l.ssmBytes);
-      }
+    for (const p of this.#stateParts(pos)) {
+      out.set(p.bytes.subarray(p.from, p.from + p.length), at);
+      at += p.length;
     }
     return out;
   }
@@ -248,19 +224,9 @@ export class Session {
     let at = SNAPSHOT_HEADER_WORDS * 4;
     const tokens = new Int32Array(snapshot.slice(at, at + pos * 4).buffer);
     at += pos * 4;
-    const regions = this.#regions.map((r) => r.bytes());
-    const copy = (region: number, to: number, n: number) => {
-      regions[region].set(snapshot.subarray(at, at + n), to);
-      at += n;
-    };
-    for (const l of this.#layout.layers) {
-      if (l.kind === "attention") {
-        copy(l.region, l.k, pos * l.rowBytes);
-        copy(l.region, l.v, pos * l.rowBytes);
-      } else {
-        copy(l.region, l.conv, l.convBytes);
-        copy(l.region, l.ssm, l.ssmBytes);
-      }
+    for (const p of this.#stateParts(pos)) {
+      p.bytes.set(snapshot.subarray(at, at + p.length), p.from);
+      at += p.length;
     }
     this.#history.set(tokens);
     this.#position = pos;
@@ -310,10 +276,25 @@ export class Session {
     return this.#disposed;
   }
 
+  /**
+   * The byte ranges that make up the sequence state at position `pos`, in snapshot order: each
+   * attention layer's K and V rows in use, each recurrent layer's conv and DeltaNet state.
+   * `recurrentOnly` keeps the latter (what a checkpoint saves: KV rows never change).
+   */
+  #stateParts(pos: number, recurrentOnly = false): { bytes: Uint8Array; from: number; length: number }[] {
+    const regions = this.#regions.map((r) => r.bytes());
+    return this.#layout.layers.flatMap((l) => {
+      const bytes = regions[l.region];
+      if (l.kind === "attention") {
+        if (recurrentOnly) return [];
+        return [{ bytes, from: l.k, length: pos * l.rowBytes }, { bytes, from: l.v, length: pos * l.rowBytes }];
+      }
+      return [{ bytes, from: l.conv, length: l.convBytes }, { bytes, from: l.ssm, length: l.ssmBytes }];
+    });
+  }
+
   #snapshotBytes(pos: number): number {
-    let n = SNAPSHOT_HEADER_WORDS * 4 + pos * 4;
-    for (const l of this.#layout.layers) n += l.kind === "attention" ? 2 * pos * l.rowBytes : l.convBytes + l.ssmBytes;
-    return n;
+    return SNAPSHOT_HEADER_WORDS * 4 + pos * 4 + this.#stateParts(pos).reduce((n, p) => n + p.length, 0);
   }
 
   #assertLive(): void {
