@@ -671,6 +671,16 @@ export function formatReport(r: Report, s: Settings): string {
     ]];
     for (const c of categories) prows.push([c, ...prow(pp, c), ...prow(dec, c)]);
     prows.push(["total (wall)", pp.msPerToken.toFixed(3), "100%", dec.msPerToken.toFixed(3), "100%"]);
+    // The same process's timed phases: a large difference means the machine was busier during one
+    // of them, and the shares are those of a slowed-down pass.
+    const timed = r.runs.find((x) => x.profile)!;
+    prows.push([
+      "timed run, same process (wall)",
+      (timed.pp.ms / timed.pp.tokens).toFixed(3),
+      "",
+      (timed.tg.ms / timed.tg.tokens).toFixed(3),
+      "",
+    ]);
     out.push(table(prows, (c) => c > 0));
   }
   return out.join("\n");

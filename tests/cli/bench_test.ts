@@ -86,7 +86,9 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
 
   const start = lines.findIndex((l) => l.startsWith("deltaq profile"));
   assert.ok(start > 0, "profile section");
-  const rows = lines.slice(start + 3).filter((l) => l && !l.startsWith("total"));
+  const rows = lines.slice(start + 3).filter((l) =>
+    l && !l.startsWith("total") && !l.startsWith("timed run")
+  );
   for (
     const category of [
       "matmul Q4_K",
@@ -106,6 +108,8 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
     const sum = shares.reduce((a, b) => a + b, 0);
     assert.ok(Math.abs(sum - 100) < 1, `shares add up to ${sum}`);
   }
+  const timed = lines.find((l) => l.startsWith("timed run, same process"));
+  assert.ok(timed && timed.match(/[\d.]+/g)!.length === 2, `timed row: ${timed}`);
 });
 
 Deno.test("bench: mistakes end with one line, --help lists the options", async () => {
