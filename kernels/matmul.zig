@@ -47,8 +47,10 @@ pub const Config = struct {
     token_chunk_bytes: usize = 512 * 1024,
     /// How far ahead one-token kernels prefetch weights, in bytes (rounded to whole rows).
     prefetch_bytes: usize = 32 * 1024,
-    /// Rows per work item handed to a worker.
-    row_chunk_decode: usize = 32,
+    /// Rows per work item handed to a worker; 0 for one token picks about an eighth of each
+    /// worker's share (64 KiB to 1 MiB of weights): long contiguous streams keep the hardware
+    /// and software prefetches useful, several items per worker absorb uneven progress.
+    row_chunk_decode: usize = 0,
     row_chunk_gemm: usize = 16,
 };
 
@@ -198,8 +200,11 @@ inline fn tokenTiles(kk: anytype, worker: usize, comptime R: usize, r: usize, i:
     }
 }
 
-fn rowChunk(p: Problem) usize {
-    return if (p.n_tokens == 1) p.cfg.row_chunk_decode else p.cfg.row_chunk_gemm;
+fn rowChunk(ctx: *root.Context, p: Problem) usize {
+    if (p.n_tokens > 1) return p.cfg.row_chunk_gemm;
+    if (p.cfg.row_chunk_decode != 0) return p.cfg.row_chunk_decode;
+    const bytes = std.math.clamp(p.w.ne1 * p.w.row_bytes / (8 * nWorkers(ctx)), 64 << 10, 1 << 20);
+    return @max(matvec_rows, bytes / p.w.row_bytes / matvec_rows * matvec_rows);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,7 +276,7 @@ fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!voi
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
     prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
 
@@ -324,7 +329,7 @@ fn runQ8_0(ctx: *root.Context, p: Problem) error{Failed}!void {
     const act_bytes = Q8_0Kernel.actRowBytes(p.w.ne0);
     const scratch = try ctx.scratchBytes(p.n_tokens * act_bytes);
     prepareActivations(ctx, p, scratch.ptr, act_bytes, Q8_0Kernel.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
     run(ctx, Q8_0Kernel, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr });
 }
 
@@ -374,7 +379,7 @@ fn FloatKernel(comptime W: type) type {
 
 fn runFloat(comptime W: type, ctx: *root.Context, p: Problem) error{Failed}!void {
     const K = FloatKernel(W);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
     if (W == f32) return run(ctx, K, &.{ .p = p, .chunks = &chunks, .xs = p.x, .x_stride = p.x_stride });
     const row_bytes = K.actRowBytes(p.w.ne0);
     const scratch = try ctx.scratchBytes(p.n_tokens * row_bytes);
