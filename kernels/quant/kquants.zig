@@ -44,7 +44,7 @@ pub const Unpacked = struct {
 pub const Offsets = enum { integer, float_mins };
 
 /// Dot products of R weight rows (`nb` blocks each) with one Q8_K activation row, prefetching
-/// the bytes `ahead` bytes past each block read.
+/// what lies `ahead` bytes past each block it reads.
 pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.Block, act: q8_k.Row, nb: usize, ahead: usize) [R]f32 {
     var acc: [R]F32x8 = @splat(@splat(0));
     for (0..nb) |b| {
