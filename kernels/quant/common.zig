@@ -100,7 +100,10 @@ pub inline fn broadcastWords(dup: @Vector(32, u8), comptime lo: usize, comptime 
 /// Round half to even, like `vroundps` with the default rounding mode and llama.cpp's
 /// `nearest_int` / `_mm256_round_ps(x, _MM_ROUND_NEAREST)`.
 pub inline fn roundEven(v: F32x8) F32x8 {
-    return @"llvm.roundeven.v8f32"(v);
+    // Without AVX an 8 x f32 vector does not fit a register and LLVM rejects the intrinsic call.
+    if (comptime has_avx2) return @"llvm.roundeven.v8f32"(v);
+    const magic: F32x8 = @splat(12582912.0); // see roundEvenScalar; quantizers stay below 2^22
+    return (v + magic) - magic;
 }
 
 /// Scalar round half to even, as llama.cpp's `nearest_int`: adding 1.5·2^23 pushes the fraction
