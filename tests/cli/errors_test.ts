@@ -168,6 +168,17 @@ const cases: CliCase[] = [
     expect: /the prompt has \d+ tokens, more than the context length 4/,
   },
   { name: "unknown argument", args: () => ["bogus"], expect: `unexpected argument "bogus"` },
+  // --- flag values (checked before the model is touched)
+  { name: "-n below -1", args: () => ["-m", micro, "-n", "-5", "-p", "hi"], expect: "-n must be at least -1, got -5" },
+  { name: "--temp not a number", args: () => ["-m", micro, "--temp", "abc", "-p", "hi"], expect: `--temp needs a number, got "abc"` },
+  { name: "-t 0", args: () => ["-m", micro, "-t", "0", "-p", "hi"], expect: "-t must be at least 1, got 0" },
+  { name: "--top-p above 1", args: () => ["-m", micro, "--top-p", "1.5", "-p", "hi"], expect: "--top-p must be at most 1, got 1.5" },
+  { name: "-c fractional", args: () => ["-m", micro, "-c", "2.5", "-p", "hi"], expect: "-c needs a whole number, got 2.5" },
+  { name: "flag without its value", args: () => ["-m", micro, "-p"], expect: "-p needs a value" },
+  { name: "unknown option", args: () => ["--frobnicate"], expect: "unknown option --frobnicate (see --help)" },
+  { name: "--raw with --chat", args: () => ["-m", micro, "--raw", "--chat", "-p", "hi"], expect: "--raw and --chat cannot be combined" },
+  { name: "no prompt", args: () => ["-m", micro], expect: /^no prompt: give one with -p TEXT/ },
+  { name: "prompt file missing", args: () => ["-m", micro, "-f", `${dir}/none.txt`], expect: () => `${dir}/none.txt: cannot read the prompt file: no such file` },
   // --- downloads
   {
     name: "--hf: interrupted download",
