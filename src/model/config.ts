@@ -27,6 +27,8 @@ export interface Qwen35Config {
   headDim: number;
   nRot: number;
   ropeBase: number;
+  /** `rope.dimension_sections` padded to 4 entries, or [] when the file has none. */
+  ropeSections: number[];
   attentionScale: number;
   // Gated DeltaNet
   convKernel: number;
@@ -89,6 +91,7 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
     headDim,
     nRot,
     ropeBase: md.float(k("rope.freq_base"), 10000),
+    ropeSections: ropeSections(md, file),
     attentionScale: md.float(k("attention.scale"), 0) || 1 / Math.sqrt(headDim),
     convKernel: md.uint(k("ssm.conv_kernel")),
     nKHeads: md.uint(k("ssm.group_count")),
@@ -131,6 +134,18 @@ export function readConfig(md: Metadata, tensors: GgufTensorInfo[], file: string
     bad(`tokenizer.ggml.tokens has ${tokens.length} entries but token_embd.weight has ${cfg.nVocab} rows`);
   }
   return cfg;
+}
+
+/** `rope.dimension_sections`: up to 4 non-negative counts of rotation pairs, not all zero. */
+function ropeSections(md: Metadata, file: string): number[] {
+  const v = md.numbers(`${ARCH}.rope.dimension_sections`);
+  if (v === undefined) return [];
+  const s = Array.from(v);
+  if (s.length > 4 || s.some((x) => !Number.isInteger(x) || x < 0 || x > MAX_WIDTH) || s.every((x) => x === 0)) {
+    throw new DeltaqError(`${file}: rope.dimension_sections [${s.join(", ")}] must be 1 to 4 non-negative counts, not all zero`);
+  }
+  while (s.length < 4) s.push(0);
+  return s;
 }
 
 /**

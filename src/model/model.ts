@@ -83,7 +83,7 @@ export class Model implements SessionHost {
     this.fingerprint = fingerprintOf(weights);
     this.#batch = Math.min(batch, contextLength);
     this.#context = new Context(threads);
-    this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase);
+    this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase, cfg.ropeSections);
     try {
       this.#activations = new Activations(cfg, this.#batch, 1);
     } catch (e) {
