@@ -348,6 +348,13 @@ export interface LlamaLoadOptions {
   vocabOnly?: boolean;
   /** Force flash attention on or off; default lets llama.cpp decide (AUTO → on, on the CPU). */
   flashAttention?: boolean;
+  /**
+   * The context's `cb_eval`: a C function `bool (ggml_tensor *t, bool ask, void *user_data)`
+   * (e.g. a `Deno.UnsafeCallback` pointer) that the graph scheduler calls for every node, first
+   * with ask = true (return true to see the tensor), then with ask = false once it is computed.
+   * For inspecting intermediate tensors (tools/intermediates.ts); null user data.
+   */
+  evalCallback?: Deno.PointerObject;
 }
 
 /** One model (and, unless vocab-only, one single-sequence context) in the pinned llama.cpp. */
@@ -416,6 +423,9 @@ export class LlamaReference {
         ? LLAMA_FLASH_ATTN_TYPE.ENABLED
         : LLAMA_FLASH_ATTN_TYPE.DISABLED,
     );
+    if (options.evalCallback) {
+      CONTEXT_PARAMS.set(cp, "cb_eval", BigInt(Deno.UnsafePointer.value(options.evalCallback)));
+    }
     const ctx = llama.llama_init_from_model(model, cp);
     if (ctx === null) {
       const why = takeErrors();
