@@ -6,7 +6,7 @@
  * The weights are seeded and deterministic (each row has its own PRNG stream derived from the seed
  * and the tensor name, so output never depends on chunking), and scaled to behave like a model
  * rather than noise:
- * - every sub-layer sees an RMS-normalised input and returns ~0.4 RMS, so the residual stream stays
+ * - every sub-layer sees an RMS-normalised input and returns ~0.25 RMS, so the residual stream stays
  *   O(1) through any number of layers;
  * - the LM head gives logits with a spread of a few units;
  * - in Gated DeltaNet layers the k rows of `attn_qkv` and their conv taps are the q rows plus a
@@ -274,11 +274,19 @@ function ropeSections(ropeDims: number): number[] {
 
 /**
  * Target RMS of what each sub-layer adds to the residual stream (inputs are RMS-normalised, so
- * this keeps the stream O(1): after L layers its RMS is about sqrt(2L)·0.4).
+ * this keeps the stream O(1): after L layers its RMS is about sqrt(2L)·0.25).
+ *
+ * This and LOGIT_SPREAD are calibrated against llama.cpp itself. Activation quantization (Q8_K /
+ * Q8_0 codes) makes any float-noise difference between two runs flip a code somewhere, which then
+ * cascades through the layers and positions until the runs' quantization noise is unrelated; how
+ * far the logits then differ is the model's sensitivity to that noise. With gain 0.4 and spread 3,
+ * llama.cpp's own token-by-token run differed from its prompt run by up to 1e-2 max KL on Q4_K_M-Q6_K,
+ * above the parity marks (2e-3 mean, 5e-3 max), so no engine could pass. With 0.25 and 1.5 its
+ * self-consistency is ≤ 2.6e-3 max KL (tiny and tiny-b, seeds 1 and 2), which the marks can judge.
  */
-const SUBLAYER_GAIN = 0.4;
+const SUBLAYER_GAIN = 0.25;
 /** Spread (standard deviation over the vocabulary) of the logits for an RMS-1 final hidden state. */
-const LOGIT_SPREAD = 3;
+const LOGIT_SPREAD = 1.5;
 /** Relative noise of norm weights around their centre. */
 const NORM_NOISE = 0.1;
 /** Relative noise that makes DeltaNet k rows (and conv taps) differ from their q rows. */

@@ -5,10 +5,10 @@
  * one-hot), and not chaotic — a 1e-3 relative perturbation of one weight tensor moves them by well
  * under 2%, so ~1e-3 numeric differences between engines stay visible as small differences.
  *
- * Bounds come from measurements (tiny and tiny-b, seeds 1–3, F32/F16/BF16/Q8_0/Q4_K_M, 69
- * positions each): per-position logit std 2.80–3.25 (the recipe aims at 3), mean top-1 probability
- * 0.24–0.30, greedy continuations with 14–16 distinct tokens out of 16; one-tensor 1e-3
- * perturbations moved logits by at most 0.75% (ssm_conv1d), 0.66% on the 4B shape.
+ * Bounds come from measurements (tiny and tiny-b, seeds 1–3): per-position logit std 1.41–1.60
+ * (the recipe aims at 1.5, see LOGIT_SPREAD in src/model/synth.ts for why so flat), mean top-1
+ * probability 0.041–0.049, greedy continuations with 13–16 distinct tokens out of 16; one-tensor
+ * 1e-3 perturbations moved logits by well under 2%.
  */
 import assert from "node:assert/strict";
 import { buildSyntheticQwen35, PRESETS, type SynthOptions } from "../../src/model/synth.ts";
@@ -104,13 +104,13 @@ Deno.test("llama.cpp loads every variant and its logits are finite, spread and n
       const row = logits.subarray(p * nVocab, (p + 1) * nVocab);
       const mean = row.reduce((s, v) => s + v, 0) / nVocab;
       const std = Math.sqrt(row.reduce((s, v) => s + (v - mean) ** 2, 0) / nVocab);
-      assert.ok(std > 2 && std < 4.5, `${name}: position ${p} logit std ${std}`);
+      assert.ok(std > 1 && std < 2.25, `${name}: position ${p} logit std ${std}`);
       const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
       topProbability += 1 / row.reduce((s, v) => s + Math.exp(v - max), 0);
     }
     topProbability /= tokens.length;
     assert.ok(
-      topProbability > 0.05 && topProbability < 0.8,
+      topProbability > 0.02 && topProbability < 0.8,
       `${name}: mean top-1 probability ${topProbability}`,
     );
     assert.ok(new Set(greedy).size >= 8, `${name}: greedy decoding does not loop (${greedy})`);
