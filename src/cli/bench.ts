@@ -16,7 +16,13 @@ import { readGgufHeader } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
 import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
 import { flagHelp, parseFlags } from "./args.ts";
-import { BENCH_CACHE, benchModelPath, ensureBenchModel, removeLeftovers } from "./bench_model.ts";
+import {
+  BENCH_CACHE,
+  benchModelPath,
+  ensureBenchModel,
+  removeLeftovers,
+  removeOutdated,
+} from "./bench_model.ts";
 import type { Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
 
 type Specs = NonNullable<Parameters<typeof parseFlags>[1]>;
@@ -419,6 +425,7 @@ async function measureBandwidth(
       );
     }
     Deno.renameSync(tmp, exe);
+    removeOutdated(exe, new RegExp(`^bandwidth-[0-9a-f]{8}-${cpu.replace(/\W/g, "\\$&")}$`), () => {});
   }
   const out = await new Deno.Command(exe, {
     args: [String(threads), "1024"],

@@ -127,7 +127,20 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     cleanUp();
     if (listening) Deno.removeSignalListener("SIGINT", onInterrupt);
   }
+  removeOutdated(path, /^qwen35-4b-s\d+-[0-9a-f]{8}-llama[\d.]+-\w+\.gguf$/, log);
   return path;
+}
+
+/** Deletes earlier builds (other generator or llama.cpp versions) that `current` replaces. */
+export function removeOutdated(current: string, pattern: RegExp, log: (line: string) => void): void {
+  const keep = current.slice(current.lastIndexOf("/") + 1);
+  for (const e of Deno.readDirSync(BENCH_CACHE)) {
+    if (!e.isFile || e.name === keep || !pattern.test(e.name)) continue;
+    try {
+      Deno.removeSync(`${BENCH_CACHE}${e.name}`);
+      log(`removed the outdated ${e.name}`);
+    } catch { /* removed by someone else */ }
+  }
 }
 
 /**
