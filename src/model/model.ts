@@ -9,7 +9,7 @@ import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { CommandList, Context, type ProfileEntry } from "../native/kernels.ts";
 import type { LayerType, Qwen35Config } from "./config.ts";
-import { Activations, encodeForward, type LayerState } from "./qwen35.ts";
+import { Activations, encodeForward, type LayerState, type LogitRows } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
 import { Session, type SessionHost } from "./session.ts";
 import { loadWeights, type ModelWeights } from "./weights.ts";
@@ -55,6 +55,7 @@ export class Model implements SessionHost {
   readonly #batch: number;
   #activations: Activations;
   readonly #cmds = new CommandList();
+  #decodeLists = new WeakMap<LayerState[], CommandList>();
   readonly #sessions = new Set<Session>();
   #disposed = false;
   #tokenizer: Tokenizer | undefined;
@@ -224,10 +225,9 @@ export class Model implements SessionHost {
       const last = done + n === tokens.length;
       const rows = allLogits ? { first: 0, count: n } : last ? { first: n - 1, count: 1 } : null;
       const t0 = this.#profile ? performance.now() : 0;
-      this.#cmds.clear();
-      encodeForward(this.#cmds, this.config, this.weights, this.#rope, a, state, n, pos + done, rows);
+      const cmds = this.#commandsFor(state, tokens.length === 1 && !allLogits, n, pos + done, rows);
       const t1 = this.#profile ? performance.now() : 0;
-      this.#context.exec(this.#cmds);
+      this.#context.exec(cmds);
       if (this.#profile) {
         const t2 = performance.now();
         this.#profile.jsMs += t1 - t0;
@@ -262,7 +262,29 @@ export class Model implements SessionHost {
     return { entries, ...totals };
   }
 
+  /**
+   * The command list for a batch. A single decoded token reuses the list encoded for its session
+   * the first time (only the position changes from token to token), which saves re-encoding
+   * hundreds of commands per token.
+   */
+  #commandsFor(state: LayerState[], decode: boolean, n: number, pos: number, rows: LogitRows | null): CommandList {
+    const encode = (cmds: CommandList) =>
+      encodeForward(cmds, this.config, this.weights, this.#rope, this.#activations, state, n, pos, rows);
+    if (!decode) {
+      encode(this.#cmds.clear());
+      return this.#cmds;
+    }
+    let cmds = this.#decodeLists.get(state);
+    if (!cmds) {
+      cmds = new CommandList();
+      encode(cmds);
+      this.#decodeLists.set(state, cmds);
+    }
+    return cmds.setPosition(pos);
+  }
+
   #resizeActivations(logitRows: number): void {
+    this.#decodeLists = new WeakMap(); // they point into the old activation region
     this.#activations.free();
     this.#activations = new Activations(this.config, this.#batch, logitRows);
   }

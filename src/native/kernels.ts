@@ -202,8 +202,21 @@ export class CommandList {
   words = new Uint32Array(4096);
   length = 0;
 
+  /** Indices of the words holding a sequence position (kv_store, attention), for `setPosition`. */
+  readonly positionWords: number[] = [];
+
   clear(): this {
     this.length = 0;
+    this.positionWords.length = 0;
+    return this;
+  }
+
+  /**
+   * Rewrites the position operand of every kv_store and attention command, so a list encoded for
+   * one position can run at another (decode re-runs the same list token after token).
+   */
+  setPosition(pos: number): this {
+    for (const i of this.positionWords) this.words[i] = pos;
     return this;
   }
 
@@ -303,7 +316,9 @@ export class CommandList {
 
   /** Stores k and v rows (f32) into the f16 caches at positions pos..pos+nTokens. */
   kvStore(k: Ref, v: Ref, nTokens: number, kvDim: number, kCache: Ref, vCache: Ref, pos: number): this {
-    return this.#op(8, k, v, nTokens, kvDim, kCache, vCache, pos);
+    this.#op(8, k, v, nTokens, kvDim, kCache, vCache, pos);
+    this.positionWords.push(this.length - 1); // pos is the last operand
+    return this;
   }
 
   attention(
@@ -315,6 +330,8 @@ export class CommandList {
     out: Ref,
     s: { nTokens: number; pos: number; nHead: number; nHeadKv: number; headDim: number; scale: number },
   ): this {
+    // header (2) + q (2) + two strides + two caches (4) + out (2) + nTokens, then pos
+    this.positionWords.push(this.length + 13);
     return this.#op(
       9,
       q,
