@@ -3,19 +3,10 @@
  * File names carry a hash of the generator's sources, so a change to the generator rebuilds them.
  * Quantized variants are made by the pinned llama.cpp itself (`quantize`).
  */
-import { PRESETS, type Qwen35Shape, type SynthType, writeSyntheticQwen35 } from "../src/model/synth.ts";
+import { generatorVersion, PRESETS, type Qwen35Shape, type SynthType, writeSyntheticQwen35 } from "../src/model/synth.ts";
 import { quantize, type QuantizeType } from "../src/oracle/llama.ts";
 
 const CACHE = decodeURIComponent(new URL("../.cache/test-models/", import.meta.url).pathname);
-
-function generatorHash(): string {
-  let h = 0x811c9dc5;
-  for (const f of ["../src/model/synth.ts", "../src/gguf/write.ts"]) {
-    const bytes = Deno.readFileSync(new URL(f, import.meta.url));
-    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, "0");
-}
 
 function exists(p: string): boolean {
   try {
@@ -46,7 +37,7 @@ export async function testModel(spec: TestModelSpec): Promise<string> {
   const extra = JSON.stringify([spec.shape ?? {}, spec.vocabFile ?? "", spec.chatTemplate ?? ""]);
   let tag = 0x811c9dc5;
   for (let i = 0; i < extra.length; i++) tag = Math.imul(tag ^ extra.charCodeAt(i), 0x01000193) >>> 0;
-  const base = `${CACHE}${spec.preset}-s${seed}-${generatorHash()}-${tag.toString(16)}`;
+  const base = `${CACHE}${spec.preset}-s${seed}-${generatorVersion()}-${tag.toString(16)}`;
   const floatPath = `${base}-${type}.gguf`;
   if (!exists(floatPath)) {
     const shape = { ...PRESETS[spec.preset], ...spec.shape };

@@ -8,7 +8,7 @@
  * Ctrl-C leaves no half-written model behind.
  */
 import { DeltaqError } from "../errors.ts";
-import { PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
+import { generatorVersion, PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
 import { LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
 import { ProgressBar } from "./progress.ts";
 
@@ -26,19 +26,9 @@ function fromUrl(u: URL): string {
 
 export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
 
-/** FNV-1a over the files that decide the synthetic model's bytes. */
-function generatorHash(): string {
-  let h = 0x811c9dc5;
-  for (const f of ["src/model/synth.ts", "src/gguf/write.ts"]) {
-    const bytes = Deno.readFileSync(new URL(f, repoRoot));
-    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, "0");
-}
-
 /** Where the cached benchmark model is (or will be). */
 export function benchModelPath(): string {
-  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorHash()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
+  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
 }
 
 function isFile(p: string): boolean {

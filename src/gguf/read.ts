@@ -13,6 +13,7 @@ import {
   GGML_TYPES,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
+  GGUF_SCALAR_SIZE,
   type GgufFile,
   type GgufTensorInfo,
   type GgufValue,
@@ -38,19 +39,6 @@ class NeedMoreBytes extends Error {}
 /** Strict: a string that is not UTF-8 is reported, never silently turned into U+FFFD. */
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-const ELEMENT_SIZE: Partial<Record<GgufValueType, number>> = {
-  [GgufValueType.UINT8]: 1,
-  [GgufValueType.INT8]: 1,
-  [GgufValueType.UINT16]: 2,
-  [GgufValueType.INT16]: 2,
-  [GgufValueType.UINT32]: 4,
-  [GgufValueType.INT32]: 4,
-  [GgufValueType.FLOAT32]: 4,
-  [GgufValueType.BOOL]: 1,
-  [GgufValueType.UINT64]: 8,
-  [GgufValueType.INT64]: 8,
-  [GgufValueType.FLOAT64]: 8,
-};
 
 class Cursor {
   at = 0;
@@ -122,7 +110,7 @@ class Cursor {
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 
 function readScalar(c: Cursor, type: GgufValueType, what: string): GgufValue {
-  const size = ELEMENT_SIZE[type];
+  const size = GGUF_SCALAR_SIZE[type];
   if (size === undefined) return c.fail(`${what} has unknown value type ${type}`);
   c.need(size, what);
   const v = c.view;
@@ -164,7 +152,7 @@ function readScalar(c: Cursor, type: GgufValueType, what: string): GgufValue {
 
 /** Numeric arrays become typed arrays (copied out of the file so they outlive the mapping). */
 function readNumericArray(c: Cursor, type: GgufValueType, n: number, what: string): GgufValue {
-  const size = ELEMENT_SIZE[type]!;
+  const size = GGUF_SCALAR_SIZE[type]!;
   c.need(n * size, what);
   const src = c.bytes.slice(c.at, c.at + n * size); // aligned copy
   c.at += n * size;
@@ -198,7 +186,7 @@ function readValue(c: Cursor, type: GgufValueType, what: string, depth = 0): Ggu
   const elemType = c.u32(`element type of ${what}`);
   const n = c.count(`length of ${what}`);
   if (n > MAX_ARRAY_LENGTH) c.fail(`${what} claims ${n} elements (limit ${MAX_ARRAY_LENGTH})`);
-  const size = ELEMENT_SIZE[elemType as GgufValueType];
+  const size = GGUF_SCALAR_SIZE[elemType as GgufValueType];
   if (size !== undefined) return readNumericArray(c, elemType, n, what);
   if (elemType !== GgufValueType.STRING && elemType !== GgufValueType.ARRAY) {
     c.fail(`${what} has unknown element type ${elemType}`);

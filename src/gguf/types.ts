@@ -20,6 +20,21 @@ export enum GgufValueType {
   FLOAT64 = 12,
 }
 
+/** Bytes of one value of each fixed-size metadata type (strings and arrays have none). */
+export const GGUF_SCALAR_SIZE: Partial<Record<GgufValueType, number>> = {
+  [GgufValueType.UINT8]: 1,
+  [GgufValueType.INT8]: 1,
+  [GgufValueType.UINT16]: 2,
+  [GgufValueType.INT16]: 2,
+  [GgufValueType.UINT32]: 4,
+  [GgufValueType.INT32]: 4,
+  [GgufValueType.FLOAT32]: 4,
+  [GgufValueType.BOOL]: 1,
+  [GgufValueType.UINT64]: 8,
+  [GgufValueType.INT64]: 8,
+  [GgufValueType.FLOAT64]: 8,
+};
+
 /** GGML tensor types: id → block size (values) and block bytes. Only some are computable. */
 export const GGML_TYPES: Record<number, { name: string; blockValues: number; blockBytes: number }> = {
   0: { name: "F32", blockValues: 1, blockBytes: 4 },

@@ -699,3 +699,16 @@ export function describeShape(s: Qwen35Shape, type: SynthType): string {
     } ` +
     `${ggmlTypeName(GGML_TYPE[type])}`;
 }
+
+/**
+ * A short hash of the sources that decide a synthetic model's bytes (this file and the GGUF
+ * writer), for naming cached models so that a generator change rebuilds them.
+ */
+export function generatorVersion(): string {
+  let h = 0x811c9dc5;
+  for (const f of ["./synth.ts", "../gguf/write.ts"]) {
+    const bytes = Deno.readFileSync(new URL(f, import.meta.url));
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}

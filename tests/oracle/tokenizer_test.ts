@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { LlamaReference } from "../../src/oracle/llama.ts";
-import { fixture } from "../fixtures.ts";
+import { fixture, readVectors } from "../fixtures.ts";
 
 const vocab = fixture("ggml-vocab-qwen35.gguf");
 const inp = fixture("ggml-vocab-qwen35.gguf.inp");
@@ -13,28 +13,6 @@ const out = fixture("ggml-vocab-qwen35.gguf.out");
 const skip = vocab.skip ?? inp.skip ?? out.skip;
 if (skip) console.warn(`tokenizer_test skipped: ${skip}`);
 
-/** Texts and expected ids, split as test-tokenizer-0.cpp splits them. */
-function readVectors(inpPath: string, outPath: string): { text: string; ids: number[] }[] {
-  const raw = Deno.readTextFileSync(inpPath);
-  const sep = "\n__ggml_vocab_test__\n";
-  const texts: string[] = [];
-  for (let pos = 0; pos < raw.length;) {
-    const next = raw.indexOf(sep, pos);
-    if (next < 0) {
-      texts.push(raw.slice(pos));
-      break;
-    }
-    texts.push(raw.slice(pos, next));
-    pos = next + sep.length;
-  }
-  const lines = Deno.readTextFileSync(outPath).split("\n");
-  if (lines.at(-1) === "") lines.pop(); // getline does not yield the empty tail after the final \n
-  assert.equal(texts.length, lines.length, "the .inp and .out files hold different numbers of tests");
-  return texts.map((text, i) => {
-    const line = lines[i].trim();
-    return { text, ids: line === "" ? [] : line.split(" ").map(Number) };
-  });
-}
 
 Deno.test({
   name: "oracle tokenizes llama.cpp's qwen35 test vectors exactly",

@@ -5,7 +5,7 @@
  * can build exactly the inconsistency it wants (duplicate keys, overlapping tensors, a count that
  * lies) on top of a real model's bytes.
  */
-import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from "../../src/gguf/types.ts";
+import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_SCALAR_SIZE, GgufValueType } from "../../src/gguf/types.ts";
 
 /** A metadata entry: key, value type, and the value's encoded bytes (everything after the type). */
 export interface RawKv {
@@ -58,19 +58,6 @@ export interface GgufMap {
   dataOffset: number;
 }
 
-const SCALAR_SIZE: Record<number, number> = {
-  [GgufValueType.UINT8]: 1,
-  [GgufValueType.INT8]: 1,
-  [GgufValueType.UINT16]: 2,
-  [GgufValueType.INT16]: 2,
-  [GgufValueType.UINT32]: 4,
-  [GgufValueType.INT32]: 4,
-  [GgufValueType.FLOAT32]: 4,
-  [GgufValueType.BOOL]: 1,
-  [GgufValueType.UINT64]: 8,
-  [GgufValueType.INT64]: 8,
-  [GgufValueType.FLOAT64]: 8,
-};
 
 const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
@@ -125,7 +112,7 @@ export function scanGguf(bytes: Uint8Array): GgufMap {
       if (t === GgufValueType.STRING) {
         field.stringLengthsAt.push(at);
         str();
-      } else if (SCALAR_SIZE[t] !== undefined) at += SCALAR_SIZE[t];
+      } else if (GGUF_SCALAR_SIZE[t as GgufValueType] !== undefined) at += GGUF_SCALAR_SIZE[t as GgufValueType]!;
       else throw new Error(`scanGguf: unknown value type ${t}`);
       if (at > bytes.length) throw new Error("scanGguf: past the end of the file");
     };

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadTokenizer } from "../../src/tokenizer/tokenizer.ts";
-import { fixture } from "../fixtures.ts";
+import { fixture, readVectors } from "../fixtures.ts";
 
 const vocab = fixture("ggml-vocab-qwen35.gguf");
 const inp = fixture("ggml-vocab-qwen35.gguf.inp");
@@ -13,27 +13,6 @@ const out = fixture("ggml-vocab-qwen35.gguf.out");
 const skip = vocab.skip ?? inp.skip ?? out.skip;
 if (skip) console.warn(`tokenizer vectors skipped: ${skip}`);
 
-export function readVectors(inpPath: string, outPath: string): { text: string; ids: number[] }[] {
-  const raw = Deno.readTextFileSync(inpPath);
-  const sep = "\n__ggml_vocab_test__\n";
-  const texts: string[] = [];
-  for (let pos = 0; pos < raw.length;) {
-    const next = raw.indexOf(sep, pos);
-    if (next < 0) {
-      texts.push(raw.slice(pos));
-      break;
-    }
-    texts.push(raw.slice(pos, next));
-    pos = next + sep.length;
-  }
-  const lines = Deno.readTextFileSync(outPath).split("\n");
-  if (lines.at(-1) === "") lines.pop(); // std::getline yields no empty line after the final "\n"
-  assert.equal(texts.length, lines.length, "the .inp and .out files hold different numbers of tests");
-  return texts.map((text, i) => {
-    const line = lines[i].trim();
-    return { text, ids: line === "" ? [] : line.split(" ").map(Number) };
-  });
-}
 
 Deno.test({
   name: "tokenizer: llama.cpp's qwen35 vectors tokenize exactly and detokenize back",
