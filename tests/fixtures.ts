@@ -1,10 +1,12 @@
 /**
- * Locates the shared test fixtures (`../shared/fixtures/` next to the checkout: the real qwen35
- * vocab GGUF with llama.cpp's tokenizer vectors, and the Qwen3.5 chat template). Tests that need
- * one use `fixture(name)` and skip with the returned reason when it is absent.
+ * Test fixtures: the real qwen35 vocabulary GGUF from llama.cpp's tokenizer tests with its test
+ * vectors (`.inp`/`.out`), kept in `tests/fixtures/` so a clean clone runs every tokenizer test;
+ * the shared fixtures next to the checkout (`../shared/fixtures/`) are used for anything not
+ * copied here. A test that needs a missing one skips with the reason `fixture(name)` gives.
  */
 import assert from "node:assert/strict";
 
+const LOCAL_FIXTURES = new URL("./fixtures/", import.meta.url);
 /** The shared fixtures directory, as a URL ending in a slash. */
 export const SHARED_FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
 
@@ -12,13 +14,15 @@ export const SHARED_FIXTURES = new URL("../../shared/fixtures/", import.meta.url
 export function fixture(
   name: string,
 ): { path: string; skip?: undefined } | { path?: undefined; skip: string } {
-  const path = decodeURIComponent(new URL(name, SHARED_FIXTURES).pathname);
-  try {
-    if (Deno.statSync(path).isFile) return { path };
-  } catch {
-    // reported below
+  for (const dir of [LOCAL_FIXTURES, SHARED_FIXTURES]) {
+    const path = decodeURIComponent(new URL(name, dir).pathname);
+    try {
+      if (Deno.statSync(path).isFile) return { path };
+    } catch {
+      // try the next place
+    }
   }
-  return { skip: `fixture ${name} not found at ${path} (expected the shared fixtures next to the checkout)` };
+  return { skip: `fixture ${name} is neither in tests/fixtures/ nor in ../shared/fixtures/` };
 }
 
 /** llama.cpp's tokenizer test vectors: texts and expected ids, split as test-tokenizer-0.cpp splits them. */
