@@ -24,9 +24,26 @@ import { GGML_TYPES } from "../gguf/types.ts";
 import { Model } from "../model/model.ts";
 import { targetCpu } from "../native/build.ts";
 import type { ProfileEntry } from "../native/kernels.ts";
-import { benchPrompt, peakRssKiB } from "../oracle/bench_worker.ts";
 import { LLAMA_PACKAGE, LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
 import { argmax, LlamaReference, llamaSystemInfo } from "../oracle/llama.ts";
+
+/** The benchmark prompt: `n` pseudo-random token ids below `nVocab`, identical on every call. */
+export function benchPrompt(n: number, nVocab: number): Int32Array {
+  const out = new Int32Array(n);
+  let s = 0x9e3779b9;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s % nVocab;
+  }
+  return out;
+}
+
+/** VmHWM (peak resident set) of this process in KiB, from /proc/self/status. */
+export function peakRssKiB(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(Deno.readTextFileSync("/proc/self/status"));
+  if (!m) throw new DeltaqError("cannot read VmHWM from /proc/self/status");
+  return Number(m[1]);
+}
 
 export const ENGINES = ["deltaq", "llama.cpp"] as const;
 export type Engine = (typeof ENGINES)[number];

@@ -9,7 +9,6 @@
  */
 import assert from "node:assert/strict";
 import { DeltaqError } from "../../src/errors.ts";
-import { runReferenceBench } from "../../src/oracle/bench_worker.ts";
 import { LlamaReference, quantize, setLlamaLog } from "../../src/oracle/llama.ts";
 import { PRESETS, writeSyntheticQwen35 } from "../../src/model/synth.ts";
 import { readGgufHeader } from "../../src/gguf/read.ts";
@@ -162,12 +161,4 @@ Deno.test("quantize leaves nothing behind when llama.cpp fails", () => {
   }
   assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => e.name.startsWith("never")), []);
   assert.throws(() => quantize(`${dir}/missing.gguf`, out, "Q8_0"), /no such file/);
-});
-
-Deno.test("benchmark worker reports timings and peak RSS from its own process", async () => {
-  const r = await runReferenceBench({ model: f32Path, threads: 1, pp: 16, tg: 4 });
-  assert.equal(r.pp.tokens, 16);
-  assert.equal(r.tg.tokens, 4);
-  assert.ok(r.pp.ms > 0 && r.tg.ms > 0 && r.loadMs > 0);
-  assert.ok(r.peakRssKiB > 10_000, `VmHWM ${r.peakRssKiB} KiB`);
 });
