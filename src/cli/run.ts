@@ -10,6 +10,7 @@ import { DEFAULT_MODEL, formatHfRef, parseHfRef, resolveModel } from "../hub/dow
 import { Model } from "../model/model.ts";
 import type { Session } from "../model/session.ts";
 import type { ParsedFlags } from "./args.ts";
+import { formatBytes } from "./info.ts";
 import { ProgressBar } from "./progress.ts";
 
 const encoder = new TextEncoder();
@@ -157,6 +158,25 @@ function promptProgress(): ((done: number, total: number) => void) | undefined {
   };
 }
 
+/** Loads the model, with a status line on a terminal (mapping reads the whole file from disk). */
+function loadWithStatus(path: string, flags: ParsedFlags): Model {
+  const tty = Deno.stderr.isTerminal();
+  if (tty) {
+    let size = "";
+    try {
+      size = ` (${formatBytes(Deno.statSync(path).size)})`;
+    } catch {
+      // the loader reports a missing file
+    }
+    write(Deno.stderr, `deltaq: loading ${path}${size}…`);
+  }
+  try {
+    return Model.load(path, { threads: flags.threads as number | undefined, contextLength: flags.ctx as number | undefined });
+  } finally {
+    if (tty) write(Deno.stderr, "\r\x1b[2K");
+  }
+}
+
 export async function runGenerate(flags: ParsedFlags): Promise<number> {
   if (flags.raw && flags.chat) throw new DeltaqError("--raw and --chat cannot be combined");
   if (flags.think && flags.noThink) throw new DeltaqError("--think and --no-think cannot be combined");
@@ -169,7 +189,7 @@ export async function runGenerate(flags: ParsedFlags): Promise<number> {
   const interrupts = new Interrupts();
   try {
     const path = await modelPath(flags, interrupts.signal);
-    const model = Model.load(path, { threads: flags.threads as number | undefined, contextLength: flags.ctx as number | undefined });
+    const model = loadWithStatus(path, flags);
     try {
       const hasTemplate = model.weights.metadata.has("tokenizer.chat_template");
       const chatMode = !flags.raw && (flags.chat || hasTemplate || flags.interactive);
