@@ -97,6 +97,13 @@ export class ProgressBar {
     this.#drawn = false;
   }
 
+  /** Removes the bar from the terminal instead of leaving its final state. */
+  clear(): void {
+    if (!this.#enabled || !this.#drawn) return;
+    this.#write("\r\x1b[2K");
+    this.#drawn = false;
+  }
+
   /** The text of the bar for the current state, without control characters. */
   render(now = this.#now()): string {
     const total = this.#total, done = Math.min(this.#done, total || this.#done);

@@ -149,12 +149,14 @@ async function stream(gen: Generation, flags: ParsedFlags): Promise<GenerationRe
   return await gen.result;
 }
 
+/** A progress bar for long prompts on a terminal (short ones finish before it would help). */
 function promptProgress(): ((done: number, total: number) => void) | undefined {
   if (!Deno.stderr.isTerminal()) return undefined;
   const bar = new ProgressBar("prompt", { format: (n) => `${n} tok` });
   return (done, total) => {
+    if (total < 256) return;
     bar.update(done, total);
-    if (done >= total) bar.finish();
+    if (done >= total) bar.clear();
   };
 }
 
