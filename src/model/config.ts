@@ -4,7 +4,7 @@
  * See ../shared/spec/qwen35.md §1–§2.
  */
 import { DeltaqError } from "../errors.ts";
-import { Metadata } from "../gguf/read.ts";
+import type { Metadata } from "../gguf/read.ts";
 import { COMPUTABLE_TYPES, ggmlTypeName, type GgufTensorInfo } from "../gguf/types.ts";
 
 export type LayerType = "attention" | "deltanet";

@@ -8,7 +8,7 @@ import { type GenerateOptions, type Generation, generateTokens } from "../genera
 import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { CommandList, Context, type ProfileEntry } from "../native/kernels.ts";
-import type { LayerType, Qwen35Config } from "./config.ts";
+import type { Qwen35Config } from "./config.ts";
 import { Activations, encodeForward, type LayerState, type LogitRows } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
 import { Session, type SessionHost } from "./session.ts";

@@ -14,7 +14,7 @@
  * region owned by the model (below), and per-sequence state (KV cache, conv and DeltaNet state)
  * in a region owned by each session (session.ts).
  */
-import { allocate, type CommandList, type Ref, Region } from "../native/kernels.ts";
+import { allocate, type CommandList, type Ref, type Region } from "../native/kernels.ts";
 import { type AttentionBuffers, gatedAttention, type KvCache } from "./attention.ts";
 import type { Qwen35Config } from "./config.ts";
 import { convDim, type DeltaNetBuffers, type DeltaNetState, gatedDeltaNet } from "./deltanet.ts";

@@ -6,7 +6,7 @@
  */
 import { checkGgufPath, Metadata, parseGguf } from "../gguf/read.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
-import { mapFile, Region, registerWeight } from "../native/kernels.ts";
+import { mapFile, type Region, registerWeight } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
 
 export interface AttentionWeights {
