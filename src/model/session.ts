@@ -84,7 +84,8 @@ export class Session {
   ) {
     this.#layout = stateLayout(host.config, contextLength);
     try {
-      for (const bytes of this.#layout.regionBytes) this.#regions.push(allocate(bytes));
+      // region 0 is the recurrent state, read and written by every token
+      this.#layout.regionBytes.forEach((bytes, i) => this.#regions.push(allocate(bytes, { resident: i === 0 })));
     } catch (e) {
       for (const r of this.#regions) r.free();
       throw e;

@@ -9,13 +9,13 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
   dq_last_error: { parameters: ["buffer", "u32"], result: "u32" },
   dq_map_file: { parameters: ["buffer"], result: "i32" },
-  dq_alloc: { parameters: ["u32", "u32"], result: "i32" },
+  dq_alloc: { parameters: ["u32", "u32", "u32"], result: "i32" },
   dq_region_ptr: { parameters: ["u32"], result: "pointer" },
   dq_region_len: { parameters: ["u32"], result: "f64" },
   dq_region_free: { parameters: ["u32"], result: "void" },

@@ -85,10 +85,14 @@ export function mapFile(path: string): Region {
   return new Region(n, id, n.dq_region_len(id));
 }
 
-export function allocate(bytes: number): Region {
+/**
+ * A zeroed buffer. `resident` faults its pages in now, for memory every forward pass touches;
+ * otherwise pages arrive on first use (KV caches sized for the whole context).
+ */
+export function allocate(bytes: number, opts: { resident?: boolean } = {}): Region {
   if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot allocate ${bytes} bytes`);
   const n = openNative();
-  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32)), `allocating ${bytes} bytes`);
+  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), opts.resident ? 1 : 0), `allocating ${bytes} bytes`);
   return new Region(n, id, bytes);
 }
 
