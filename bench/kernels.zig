@@ -1,17 +1,17 @@
 //! Micro-benchmark of `matmul` at Qwen3.5-4B shapes: every weight type, one token (decode,
-//! memory-bound: reported as GB/s of weights streamed) and 64 / 512 tokens (prompt, compute-bound:
+//! memory-bound: reported as GB/s of weights streamed) and 16 / 64 / 512 tokens (prompt, compute-bound:
 //! reported as G multiply-adds per second), with 1 and 2 threads.
 //!
 //!   zig build bench-kernels                         all types, both shapes
 //!   zig build bench-kernels -- q4_k q6_k            only these types
 //!   zig build bench-kernels -- --lm-head            also the 248320×2560 Q6_K output matrix
 //!   zig build bench-kernels -- --decode             one-token runs only
-//!   zig build bench-kernels -- --prompt             64- and 512-token runs only
+//!   zig build bench-kernels -- --prompt             16-, 64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
 //!
-//! One-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
+//! One- and 16-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
 //! its weights from DRAM, as a real forward pass does; a plain vector read of the same buffers
 //! gives the machine's bandwidth ceiling. Each figure is the best of 3 timed windows of ≥ 0.25 s.
 const std = @import("std");
@@ -228,9 +228,10 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 if (c > 0) @memcpy(buf[c * stride ..][0..matrix_bytes], buf[0..matrix_bytes]);
                 weights[c] = .{ .data = buf.ptr + c * stride, .kind = kind, .ne0 = shape.cols, .ne1 = shape.rows, .row_bytes = row_bytes };
             }
-            const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 64, 512 } else &.{ 1, 64, 512 };
+            const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
-                const ws = if (n_tokens == 1) weights[0..copies] else weights[0..1];
+                // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.
+                const ws = if (n_tokens <= 16) weights[0..copies] else weights[0..1];
                 const timing = try timeCalls(ctx, ws, x, y, n_tokens, cfg);
                 const sec = timing.seconds;
                 const macs = @as(f64, @floatFromInt(shape.rows * shape.cols * n_tokens));

@@ -120,8 +120,8 @@ fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
 
 /// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1. With
 /// `resident` != 0 its pages are faulted in now rather than on first touch: for memory every
-/// forward pass uses (recurrent state, activations), so that cost lands in allocation instead of
-/// the first token. KV caches are sized for the whole context and stay lazy.
+/// token reads and writes in full (recurrent state), so that cost lands at allocation instead of
+/// in the first token. Buffers used a few rows at a time (KV caches, activations) stay lazy.
 export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
     return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, resident != 0) catch -1;
 }
@@ -136,30 +136,30 @@ fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
 
 const huge_page = 2 << 20;
 
-/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. Buffers of a
-/// huge page or more start on a 2 MiB boundary and ask for transparent huge pages: a fresh
-/// session's DeltaNet state (48 MiB at 4B shapes) otherwise costs ~12,000 page faults on its
-/// first forward pass, which measured 60–110 ms here. `resident` faults the pages in now.
+/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. `resident`
+/// buffers are faulted in now, on 2 MiB-aligned transparent huge pages when they span one or
+/// more: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB pages took ~12,000 faults
+/// during its first forward pass, 60–110 ms here. Lazy buffers (KV caches, whose first prompt
+/// touches a few rows) keep small pages, so a first touch never zeroes 2 MiB it does not need.
 fn mapAnonymous(len: usize, resident: bool) ?[*]align(std.heap.page_size_min) u8 {
     const prot: linux.PROT = .{ .READ = true, .WRITE = true };
     const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true };
-    const start = if (len < huge_page) small: {
+    if (!resident or len < huge_page) {
         const addr = linux.mmap(null, len, prot, flags, -1, 0);
         if (linux.errno(addr) != .SUCCESS) return null;
-        break :small addr;
-    } else huge: {
-        // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
-        const addr = linux.mmap(null, len + huge_page, prot, flags, -1, 0);
-        if (linux.errno(addr) != .SUCCESS) return null;
-        const aligned = std.mem.alignForward(usize, addr, huge_page);
-        if (aligned > addr) _ = linux.munmap(@ptrFromInt(addr), aligned - addr);
-        const tail = addr + len + huge_page - (aligned + len);
-        if (tail > 0) _ = linux.munmap(@ptrFromInt(aligned + len), tail);
-        _ = linux.madvise(@ptrFromInt(aligned), len, linux.MADV.HUGEPAGE);
-        break :huge aligned;
-    };
-    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) the pages fault in on first use.
-    if (resident) _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
+        if (resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
+        return @ptrFromInt(addr);
+    }
+    // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
+    const addr = linux.mmap(null, len + huge_page, prot, flags, -1, 0);
+    if (linux.errno(addr) != .SUCCESS) return null;
+    const start = std.mem.alignForward(usize, addr, huge_page);
+    if (start > addr) _ = linux.munmap(@ptrFromInt(addr), start - addr);
+    const tail = addr + len + huge_page - (start + len);
+    if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
+    _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
+    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault in on first use.
+    _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
     return @ptrFromInt(start);
 }
 

@@ -7,11 +7,11 @@ import { DeltaqError } from "../errors.ts";
 import { type GenerateOptions, type Generation, generateTokens } from "../generate/generate.ts";
 import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { CommandList, Context, type ProfileEntry } from "../native/kernels.ts";
+import { allocate, CommandList, Context, type ProfileEntry, type Region } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import { Activations, encodeForward, type LayerState, type LogitRows } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
-import { Session, type SessionHost } from "./session.ts";
+import { recurrentStateBytes, Session, type SessionHost } from "./session.ts";
 import { loadWeights, type ModelWeights } from "./weights.ts";
 
 export interface LoadOptions {
@@ -60,6 +60,12 @@ export class Model implements SessionHost {
   #disposed = false;
   #tokenizer: Tokenizer | undefined;
   #template: ChatTemplate | undefined;
+  /**
+   * One session's recurrent state, faulted in at load (as llama.cpp allocates its state with the
+   * context) and recycled by disposed sessions, so a new session's first prompt does not pay for
+   * fresh pages. Zeroed while spare.
+   */
+  #spareState: Region | undefined;
   /** Wall time inside native exec calls and in JS preparing them, while profiling. */
   #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
@@ -86,8 +92,10 @@ export class Model implements SessionHost {
     this.#context = new Context(threads);
     this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase, cfg.ropeSections);
     try {
+      this.#spareState = allocate(recurrentStateBytes(cfg), { resident: true });
       this.#activations = new Activations(cfg, this.#batch, 1);
     } catch (e) {
+      this.#spareState?.free();
       this.#context.free(); // else its worker threads outlive the failed load
       throw e;
     }
@@ -116,6 +124,22 @@ export class Model implements SessionHost {
     const s = new Session(this, this.info.contextLength, () => this.#sessions.delete(s));
     this.#sessions.add(s);
     return s;
+  }
+
+  /** See SessionHost. */
+  takeRecurrentState(bytes: number): Region {
+    const spare = this.#spareState;
+    this.#spareState = undefined;
+    if (spare?.byteLength === bytes) return spare;
+    spare?.free();
+    return allocate(bytes, { resident: true });
+  }
+
+  /** See SessionHost. */
+  returnRecurrentState(region: Region): void {
+    if (this.#disposed || this.#spareState) return region.free();
+    region.bytes().fill(0);
+    this.#spareState = region;
   }
 
   /** The model's tokenizer (built from the GGUF metadata on first use). */
@@ -299,6 +323,7 @@ export class Model implements SessionHost {
     this.#disposed = true;
     for (const s of this.#sessions) s.dispose();
     this.#sessions.clear();
+    this.#spareState?.free();
     this.#activations.free();
     this.#context.free();
     this.weights.mapping.free();

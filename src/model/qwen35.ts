@@ -74,7 +74,7 @@ export class Activations {
     const gate = take(batch * F), up = take(batch * F);
     size = Math.max(size, attentionEnd, deltanetEnd);
 
-    this.region = allocate(size * 4, { resident: true });
+    this.region = allocate(size * 4);
     const r = (offset: number): Ref => ({ region: this.region.id, offset });
     this.tokens = r(at.tokens);
     this.h = r(at.h);

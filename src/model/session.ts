@@ -29,11 +29,20 @@ export interface SessionHost {
   /** Runs tokens at `pos` with `state`; writes logits of the chosen rows into `out`. */
   run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void;
   assertLive(): void;
+  /** A zeroed, resident buffer of `bytes` for a new session's recurrent state. */
+  takeRecurrentState(bytes: number): Region;
+  /** Takes back a disposed session's recurrent state (to free or to reuse). */
+  returnRecurrentState(region: Region): void;
 }
 
 type LayerLayout =
   | { kind: "attention"; region: number; k: number; v: number; rowBytes: number }
   | { kind: "deltanet"; region: number; conv: number; convBytes: number; ssm: number; ssmBytes: number };
+
+/** Bytes of one session's recurrent state (every DeltaNet layer's conv and DeltaNet state). */
+export function recurrentStateBytes(cfg: Qwen35Config): number {
+  return stateLayout(cfg, 0).regionBytes[0];
+}
 
 /** Region sizes and where each layer's state lives: region 0 holds all recurrent state. */
 function stateLayout(cfg: Qwen35Config, contextLength: number): { regionBytes: number[]; layers: LayerLayout[] } {
@@ -83,11 +92,12 @@ export class Session {
     private readonly onDispose?: () => void,
   ) {
     this.#layout = stateLayout(host.config, contextLength);
+    const [recurrentBytes, ...kvBytes] = this.#layout.regionBytes;
+    this.#regions.push(host.takeRecurrentState(recurrentBytes));
     try {
-      // region 0 is the recurrent state, read and written by every token
-      this.#layout.regionBytes.forEach((bytes, i) => this.#regions.push(allocate(bytes, { resident: i === 0 })));
+      for (const bytes of kvBytes) this.#regions.push(allocate(bytes));
     } catch (e) {
-      for (const r of this.#regions) r.free();
+      this.#releaseRegions();
       throw e;
     }
     this.#history = new Int32Array(contextLength);
@@ -268,9 +278,15 @@ export class Session {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const r of this.#regions) r.free();
+    this.#releaseRegions();
     this.#checkpoint = undefined;
     this.onDispose?.();
+  }
+
+  #releaseRegions(): void {
+    const [recurrent, ...kv] = this.#regions;
+    for (const r of kv) r.free();
+    this.host.returnRecurrentState(recurrent);
   }
 
   get disposed(): boolean {

@@ -86,8 +86,8 @@ export function mapFile(path: string): Region {
 }
 
 /**
- * A zeroed buffer. `resident` faults its pages in now, for memory every forward pass touches;
- * otherwise pages arrive on first use (KV caches sized for the whole context).
+ * A zeroed buffer. `resident` faults its pages in now (on huge pages), for memory every token
+ * reads in full; otherwise pages arrive on first use (KV caches sized for the whole context).
  */
 export function allocate(bytes: number, opts: { resident?: boolean } = {}): Region {
   if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot allocate ${bytes} bytes`);

@@ -139,6 +139,22 @@ Deno.test("a session stays usable after its model's other session is disposed mi
   }
 });
 
+Deno.test("a session created after a used one is disposed starts from a clean state", async () => {
+  // The model recycles a disposed session's recurrent-state memory for the next session.
+  const model = await micro();
+  try {
+    const first = model.createSession();
+    const want = first.eval([5, 7]);
+    first.dispose();
+    const used = model.createSession();
+    used.eval([1, 2, 3, 4]);
+    used.dispose();
+    assert.deepEqual(model.createSession().eval([5, 7]), want);
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("generation rejects bad prompts, and a disposed model refuses every entry point", async () => {
   const model = await micro();
   const V = model.info.nVocab;
