@@ -251,9 +251,16 @@ fn KQuantKernel(comptime F: type) type {
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
             const nb = self.p.w.ne0 / 256;
             const dst = self.panel(worker);
+            // While unpacking, fetch the next row group's blocks: its tiles then find them in
+            // cache. With few tokens per unpack (a short prompt) the unpack otherwise waits on DRAM.
+            const next_ok = r + n_rows + n_rows <= self.p.w.ne1;
             for (0..n_rows) |i| {
                 const src = self.blocks(r + i);
-                for (0..nb) |b| F.unpack(&src[b], &dst[i * nb + b]);
+                const next = self.blocks(if (next_ok) r + i + n_rows else r + i);
+                for (0..nb) |b| {
+                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(F.Block));
+                    F.unpack(&src[b], &dst[i * nb + b]);
+                }
             }
         }
 
