@@ -40,14 +40,17 @@ function isU32(x: number): boolean {
 /** A region of native memory owned by libdeltaq: a read-only file mapping or a zeroed buffer. */
 export class Region {
   #freed = false;
+  /** Made once: each new external ArrayBuffer over tens of MiB adds GC pressure (per token). */
+  #view: Uint8Array | undefined;
   constructor(readonly native: Native, readonly id: number, readonly byteLength: number) {}
 
   /** Zero-copy view of the region's bytes (do not keep it after `free`). */
   bytes(): Uint8Array {
     this.#assertLive();
+    if (this.#view) return this.#view;
     const ptr = this.native.dq_region_ptr(this.id);
     if (ptr === null) throw new DeltaqError(`memory region ${this.id} is gone`);
-    return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.byteLength));
+    return this.#view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.byteLength));
   }
 
   f32(offset = 0, length?: number): Float32Array {
@@ -71,6 +74,7 @@ export class Region {
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
+    this.#view = undefined;
     this.native.dq_region_free(this.id);
   }
 
