@@ -5,6 +5,7 @@
  * copied here. A test that needs a missing one skips with the reason `fixture(name)` gives.
  */
 import assert from "node:assert/strict";
+import { isFile } from "../src/util/fs.ts";
 
 const LOCAL_FIXTURES = new URL("./fixtures/", import.meta.url);
 /** The shared fixtures directory, as a URL ending in a slash. */
@@ -16,11 +17,7 @@ export function fixture(
 ): { path: string; skip?: undefined } | { path?: undefined; skip: string } {
   for (const dir of [LOCAL_FIXTURES, SHARED_FIXTURES]) {
     const path = decodeURIComponent(new URL(name, dir).pathname);
-    try {
-      if (Deno.statSync(path).isFile) return { path };
-    } catch {
-      // try the next place
-    }
+    if (isFile(path)) return { path };
   }
   return { skip: `fixture ${name} is neither in tests/fixtures/ nor in ../shared/fixtures/` };
 }

@@ -5,16 +5,10 @@
  */
 import { generatorVersion, PRESETS, type Qwen35Shape, type SynthType, writeSyntheticQwen35 } from "../src/model/synth.ts";
 import { quantize, type QuantizeType } from "../src/oracle/llama.ts";
+import { isFile } from "../src/util/fs.ts";
+import { fnv1a } from "../src/util/hash.ts";
 
 const CACHE = decodeURIComponent(new URL("../.cache/test-models/", import.meta.url).pathname);
-
-function exists(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-}
 
 export interface TestModelSpec {
   preset: keyof typeof PRESETS | string;
@@ -35,11 +29,9 @@ export async function testModel(spec: TestModelSpec): Promise<string> {
   const seed = spec.seed ?? 1;
   const type = spec.type ?? "f32";
   const extra = JSON.stringify([spec.shape ?? {}, spec.vocabFile ?? "", spec.chatTemplate ?? ""]);
-  let tag = 0x811c9dc5;
-  for (let i = 0; i < extra.length; i++) tag = Math.imul(tag ^ extra.charCodeAt(i), 0x01000193) >>> 0;
-  const base = `${CACHE}${spec.preset}-s${seed}-${generatorVersion()}-${tag.toString(16)}`;
+  const base = `${CACHE}${spec.preset}-s${seed}-${generatorVersion()}-${fnv1a(extra).toString(16)}`;
   const floatPath = `${base}-${type}.gguf`;
-  if (!exists(floatPath)) {
+  if (!isFile(floatPath)) {
     const shape = { ...PRESETS[spec.preset], ...spec.shape };
     await writeSyntheticQwen35(floatPath, {
       shape,
@@ -51,6 +43,6 @@ export async function testModel(spec: TestModelSpec): Promise<string> {
   }
   if (!spec.quant) return floatPath;
   const quantPath = `${base}-${type}-${spec.quant}.gguf`;
-  if (!exists(quantPath)) quantize(floatPath, quantPath, spec.quant, { threads: 2 });
+  if (!isFile(quantPath)) quantize(floatPath, quantPath, spec.quant, { threads: 2 });
   return quantPath;
 }

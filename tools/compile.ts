@@ -9,6 +9,7 @@
  */
 import { DeltaqError } from "../src/errors.ts";
 import { build, PORTABLE_PREFIX } from "../src/native/build.ts";
+import { isFile } from "../src/util/fs.ts";
 
 const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
 
@@ -33,9 +34,7 @@ async function main(args: string[]): Promise<number> {
   }
   const denort = Deno.env.get("DENORT_BIN");
   if (denort !== undefined) {
-    try {
-      if (!Deno.statSync(denort).isFile) throw new Error();
-    } catch {
+    if (!isFile(denort)) {
       throw new DeltaqError(`DENORT_BIN=${denort}: no such file (it must be the denort executable of Deno ${Deno.version.deno})`);
     }
   }

@@ -24,6 +24,8 @@ import {
   removeOutdated,
 } from "./bench_model.ts";
 import type { Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
+import { isFile } from "../util/fs.ts";
+import { fnv1a, hex32 } from "../util/hash.ts";
 
 type Specs = NonNullable<Parameters<typeof parseFlags>[1]>;
 
@@ -395,11 +397,8 @@ async function measureBandwidth(
   threads: number,
   log: (l: string) => void,
 ): Promise<{ bytes: number; gbPerSecond: number[] }> {
-  const source = Deno.readFileSync(BANDWIDTH_SOURCE);
-  let h = 0x811c9dc5;
-  for (const b of source) h = Math.imul(h ^ b, 0x01000193) >>> 0;
   const cpu = targetCpu();
-  const exe = `${BENCH_CACHE}bandwidth-${h.toString(16).padStart(8, "0")}-${cpu}`;
+  const exe = `${BENCH_CACHE}bandwidth-${hex32(fnv1a(Deno.readFileSync(BANDWIDTH_SOURCE)))}-${cpu}`;
   if (!isFile(exe)) {
     Deno.mkdirSync(BENCH_CACHE, { recursive: true });
     log("building the memory-bandwidth probe (once)…");
@@ -554,14 +553,6 @@ function sourceState(): string {
     return `commit ${commit} + uncommitted changes to ${shown}`;
   } catch {
     return "unknown (git not found)";
-  }
-}
-
-function isFile(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
   }
 }
 

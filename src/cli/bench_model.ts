@@ -11,6 +11,7 @@ import { DeltaqError } from "../errors.ts";
 import { generatorVersion, PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
 import { LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
 import { ProgressBar } from "./progress.ts";
+import { isFile } from "../util/fs.ts";
 
 const PRESET = "qwen35-4b";
 const QUANT = "Q4_K_M";
@@ -29,14 +30,6 @@ export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
 /** Where the cached benchmark model is (or will be). */
 export function benchModelPath(): string {
   return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
-}
-
-function isFile(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /** Free bytes on the file system holding `dir`, or undefined when `df` cannot tell. */

@@ -13,6 +13,7 @@ import { Activations, encodeForward, type LayerState, type LogitRows } from "./q
 import { RopeSchedule } from "./rope.ts";
 import { recurrentStateBytes, Session, type SessionHost } from "./session.ts";
 import { loadWeights, type ModelWeights } from "./weights.ts";
+import { fnv1a } from "../util/hash.ts";
 
 export interface LoadOptions {
   /** Worker threads for the kernels (default: the machine's logical CPUs). */
@@ -332,11 +333,7 @@ export class Model implements SessionHost {
 
 /** FNV-1a over the file size and tensor table: equal for the same file, different across quantizations. */
 function fingerprintOf(w: ModelWeights): number {
-  let h = 0x811c9dc5;
-  const mix = (s: string) => {
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  };
-  mix(String(w.gguf.fileSize));
-  for (const t of w.gguf.tensors) mix(`${t.name}:${t.type}:${t.offset}:${t.shape.join("x")};`);
+  let h = fnv1a(String(w.gguf.fileSize));
+  for (const t of w.gguf.tensors) h = fnv1a(`${t.name}:${t.type}:${t.offset}:${t.shape.join("x")};`, h);
   return h;
 }

@@ -14,6 +14,7 @@
  *   a tiny weight change would flip the sign of a whole head's output; with k ≈ q it cannot.
  */
 import { DeltaqError } from "../errors.ts";
+import { FNV1A_INIT, fnv1a, hex32, mix32 } from "../util/hash.ts";
 import { readGgufHeader } from "../gguf/read.ts";
 import { ggmlTypeName, GgufValueType } from "../gguf/types.ts";
 import {
@@ -448,16 +449,6 @@ function convTaps(seed: number, noiseSeed: number, keyDim: number): RowFill {
 // ---------------------------------------------------------------------------------------------
 // PRNG: one xorshift32 stream per (seed, tensor, row), started from a hash so rows are independent.
 
-/** 32-bit avalanche hash (lowbias32, Chris Wellons). */
-function mix32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
 function streamSeed(seed: number, name: string): number {
   let h = mix32((seed >>> 0) ^ mix32(Math.floor(seed / 2 ** 32) >>> 0));
   for (let i = 0; i < name.length; i++) h = mix32(h ^ name.charCodeAt(i));
@@ -701,14 +692,14 @@ export function describeShape(s: Qwen35Shape, type: SynthType): string {
 }
 
 /**
- * A short hash of the sources that decide a synthetic model's bytes (this file and the GGUF
- * writer), for naming cached models so that a generator change rebuilds them.
+ * A short hash of the sources that decide a synthetic model's bytes (this file, the GGUF writer
+ * and the hash behind its random streams), for naming cached models so that a generator change
+ * rebuilds them.
  */
 export function generatorVersion(): string {
-  let h = 0x811c9dc5;
-  for (const f of ["./synth.ts", "../gguf/write.ts"]) {
-    const bytes = Deno.readFileSync(new URL(f, import.meta.url));
-    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  let h = FNV1A_INIT;
+  for (const f of ["./synth.ts", "../gguf/write.ts", "../util/hash.ts"]) {
+    h = fnv1a(Deno.readFileSync(new URL(f, import.meta.url)), h);
   }
-  return h.toString(16).padStart(8, "0");
+  return hex32(h);
 }

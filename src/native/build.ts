@@ -9,6 +9,8 @@
  * Run directly (`deno task build [--cpu x86_64_v3] [--test]`) to build now, or run the Zig tests.
  */
 import { DeltaqError } from "../errors.ts";
+import { isFile } from "../util/fs.ts";
+import { fnv1a } from "../util/hash.ts";
 
 export const ZIG_VERSION = "0.17.0";
 const root = new URL("../../", import.meta.url);
@@ -38,7 +40,7 @@ export function targetCpu(): string {
 export function ensureLibrary(): string {
   const override = Deno.env.get("DELTAQ_LIB");
   if (override) {
-    if (!exists(override)) throw new DeltaqError(`DELTAQ_LIB points to ${override}, which does not exist`);
+    if (!isFile(override)) throw new DeltaqError(`DELTAQ_LIB points to ${override}, which is not a file`);
     return override;
   }
   // Embedded with `deno compile --include`; Deno extracts it when it is dlopen'ed.
@@ -46,7 +48,7 @@ export function ensureLibrary(): string {
   const path = fromUrl(libUrl);
   const stamp = `${path}.stamp`;
   const want = `${targetCpu()} ${sourceHash()}`;
-  if (exists(path) && readText(stamp) === want) return path;
+  if (isFile(path) && readText(stamp) === want) return path;
   build({ cpu: targetCpu(), quiet: false });
   Deno.writeTextFileSync(stamp, want);
   return path;
@@ -111,21 +113,10 @@ export function sourceHash(): string {
   for (const f of files) {
     // Hash 32-bit words per step: BigInt per byte would be slow on ~200 KB of source.
     const bytes = Deno.readFileSync(f);
-    let lo = 0x811c9dc5;
-    for (let i = 0; i < bytes.length; i++) lo = Math.imul(lo ^ bytes[i], 0x01000193) >>> 0;
-    h = ((h ^ BigInt(lo)) * 0x100000001b3n) & mask;
+    h = ((h ^ BigInt(fnv1a(bytes))) * 0x100000001b3n) & mask;
     h = ((h ^ BigInt(bytes.length)) * 0x100000001b3n) & mask;
   }
   return h.toString(16);
-}
-
-function exists(p: string): boolean {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function readText(p: string): string | undefined {

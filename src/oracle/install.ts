@@ -9,6 +9,7 @@
  * package version 3.21.1: the FFI struct layouts in ./llama.ts are written for exactly that build.
  */
 import { DeltaqError } from "../errors.ts";
+import { isDirectory, isFile } from "../util/fs.ts";
 
 export const LLAMA_PACKAGE = "@node-llama-cpp/linux-x64";
 export const LLAMA_PACKAGE_VERSION = "3.21.1";
@@ -114,7 +115,7 @@ function install(): void {
     throw new DeltaqError(`npm install ${spec} failed:\n${text}`);
   }
   // A stale or wrong-version install is replaced; if another process finished first, keep theirs.
-  if (isDir(target) && checkBinsDir(binsDirUnder(target)) !== undefined) {
+  if (isDirectory(target) && checkBinsDir(binsDirUnder(target)) !== undefined) {
     Deno.removeSync(target, { recursive: true });
   }
   try {
@@ -122,22 +123,6 @@ function install(): void {
   } catch (e) {
     Deno.removeSync(staging, { recursive: true });
     if (checkBinsDir(binsDirUnder(target)) !== undefined) throw e;
-  }
-}
-
-function isFile(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-}
-
-function isDir(p: string): boolean {
-  try {
-    return Deno.statSync(p).isDirectory;
-  } catch {
-    return false;
   }
 }
 

@@ -21,6 +21,7 @@
 import { DeltaqError } from "../errors.ts";
 import { CStruct } from "./cstruct.ts";
 import { LIBGGML, LIBLLAMA, locateLlama } from "./install.ts";
+import { isFile } from "../util/fs.ts";
 
 // ---- struct layouts (llama.h of llama.cpp v0.4.0, as shipped in @node-llama-cpp/linux-x64@3.21.1).
 // The offsets these produce are checked against offsetof() from the real header in
@@ -277,14 +278,6 @@ function takeErrors(): string {
   return text ? `: ${text}` : "";
 }
 
-function fileExists(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Quantizes a GGUF with llama.cpp's `llama_model_quantize` (its default tensor-type mix for the
  * given file type). Writes `outPath` atomically: a temporary name in the same directory is renamed
@@ -301,7 +294,7 @@ export function quantize(
       `unknown quantization type ${type}; use one of ${Object.keys(LLAMA_FTYPE).join(", ")}`,
     );
   }
-  if (!fileExists(inPath)) throw new DeltaqError(`cannot quantize ${inPath}: no such file`);
+  if (!isFile(inPath)) throw new DeltaqError(`cannot quantize ${inPath}: no such file`);
   const { llama } = openLlama();
   const params = new Uint8Array(llama.llama_model_quantize_default_params());
   QUANTIZE_PARAMS.set(params, "nthread", options.threads ?? 0);
@@ -394,7 +387,7 @@ export class LlamaReference {
 
   /** Loads `path` with llama.cpp. */
   static load(path: string, options: LlamaLoadOptions = {}): LlamaReference {
-    if (!fileExists(path)) throw new DeltaqError(`cannot load ${path}: no such file`);
+    if (!isFile(path)) throw new DeltaqError(`cannot load ${path}: no such file`);
     const { llama } = openLlama();
     const t0 = performance.now();
     const mp = new Uint8Array(llama.llama_model_default_params());

@@ -31,18 +31,10 @@ import {
   u8,
   writeGguf,
 } from "../../src/gguf/write.ts";
+import { pathExists } from "../../src/util/fs.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "deltaq-write-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-
-function exists(p: string): boolean {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A tensor whose bytes are given, yielded in small uneven chunks. */
 function bytesTensor(name: string, shape: number[], type: number, bytes: Uint8Array): TensorToWrite {
@@ -165,7 +157,7 @@ Deno.test("tensor table: shapes, types, aligned offsets and data round-trip (ali
       assert.deepEqual(file.subarray(t.fileOffset, t.fileOffset + t.byteLength), want, `${t.name} data`);
     }
     assert.equal(size % align, 0, "the last tensor is padded too");
-    assert.ok(!exists(`${path}.partial`));
+    assert.ok(!pathExists(`${path}.partial`));
   }
 });
 
@@ -236,7 +228,7 @@ Deno.test("bad inputs fail with DeltaqError naming the problem and leave no file
       assert.ok(e.message.includes(path), `${what}: message names the file`);
       return true;
     });
-    assert.ok(!exists(path) && !exists(`${path}.partial`), `${what}: nothing left behind`);
+    assert.ok(!pathExists(path) && !pathExists(`${path}.partial`), `${what}: nothing left behind`);
   }
 });
 
@@ -253,7 +245,7 @@ Deno.test("a producer that throws midway leaves neither the file nor the partial
     },
   };
   await assert.rejects(writeGguf(path, { metadata: [], tensors: [failing] }), /generator failed/);
-  assert.ok(!exists(`${path}.partial`));
+  assert.ok(!pathExists(`${path}.partial`));
   assert.equal(
     Deno.readTextFileSync(path),
     "previous contents",

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { DeltaqError } from "../../src/errors.ts";
 import { type HfModelRef, resolveModel, type ResolveOptions } from "../../src/hub/download.ts";
 import { fakeGguf, gitBlobOid, MockHub, sha256Hex } from "./mock_hub.ts";
+import { pathExists } from "../../src/util/fs.ts";
 
 const REPO = "org/Model-GGUF";
 const COMMIT = "0123456789abcdef0123456789abcdef01234567";
@@ -48,15 +49,6 @@ async function rejectsWith(promise: Promise<unknown>, pattern: RegExp): Promise<
     return e;
   }
   assert.fail(`expected an error matching ${pattern}`);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("hub: downloads a quantization into the shared Hugging Face cache layout", async () => {
@@ -145,8 +137,8 @@ Deno.test("hub: an interrupted transfer keeps its partial file and resumes with 
       /^download of Model-Q8_0\.gguf interrupted at 20% \(100000 of 500000 bytes: .*\); run again to resume$/,
     );
     assert.equal(Deno.statSync(`${blob}.incomplete`).size, 100_000);
-    assert.ok(!exists(blob));
-    assert.ok(!exists(join(cacheDir, REPO_DIR, "snapshots")));
+    assert.ok(!pathExists(blob));
+    assert.ok(!pathExists(join(cacheDir, REPO_DIR, "snapshots")));
 
     const progress: number[] = [];
     const path = await resolveModel(
@@ -156,7 +148,7 @@ Deno.test("hub: an interrupted transfer keeps its partial file and resumes with 
     assert.equal(hub.seen("/cdn/").at(-1)!.range, "bytes=100000-");
     assert.equal(progress[0], 100_000, "progress starts from the bytes already on disk");
     assert.deepEqual(Deno.readFileSync(path), Q8);
-    assert.ok(!exists(`${blob}.incomplete`));
+    assert.ok(!pathExists(`${blob}.incomplete`));
   });
 });
 
@@ -186,7 +178,7 @@ Deno.test("hub: a checksum mismatch deletes the partial file and leaves no blob"
     );
     const blobs = join(cacheDir, REPO_DIR, "blobs");
     assert.deepEqual([...Deno.readDirSync(blobs)], []);
-    assert.ok(!exists(join(cacheDir, REPO_DIR, "snapshots")));
+    assert.ok(!pathExists(join(cacheDir, REPO_DIR, "snapshots")));
 
     hub.corrupt = false;
     assert.deepEqual(Deno.readFileSync(await resolveModel({ repo: REPO }, options(hub, cacheDir))), Q4);

@@ -24,6 +24,7 @@ import { GgufValueType } from "../../src/gguf/types.ts";
 import { readConfig } from "../../src/model/config.ts";
 import { build, sourceHash, targetCpu } from "../../src/native/build.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
+import { mix32 } from "../../src/util/hash.ts";
 import { basePaths } from "./bases.ts";
 import {
   Bytes,
@@ -40,15 +41,6 @@ import {
 
 // ---------------------------------------------------------------------------------------------
 // Randomness: one independent stream per (seed, case), so any case replays alone.
-
-function mix32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
 
 export class Rng {
   #s: number;
