@@ -128,12 +128,10 @@ export class Model implements SessionHost {
   }
 
   /** See SessionHost. */
-  takeRecurrentState(bytes: number): Region {
-    const spare = this.#spareState;
+  takeRecurrentState(): Region {
+    const region = this.#spareState ?? allocate(recurrentStateBytes(this.config), { resident: true });
     this.#spareState = undefined;
-    if (spare?.byteLength === bytes) return spare;
-    spare?.free();
-    return allocate(bytes, { resident: true });
+    return region;
   }
 
   /** See SessionHost. */

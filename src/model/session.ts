@@ -29,8 +29,8 @@ export interface SessionHost {
   /** Runs tokens at `pos` with `state`; writes logits of the chosen rows into `out`. */
   run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void;
   assertLive(): void;
-  /** A zeroed, resident buffer of `bytes` for a new session's recurrent state. */
-  takeRecurrentState(bytes: number): Region;
+  /** A zeroed, resident buffer for a new session's recurrent state (`recurrentStateBytes`). */
+  takeRecurrentState(): Region;
   /** Takes back a disposed session's recurrent state (to free or to reuse). */
   returnRecurrentState(region: Region): void;
 }
@@ -92,8 +92,8 @@ export class Session {
     private readonly onDispose?: () => void,
   ) {
     this.#layout = stateLayout(host.config, contextLength);
-    const [recurrentBytes, ...kvBytes] = this.#layout.regionBytes;
-    this.#regions.push(host.takeRecurrentState(recurrentBytes));
+    const [, ...kvBytes] = this.#layout.regionBytes;
+    this.#regions.push(host.takeRecurrentState());
     try {
       for (const bytes of kvBytes) this.#regions.push(allocate(bytes));
     } catch (e) {
