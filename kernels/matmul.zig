@@ -35,9 +35,8 @@ pub const GgmlType = types.GgmlType;
 pub const Context = root.Context;
 
 /// Rows × tokens per GEMM tile. Each (row, token) pair keeps two vectors live (integer and float
-/// sums), so AVX2's 16 vector registers hold a 2×4 tile and AVX-512VL's 32 a 4×4 one. (On Zen 4,
-/// shapes from 2×4 to 4×4 measured within 10% of each other: the multiply ports, not loads or
-/// registers, bound the tile.)
+/// sums), so AVX2's 16 vector registers hold a 2×4 tile and AVX-512VL's 32 a 4×4 one. (On Zen 4
+/// with VNNI, 4×3, 3×4 and 2×6 tiles measured within 5% of 4×4, none faster.)
 const tile_rows = if (common.has_avx512vl) 4 else 2;
 const tile_tokens = 4;
 /// Rows per dot-product pass when decoding one token (1, 2 and 4 measured alike; DRAM-bound).
@@ -232,6 +231,13 @@ fn KQuantKernel(comptime F: type) type {
             q8_k.quantize(x, k, q8_k.Row.at(dst, k, 0));
         }
 
+        /// For the GEMM tiles: quantized, then interleaved.
+        fn convertForTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            const row = q8_k.Row.at(dst, k, 0);
+            q8_k.quantize(x, k, row);
+            q8_k.interleave(row, k);
+        }
+
         fn blocks(self: *const Self, r: usize) [*]const F.Block {
             return @ptrCast(@alignCast(self.p.w.row(r)));
         }
@@ -273,7 +279,7 @@ fn KQuantKernel(comptime F: type) type {
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
             var out: [R][T]f32 = undefined;
-            kquants.tile(R, T, F.offsets, rows, acts, nb, &out);
+            kquants.tile(R, T, F.scheme, rows, acts, nb, &out);
             return out;
         }
     };
@@ -286,7 +292,7 @@ fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!voi
     const panel_bytes = std.mem.alignForward(usize, tile_rows * (k / 256) * @sizeOf(kquants.Unpacked), 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
-    prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
+    if (p.n_tokens > 1) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
     var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }

@@ -9,6 +9,12 @@
 //! (`vpmaddubsw` and `vpmaddwd`). Every other target gets the plain widening `@Vector` reference
 //! below, which the tests also use to check the intrinsics. The kernels keep their operands small
 //! enough that `mulAddBytes` never saturates (weights ≤ 63 against activations in [-127, 127]).
+//!
+//!   dotBytes(acc: i32×8, a: u8×32, b: i8×32) → i32×8   lane k = acc[k] + Σ_{i<4} a[4k+i]·b[4k+i]
+//!
+//! is one `vpdpbusd` where the CPU has AVX-512 VNNI (or AVX-VNNI), and `vpmaddubsw` + `vpmaddwd`
+//! by ones + add elsewhere: the GEMM tiles are bound by these multiplies, so VNNI does in one
+//! instruction what takes two multiply-port instructions without it.
 const std = @import("std");
 const builtin = @import("builtin");
 
@@ -24,6 +30,12 @@ pub const has_avx2 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHa
 /// AVX-512VL doubles the vector registers (32 instead of 16), which lets GEMM tiles grow.
 pub const has_avx512vl = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vl);
 
+/// AVX-512 VNNI with 256-bit forms (AVX-512VL), or AVX-VNNI: `vpdpbusd` on 32-byte vectors.
+pub const has_vnni = builtin.cpu.arch == .x86_64 and
+    ((has_avx512vl and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni)) or
+        std.Target.x86.featureSetHas(builtin.cpu.features, .avxvnni));
+
+extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
 extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
 extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
 extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
@@ -52,6 +64,47 @@ pub fn mulAddWordsRef(a: I16x16, b: I16x16) I32x8 {
     const wide = @as(@Vector(16, i32), a) * @as(@Vector(16, i32), b);
     // Wrapping add: the one overflowing case (-32768·-32768 twice) wraps in the instruction too.
     return @shuffle(i32, wide, undefined, evenLanes(8)) +% @shuffle(i32, wide, undefined, oddLanes(8));
+}
+
+pub inline fn dotBytes(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
+    if (comptime has_vnni) return @"llvm.x86.avx512.vpdpbusd.256"(acc, @bitCast(a), @bitCast(b));
+    const ones: I16x16 = @splat(1);
+    if (comptime has_avx2) return acc +% mulAddWords(mulAddBytes(a, b), ones);
+    return dotBytesRef(acc, a, b);
+}
+
+pub fn dotBytesRef(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
+    const wide = @as(@Vector(32, i32), a) * @as(@Vector(32, i32), b);
+    var out = acc;
+    inline for (0..4) |i| out +%= @shuffle(i32, wide, undefined, strided(8, 4, i));
+    return out;
+}
+
+/// The 8×8 transpose of 32-bit words: word i of result v is word v of input i. For eight
+/// 32-byte chunks of consecutive values this puts 4 values of every chunk side by side, so one
+/// `dotBytes` lane sums one chunk (see `kquants.Unpacked`).
+pub inline fn transposeWords(in: [8]U8x32) [8]U8x32 {
+    const W = @Vector(8, u32);
+    var r: [8]W = undefined;
+    inline for (0..8) |i| r[i] = @bitCast(in[i]);
+    var u: [8]W = undefined;
+    inline for (0..4) |p| {
+        u[2 * p] = @shuffle(u32, r[2 * p], r[2 * p + 1], [8]i32{ 0, ~@as(i32, 0), 1, ~@as(i32, 1), 4, ~@as(i32, 4), 5, ~@as(i32, 5) });
+        u[2 * p + 1] = @shuffle(u32, r[2 * p], r[2 * p + 1], [8]i32{ 2, ~@as(i32, 2), 3, ~@as(i32, 3), 6, ~@as(i32, 6), 7, ~@as(i32, 7) });
+    }
+    var w: [8]W = undefined;
+    inline for (0..2) |q| inline for (0..2) |h| {
+        const a = u[4 * q + h];
+        const b = u[4 * q + 2 + h];
+        w[4 * q + 2 * h] = @shuffle(u32, a, b, [8]i32{ 0, 1, ~@as(i32, 0), ~@as(i32, 1), 4, 5, ~@as(i32, 4), ~@as(i32, 5) });
+        w[4 * q + 2 * h + 1] = @shuffle(u32, a, b, [8]i32{ 2, 3, ~@as(i32, 2), ~@as(i32, 3), 6, 7, ~@as(i32, 6), ~@as(i32, 7) });
+    };
+    var out: [8]U8x32 = undefined;
+    inline for (0..4) |c| {
+        out[c] = @bitCast(@shuffle(u32, w[c], w[4 + c], [8]i32{ 0, 1, 2, 3, ~@as(i32, 0), ~@as(i32, 1), ~@as(i32, 2), ~@as(i32, 3) }));
+        out[c + 4] = @bitCast(@shuffle(u32, w[c], w[4 + c], [8]i32{ 4, 5, 6, 7, ~@as(i32, 4), ~@as(i32, 5), ~@as(i32, 6), ~@as(i32, 7) }));
+    }
+    return out;
 }
 
 /// a with the sign of b applied lane-wise (0 where b is 0): `vpsignb`.
@@ -124,6 +177,13 @@ pub inline fn prefetchSpan(p: [*]const u8, comptime bytes: usize) void {
     inline for (0..(bytes + 63) / 64) |i| @prefetch(p + 64 * i, .{ .rw = .read, .locality = 2, .cache = .data });
 }
 
+/// Lanes first, first + stride, … (n of them).
+fn strided(comptime n: usize, comptime stride: usize, comptime first: usize) [n]i32 {
+    var m: [n]i32 = undefined;
+    for (&m, 0..) |*x, i| x.* = @intCast(stride * i + first);
+    return m;
+}
+
 fn evenLanes(comptime n: usize) [n]i32 {
     var m: [n]i32 = undefined;
     for (&m, 0..) |*x, i| x.* = @intCast(2 * i);
@@ -170,9 +230,39 @@ test "multiply-add intrinsics match the widening reference, saturation included"
             try std.testing.expectEqual(want, got[k]);
         }
     }
+    for (0..200) |_| {
+        var acc: [8]i32 = undefined;
+        var a: [32]u8 = undefined;
+        var b: [32]i8 = undefined;
+        rand.bytes(std.mem.asBytes(&acc));
+        rand.bytes(&a);
+        rand.bytes(std.mem.asBytes(&b));
+        for (&a) |*x| x.* &= 63; // the kernels' range: the AVX2 form saturates beyond it
+        try std.testing.expectEqual(dotBytesRef(acc, a, b), dotBytes(acc, a, b));
+        const got: [8]i32 = dotBytesRef(acc, a, b);
+        for (0..8) |k| {
+            var want: i32 = acc[k];
+            for (0..4) |i| want +%= @as(i32, a[4 * k + i]) * b[4 * k + i];
+            try std.testing.expectEqual(want, got[k]);
+        }
+    }
     // The saturating corner: 255·127 twice overflows i16.
     const big = mulAddBytes(@splat(255), @splat(127));
     try std.testing.expectEqual(@as(i16, 32767), big[0]);
+}
+
+test "transposeWords swaps word rows and columns" {
+    var in: [8]U8x32 = undefined;
+    for (0..8) |i| {
+        var words: [8]u32 = undefined;
+        for (0..8) |j| words[j] = @intCast(100 * i + j);
+        in[i] = @bitCast(words);
+    }
+    const out = transposeWords(in);
+    for (0..8) |v| {
+        const words: [8]u32 = @bitCast(out[v]);
+        for (0..8) |i| try std.testing.expectEqual(@as(u32, @intCast(100 * i + v)), words[i]);
+    }
 }
 
 test "round half to even" {

@@ -3,20 +3,32 @@
 //!
 //! A format file provides `Block`, `dequantizeRef` (the spec's formula, scalar), `dequantize`
 //! (SIMD), `blockDot` (SIMD, one block against Q8_K activations), `blockDotRef` (the same scheme
-//! in scalar integers), `unpack` (to `Unpacked`), `offsets` and `randomBlock`.
+//! in scalar integers), `unpack` (to `Unpacked`), `scheme` and `randomBlock`.
 //!
 //! Matrix × vector (one token) calls `blockDot` directly on the weight bytes. For several tokens,
-//! each format unpacks a weight block once into `Unpacked` — unsigned quant values plus ready-made
-//! multiplier vectors — and the tile multiplies R unpacked rows by T activation rows, so one
-//! unpacked weight chunk feeds T tokens and one activation chunk feeds R rows. For one block, row
-//! r and token t:
+//! each format unpacks a weight block once into `Unpacked` — unsigned quant values plus per-lane
+//! float multipliers — and the tile multiplies R unpacked rows by T activation rows, so one
+//! unpacked weight chunk feeds T tokens and one activation chunk feeds R rows.
 //!
-//!   y[t][r] += dx·( d·Σ_c Σ_lanes scales[c]·(vals[c]·x_c)  +  Σ_k offsets[k]·bsums[k] )
-//!            + Σ_j mins[j]·(dx·Σ x over the 32 values j)
+//! Tiles work on "interleaved" blocks: the 256 values are eight sub-blocks of 32 (i = 0..7, one
+//! scale and min each in Q4_K/Q5_K, two scales of 16 in Q6_K) and 32-byte vector v holds values
+//! 4v..4v+3 of every sub-block, sub-block i in bytes 4i..4i+3 (`common.transposeWords` of the
+//! natural order). The activations are interleaved alike (`q8_k.interleave`). Then a
+//! `common.dotBytes` lane sums products of one sub-block only: its scale is one lane-wise
+//! integer multiply after the sums instead of a multiply per 32 values before them. Vectors 0-3 /
+//! 4-7 cover the first / second 16 values of each sub-block. For one block, row r and token t,
+//! lanes i:
 //!
-//! where the integer part uses `mulAddBytes` (u8 × i8 pairs → i16) then `mulAddWords` (× scale →
-//! i32). Q6_K's constant −32 goes into `offsets` (integer, same scale d); Q4_K/Q5_K's mins have
-//! their own scale dmin and go into the float `mins` term against the activation's `sums32`.
+//!   scale32_min (Q4_K, Q5_K):
+//!     y[t][r] += d·dx·Σ_i scales_lo[i]·Σ_{v<8} lane_i(vals[v]·x[v])  +  Σ_i mins[i]·sums32[i]
+//!   scale16_offset32 (Q6_K, quants stored +32):
+//!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<4} lane_i(vals[v]·x[v]) − 32·bsums[2i])
+//!              + d·dx·Σ_i scales_hi[i]·(Σ_{v≥4} lane_i(vals[v]·x[v]) − 32·bsums[2i+1])
+//!
+//! Everything inside d·dx·(…) is integer, as in llama.cpp's dot products (the −32 terms start the
+//! accumulators). Float scales per sub-block would be as accurate, but the synthetic parity
+//! models amplify any change of rounding order (an int8 activation rounding that flips), and
+//! integer scales keep deltaq's sums closest to the reference's.
 const std = @import("std");
 const common = @import("common.zig");
 const q8_k = @import("q8_k.zig");
@@ -27,21 +39,26 @@ const I16x16 = common.I16x16;
 const I32x8 = common.I32x8;
 const F32x8 = common.F32x8;
 
-/// One weight block of 256 values, unpacked. `vals[c]` holds values 32c..32c+31 (at most 63 so
-/// `mulAddBytes` cannot saturate); `scales[c]` multiplies the 16 pair sums of chunk c (lanes 0-7
-/// cover values 0-15 of the chunk, lanes 8-15 values 16-31).
+/// One weight block of 256 values, unpacked for the tile (layout above).
 pub const Unpacked = struct {
+    /// Interleaved unsigned quants, at most 63 so the AVX2 `dotBytes` cannot saturate.
     vals: [8]U8x32,
-    scales: [8]I16x16,
-    /// Multipliers of the 16 activation bsums, in units of d (Q6_K: −32·scale; else 0).
-    offsets: I16x16,
+    /// Lane i: the integer scale of sub-block i's values 0-15 and 16-31; equal in the
+    /// scale32_min scheme, where only `scales_lo` is read.
+    scales_lo: I32x8,
+    scales_hi: I32x8,
     /// The block scale d, broadcast.
     d: F32x8,
-    /// Multipliers of the activation's 8 sums32, in float (Q4_K/Q5_K: −dmin·m; else 0).
+    /// Lane i: −dmin·m[i], against the activation's sums32 (scale32_min; else unused).
     mins: F32x8,
 };
 
-pub const Offsets = enum { integer, float_mins };
+pub const Scheme = enum { scale32_min, scale16_offset32 };
+
+/// Unpacked.vals from the eight 32-value chunks in natural order.
+pub fn interleaveVals(chunks: [8]U8x32) [8]U8x32 {
+    return common.transposeWords(chunks);
+}
 
 /// Dot products of R weight rows (`nb` blocks each) with one Q8_K activation row, prefetching
 /// what lies `ahead` bytes past each block it reads.
@@ -60,67 +77,93 @@ pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.B
 }
 
 /// Σ over the `nb` blocks of a row for R weight rows × T tokens; out[r][t] receives the dot
-/// products. `panel[r]` points at row r's unpacked blocks, `acts[t]` at token t's Q8_K row.
+/// products. `panel[r]` points at row r's unpacked blocks, `acts[t]` at token t's interleaved
+/// Q8_K row.
 pub fn tile(
     comptime R: usize,
     comptime T: usize,
-    comptime offsets: Offsets,
+    comptime scheme: Scheme,
     panel: [R][*]const Unpacked,
     acts: [T]q8_k.Row,
     nb: usize,
     out: *[R][T]f32,
 ) void {
+    // Q6_K's two scales per sub-block: vectors 0-3 then 4-7, each group scaled on its own, so one
+    // integer accumulator per (row, token) stays live either way.
+    const groups = if (scheme == .scale16_offset32) 2 else 1;
+    const per_group = 8 / groups;
     var facc: [R][T]F32x8 = @splat(@splat(@splat(0)));
     for (0..nb) |b| {
-        var iacc: [R][T]I32x8 = @splat(@splat(@splat(0)));
-        inline for (0..8) |c| {
-            var x: [T]I8x32 = undefined;
-            inline for (0..T) |t| x[t] = acts[t].qs[b * 256 + 32 * c ..][0..32].*;
-            inline for (0..R) |r| {
-                const w = &panel[r][b];
-                inline for (0..T) |t| iacc[r][t] +%= common.mulAddWords(common.mulAddBytes(w.vals[c], x[t]), w.scales[c]);
+        inline for (0..groups) |g| {
+            var iacc: [R][T]I32x8 = undefined;
+            inline for (0..T) |t| {
+                const start: I32x8 = if (scheme == .scale16_offset32) offsetSums(acts[t].bsums + b * 16, g) else @splat(0);
+                inline for (0..R) |r| iacc[r][t] = start;
+            }
+            inline for (per_group * g..per_group * (g + 1)) |v| {
+                var x: [T]I8x32 = undefined;
+                inline for (0..T) |t| x[t] = acts[t].qs[b * 256 + 32 * v ..][0..32].*;
+                inline for (0..R) |r| {
+                    const w = panel[r][b].vals[v];
+                    inline for (0..T) |t| iacc[r][t] = common.dotBytes(iacc[r][t], w, x[t]);
+                }
+            }
+            inline for (0..T) |t| {
+                const dx: F32x8 = @splat(acts[t].d[b]);
+                inline for (0..R) |r| {
+                    const w = &panel[r][b];
+                    const scaled = iacc[r][t] *% (if (g == 0) w.scales_lo else w.scales_hi);
+                    facc[r][t] = @mulAdd(F32x8, @floatFromInt(scaled), w.d * dx, facc[r][t]);
+                }
             }
         }
-        inline for (0..T) |t| {
-            const dx: F32x8 = @splat(acts[t].d[b]);
-            const bsums: I16x16 = if (offsets == .integer) acts[t].bsums[b * 16 ..][0..16].* else undefined;
-            const sums32: F32x8 = if (offsets == .float_mins) acts[t].sums32[b * 8 ..][0..8].* else undefined;
-            inline for (0..R) |r| {
-                const w = &panel[r][b];
-                var i = iacc[r][t];
-                if (offsets == .integer) i +%= common.mulAddWords(w.offsets, bsums);
-                facc[r][t] = @mulAdd(F32x8, @floatFromInt(i), w.d * dx, facc[r][t]);
-                if (offsets == .float_mins) facc[r][t] = @mulAdd(F32x8, w.mins, sums32, facc[r][t]);
-            }
-        }
+        if (scheme == .scale32_min) inline for (0..T) |t| {
+            const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
+            inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, panel[r][b].mins, sums32, facc[r][t]);
+        };
     }
     inline for (0..R) |r| inline for (0..T) |t| {
         out[r][t] = common.sum(facc[r][t]);
     };
 }
 
-/// The same sums computed one lane at a time: the reference `tile` is tested against.
-pub fn tileRef(offsets: Offsets, row: []const Unpacked, act: q8_k.Row) f32 {
-    var total: f32 = 0;
+/// −32·bsums[2i + half] in lane i: the Q6_K offset of each 16-value half sub-block.
+inline fn offsetSums(bsums: [*]const i16, comptime half: usize) I32x8 {
+    const all: I16x16 = bsums[0..16].*;
+    const picked: @Vector(8, i16) = @shuffle(i16, all, undefined, [8]i32{ half, 2 + half, 4 + half, 6 + half, 8 + half, 10 + half, 12 + half, 14 + half });
+    return @as(I32x8, picked) * @as(I32x8, @splat(-32));
+}
+
+/// The same sums computed one value at a time from the interleaved layouts: the reference
+/// `tile` is tested against.
+pub fn tileRef(scheme: Scheme, row: []const Unpacked, act: q8_k.Row) f32 {
+    var total: f64 = 0;
     for (row, 0..) |w, b| {
-        var isum: i64 = 0;
-        for (0..8) |c| {
-            const vals: [32]u8 = w.vals[c];
-            const scales: [16]i16 = w.scales[c];
-            for (0..32) |i| isum += @as(i64, vals[i]) * act.qs[b * 256 + 32 * c + i] * scales[i / 2];
-        }
-        const offs: [16]i16 = w.offsets;
-        if (offsets == .integer) for (0..16) |k| {
-            isum += @as(i64, offs[k]) * act.bsums[b * 16 + k];
-        };
-        const d: [8]f32 = w.d;
-        total += d[0] * act.d[b] * @as(f32, @floatFromInt(isum));
+        const lo: [8]i32 = w.scales_lo;
+        const hi: [8]i32 = w.scales_hi;
         const mins: [8]f32 = w.mins;
-        if (offsets == .float_mins) for (0..8) |j| {
-            total += mins[j] * act.sums32[b * 8 + j];
+        const d: [8]f32 = w.d;
+        var block: i64 = 0;
+        for (0..8) |i| for (0..2) |half| {
+            var isum: i64 = 0;
+            for (16 * half..16 * half + 16) |pos| {
+                const v = pos / 4;
+                const vals: [32]u8 = w.vals[v];
+                isum += @as(i64, vals[4 * i + pos % 4]) * act.qs[b * 256 + 32 * v + 4 * i + pos % 4];
+            }
+            const scale: i64 = switch (scheme) {
+                .scale32_min => lo[i],
+                .scale16_offset32 => if (half == 0) lo[i] else hi[i],
+            };
+            if (scheme == .scale16_offset32) isum -= 32 * @as(i64, act.bsums[b * 16 + 2 * i + half]);
+            block += scale * isum;
+        };
+        total += @as(f64, d[0]) * act.d[b] * @as(f64, @floatFromInt(block));
+        if (scheme == .scale32_min) for (0..8) |i| {
+            total += @as(f64, mins[i]) * act.sums32[b * 8 + i];
         };
     }
-    return total;
+    return @floatCast(total);
 }
 
 /// Random unpacked blocks within the formats' value ranges, for tests.
@@ -131,17 +174,17 @@ pub fn randomUnpacked(rand: std.Random, out: []Unpacked) void {
             for (&a) |*e| e.* = rand.uintLessThan(u8, 64);
             v.* = a;
         }
-        for (&u.scales) |*s| {
-            var a: [16]i16 = undefined;
-            for (&a) |*e| e.* = rand.intRangeAtMost(i16, -128, 127);
-            s.* = a;
-        }
-        var o: [16]i16 = undefined;
-        for (&o) |*e| e.* = -32 * rand.intRangeAtMost(i16, -128, 127);
-        u.offsets = o;
-        u.d = @splat(rand.float(f32) * 0.01);
+        var lo: [8]i32 = undefined;
+        var hi: [8]i32 = undefined;
         var m: [8]f32 = undefined;
-        for (&m) |*e| e.* = -rand.float(f32) * 0.01;
+        for (0..8) |i| {
+            lo[i] = rand.intRangeAtMost(i32, -128, 127);
+            hi[i] = rand.intRangeAtMost(i32, -128, 127);
+            m[i] = -rand.float(f32) * 0.01;
+        }
+        u.scales_lo = lo;
+        u.scales_hi = hi;
+        u.d = @splat(rand.float(f32) * 0.01);
         u.mins = m;
     }
 }
@@ -162,17 +205,18 @@ test "K-quant GEMM tile matches the lane-by-lane reference for several tile shap
         for (&x) |*v| v.* = rand.floatNorm(f32);
         acts[t] = q8_k.Row.at(&act_buf, k, t);
         q8_k.quantize(&x, k, acts[t]);
+        q8_k.interleave(acts[t], k);
     }
-    inline for (.{ .integer, .float_mins }) |offsets| {
+    inline for (.{ .scale32_min, .scale16_offset32 }) |scheme| {
         inline for (.{ .{ 1, 1 }, .{ 2, 3 }, .{ 4, 4 } }) |shape| {
             const R = shape[0];
             const T = shape[1];
             var rows: [R][*]const Unpacked = undefined;
             for (0..R) |r| rows[r] = &panel[r];
             var out: [R][T]f32 = undefined;
-            tile(R, T, offsets, rows, acts[0..T].*, nb, &out);
+            tile(R, T, scheme, rows, acts[0..T].*, nb, &out);
             for (0..R) |r| for (0..T) |t| {
-                const want = tileRef(offsets, &panel[r], acts[t]);
+                const want = tileRef(scheme, &panel[r], acts[t]);
                 try std.testing.expectApproxEqAbs(want, out[r][t], 1e-4 * @max(1, @abs(want)));
             };
         }
@@ -181,7 +225,7 @@ test "K-quant GEMM tile matches the lane-by-lane reference for several tile shap
 
 /// Checks a K-quant format file against its references on random blocks: the SIMD dequantizer
 /// exactly, the integer dot scheme against the float dot of dequantized values, `blockDot` and
-/// `dotRows` against `blockDotRef`, and `unpack` through `tileRef`.
+/// `dotRows` against `blockDotRef`, and `unpack` through `tileRef` on interleaved activations.
 pub fn checkFormat(comptime F: type, seed: u64) !void {
     var prng = common.testRng(seed);
     const rand = prng.random();
@@ -196,6 +240,9 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
     var act_buf: [q8_k.Row.bytes(k)]u8 align(64) = undefined;
     const act = q8_k.Row.at(&act_buf, k, 0);
     q8_k.quantize(&x, k, act);
+    var tiled_buf: [q8_k.Row.bytes(k)]u8 align(64) = act_buf;
+    const tiled = q8_k.Row.at(&tiled_buf, k, 0);
+    q8_k.interleave(tiled, k);
 
     for (rows) |row| {
         var want_row: f32 = 0;
@@ -218,7 +265,7 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
             F.unpack(blk, &unpacked[b]);
             want_row += want;
         }
-        const via_tile = tileRef(F.offsets, &unpacked, act);
+        const via_tile = tileRef(F.scheme, &unpacked, tiled);
         try std.testing.expectApproxEqAbs(want_row, via_tile, 1e-5 * @max(1, @abs(want_row)));
     }
     const together = dotRows(F, 3, .{ &rows[0], &rows[1], &rows[2] }, act, nb, 0);

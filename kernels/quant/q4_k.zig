@@ -125,22 +125,28 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: 
     return dx * (@as(f32, blk.d) * @as(f32, @floatFromInt(isum)) - @as(f32, blk.dmin) * @as(f32, @floatFromInt(imin)));
 }
 
-/// Unpacks a block for the GEMM tile (`kquants.Offsets.float_mins`).
+/// Unpacks a block for the GEMM tile (`kquants.Scheme.scale32_min`).
 pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
     const sm = scalesAndMins(&blk.scales);
+    var chunks: [8]U8x32 = undefined;
     inline for (0..4) |g| {
         const bits: U8x32 = blk.qs[32 * g ..][0..32].*;
-        out.vals[2 * g] = bits & @as(U8x32, @splat(15));
-        out.vals[2 * g + 1] = bits >> @splat(4);
+        chunks[2 * g] = bits & @as(U8x32, @splat(15));
+        chunks[2 * g + 1] = bits >> @splat(4);
     }
-    inline for (0..8) |j| out.scales[j] = @splat(sm.sc[j]);
-    out.offsets = @splat(0);
-    out.d = @splat(@as(f32, blk.d));
-    const m: @Vector(8, u8) = sm.m;
-    out.mins = @as(F32x8, @splat(-@as(f32, blk.dmin))) * @as(F32x8, @floatFromInt(m));
+    setUnpacked(blk.d, blk.dmin, sm.sc, sm.m, chunks, out);
 }
 
-pub const offsets: kquants.Offsets = .float_mins;
+/// The rest of unpacking, shared with Q5_K: interleave the quants, widen the scales, mins to floats.
+pub inline fn setUnpacked(d: f16, dmin: f16, sc: @Vector(8, u8), m: @Vector(8, u8), chunks: [8]U8x32, out: *kquants.Unpacked) void {
+    out.vals = kquants.interleaveVals(chunks);
+    out.scales_lo = @as(I32x8, sc);
+    out.scales_hi = out.scales_lo;
+    out.d = @splat(@as(f32, d));
+    out.mins = @as(F32x8, @splat(-@as(f32, dmin))) * @as(F32x8, @floatFromInt(m));
+}
+
+pub const scheme: kquants.Scheme = .scale32_min;
 
 /// A random but valid block: any bytes, with small positive scales.
 pub fn randomBlock(rand: std.Random) Block {

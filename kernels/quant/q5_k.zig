@@ -33,7 +33,7 @@ comptime {
     std.debug.assert(@sizeOf(Block) == 176);
 }
 
-pub const offsets: kquants.Offsets = .float_mins;
+pub const scheme: kquants.Scheme = .scale32_min;
 
 /// The 5-bit quants of sub-blocks 2g (low nibbles) and 2g+1 (high nibbles).
 inline fn quants(blk: *const Block, comptime g: usize) [2]U8x32 {
@@ -114,15 +114,13 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: 
 
 pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
     const sm = q4_k.scalesAndMins(&blk.scales);
+    var chunks: [8]U8x32 = undefined;
     inline for (0..4) |g| {
         const q = quants(blk, g);
-        out.vals[2 * g] = q[0];
-        out.vals[2 * g + 1] = q[1];
+        chunks[2 * g] = q[0];
+        chunks[2 * g + 1] = q[1];
     }
-    inline for (0..8) |j| out.scales[j] = @splat(sm.sc[j]);
-    out.offsets = @splat(0);
-    out.d = @splat(@as(f32, blk.d));
-    out.mins = @as(F32x8, @splat(-@as(f32, blk.dmin))) * @as(F32x8, @floatFromInt(sm.m));
+    q4_k.setUnpacked(blk.d, blk.dmin, sm.sc, sm.m, chunks, out);
 }
 
 pub fn randomBlock(rand: std.Random) Block {

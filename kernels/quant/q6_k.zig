@@ -36,7 +36,7 @@ comptime {
     std.debug.assert(@sizeOf(Block) == 210);
 }
 
-pub const offsets: kquants.Offsets = .integer;
+pub const scheme: kquants.Scheme = .scale16_offset32;
 
 /// The unsigned 6-bit quants of chunk c (values 32c..32c+31).
 inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
@@ -52,12 +52,6 @@ inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
 inline fn scales16(blk: *const Block) I16x16 {
     const s: @Vector(16, i8) = blk.scales;
     return s;
-}
-
-/// [scales[2c] ×8, scales[2c+1] ×8]: the multipliers of chunk c's 16 pair sums.
-inline fn chunkScales(s: I16x16, comptime c: usize) I16x16 {
-    const a: i32 = 2 * c;
-    return @shuffle(i16, s, undefined, [16]i32{ a, a, a, a, a, a, a, a, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1, a + 1 });
 }
 
 pub fn dequantizeRef(blk: *const Block, out: *[256]f32) void {
@@ -120,12 +114,13 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: 
 }
 
 pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
-    const s = scales16(blk);
-    inline for (0..8) |c| {
-        out.vals[c] = quants(blk, c);
-        out.scales[c] = chunkScales(s, c);
-    }
-    out.offsets = s * @as(I16x16, @splat(-32));
+    var chunks: [8]U8x32 = undefined;
+    inline for (0..8) |c| chunks[c] = quants(blk, c);
+    out.vals = kquants.interleaveVals(chunks);
+    // Sub-block i of the tile is chunk i: scales 2i (values 0-15) and 2i+1 (values 16-31).
+    const s: @Vector(16, i32) = @as(@Vector(16, i8), blk.scales);
+    out.scales_lo = @shuffle(i32, s, undefined, [8]i32{ 0, 2, 4, 6, 8, 10, 12, 14 });
+    out.scales_hi = @shuffle(i32, s, undefined, [8]i32{ 1, 3, 5, 7, 9, 11, 13, 15 });
     out.d = @splat(@as(f32, blk.d));
     out.mins = @splat(0);
 }

@@ -13,6 +13,9 @@
 //!   bsums:  [k/16]i16     Σ of each 16 consecutive q (folds weight offsets into one multiply)
 //!   d:      [k/256]f32    block scale
 //!   sums32: [k/32]f32     d·Σ of each 32 consecutive q (the float min term of Q4_K/Q5_K GEMM)
+//!
+//! GEMM tiles read `qs` interleaved (`interleave`, layout in `kquants`); bsums, d and sums32 keep
+//! their order.
 const std = @import("std");
 const common = @import("common.zig");
 
@@ -63,6 +66,15 @@ pub fn quantize(x: [*]const f32, k: usize, row: Row) void {
             const s: i32 = @as(i32, row.bsums[b * 16 + 2 * j]) + row.bsums[b * 16 + 2 * j + 1];
             row.sums32[b * 8 + j] = row.d[b] * @as(f32, @floatFromInt(s));
         }
+    }
+}
+
+/// Reorders each block's `qs` in place for the GEMM tiles: vector v of a block holds values
+/// 4v..4v+3 of each of its eight 32-value chunks (`kquants.Unpacked` describes the layout).
+pub fn interleave(row: Row, k: usize) void {
+    for (0..k / block_values) |b| {
+        const qs: *[8]common.U8x32 = @ptrCast(@alignCast(row.qs + b * block_values));
+        qs.* = common.transposeWords(qs.*);
     }
 }
 
