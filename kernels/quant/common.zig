@@ -12,9 +12,11 @@
 //!
 //!   dotBytes(acc: i32×8, a: u8×32, b: i8×32) → i32×8   lane k = acc[k] + Σ_{i<4} a[4k+i]·b[4k+i]
 //!
-//! is one `vpdpbusd` where the CPU has AVX-512 VNNI (or AVX-VNNI), and `vpmaddubsw` + `vpmaddwd`
-//! by ones + add elsewhere: the GEMM tiles are bound by these multiplies, so VNNI does in one
-//! instruction what takes two multiply-port instructions without it.
+//!   dotWords(acc: i32×8, a: i16×16, b: i16×16) → i32×8  lane k = acc[k] + a[2k]·b[2k] + a[2k+1]·b[2k+1]
+//!
+//! are one `vpdpbusd` / `vpdpwssd` where the CPU has AVX-512 VNNI (or AVX-VNNI), and the
+//! multiply-adds above plus an add elsewhere: the GEMM tiles are bound by these multiplies and
+//! the one-token dot products by instructions issued, so VNNI's fused forms pay in both.
 const std = @import("std");
 const builtin = @import("builtin");
 
@@ -36,6 +38,7 @@ pub const has_vnni = builtin.cpu.arch == .x86_64 and
         std.Target.x86.featureSetHas(builtin.cpu.features, .avxvnni));
 
 extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
+extern fn @"llvm.x86.avx512.vpdpwssd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
 extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
 extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
 extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
@@ -80,6 +83,11 @@ pub fn dotBytesRef(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
     return out;
 }
 
+pub inline fn dotWords(acc: I32x8, a: I16x16, b: I16x16) I32x8 {
+    if (comptime has_vnni) return @"llvm.x86.avx512.vpdpwssd.256"(acc, @bitCast(a), @bitCast(b));
+    return acc +% mulAddWords(a, b);
+}
+
 /// The 8×8 transpose of 32-bit words: word i of result v is word v of input i. For eight
 /// 32-byte chunks of consecutive values this puts 4 values of every chunk side by side, so one
 /// `dotBytes` lane sums one chunk (see `kquants.Unpacked`).
@@ -121,8 +129,7 @@ pub fn applySignRef(a: I8x32, b: I8x32) I8x32 {
 /// Σ a[i]·b[i] for signed bytes, as 8 partial sums (each of 4 products). The sign trick moves a's
 /// sign onto b and reads |a| as unsigned, so a may hold -128 (|a| = 128) but b must not.
 pub inline fn dotSignedBytes(a: I8x32, b: I8x32) I32x8 {
-    const ones: I16x16 = @splat(1);
-    return mulAddWords(mulAddBytes(@bitCast(applySign(a, a)), applySign(b, a)), ones);
+    return dotBytes(@splat(0), @bitCast(applySign(a, a)), applySign(b, a));
 }
 
 /// Eight 8-bit values (u8 or i8) widened to i16 words, the 8 words repeated in both 128-bit
@@ -239,6 +246,11 @@ test "multiply-add intrinsics match the widening reference, saturation included"
         rand.bytes(std.mem.asBytes(&b));
         for (&a) |*x| x.* &= 63; // the kernels' range: the AVX2 form saturates beyond it
         try std.testing.expectEqual(dotBytesRef(acc, a, b), dotBytes(acc, a, b));
+        var c: [16]i16 = undefined;
+        var d: [16]i16 = undefined;
+        rand.bytes(std.mem.asBytes(&c));
+        rand.bytes(std.mem.asBytes(&d));
+        try std.testing.expectEqual(acc +% mulAddWordsRef(c, d), dotWords(acc, c, d));
         const got: [8]i32 = dotBytesRef(acc, a, b);
         for (0..8) |k| {
             var want: i32 = acc[k];

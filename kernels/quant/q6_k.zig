@@ -88,13 +88,13 @@ pub fn dequantize(blk: *const Block, out: *[256]f32) void {
 pub inline fn blockDot(blk: *const Block, xq: [*]const i8, bsums: I16x16, dx: f32) F32x8 {
     const s = scales16(blk);
     const halves = [2]@Vector(32, u8){ common.duplicateWords(blk.scales[0..8].*), common.duplicateWords(blk.scales[8..16].*) };
-    var isum: I32x8 = @splat(0);
+    var isum: [2]I32x8 = @splat(@splat(0));
     inline for (0..8) |c| {
         const p = common.mulAddBytes(quants(blk, c), xq[32 * c ..][0..32].*);
-        isum +%= common.mulAddWords(p, common.broadcastWords(halves[c / 4], (2 * c) % 8, (2 * c + 1) % 8));
+        isum[c % 2] = common.dotWords(isum[c % 2], p, common.broadcastWords(halves[c / 4], (2 * c) % 8, (2 * c + 1) % 8));
     }
-    isum -%= common.mulAddWords(s, bsums) << @splat(5);
-    return @as(F32x8, @floatFromInt(isum)) * @as(F32x8, @splat(@as(f32, blk.d) * dx));
+    const total = (isum[0] +% isum[1]) -% (common.mulAddWords(s, bsums) << @splat(5));
+    return @as(F32x8, @floatFromInt(total)) * @as(F32x8, @splat(@as(f32, blk.d) * dx));
 }
 
 pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: f32) f32 {

@@ -107,7 +107,6 @@ pub inline fn dotRows(comptime R: usize, rows: [R][*]const Block, act: Row, nb: 
 /// and serve T tokens.
 pub fn tile(comptime R: usize, comptime T: usize, rows: [R][*]const Block, acts: [T]Row, nb: usize, out: *[R][T]f32) void {
     var facc: [R][T]F32x8 = @splat(@splat(@splat(0)));
-    const ones: common.I16x16 = @splat(1);
     for (0..nb) |b| {
         var x: [T]I8x32 = undefined;
         inline for (0..T) |t| x[t] = acts[t].qs[32 * b ..][0..32].*;
@@ -117,7 +116,7 @@ pub fn tile(comptime R: usize, comptime T: usize, rows: [R][*]const Block, acts:
             const w_abs: common.U8x32 = @bitCast(common.applySign(w, w));
             const dw: f32 = blk.d;
             inline for (0..T) |t| {
-                const isum = common.mulAddWords(common.mulAddBytes(w_abs, common.applySign(x[t], w)), ones);
+                const isum = common.dotBytes(@splat(0), w_abs, common.applySign(x[t], w));
                 facc[r][t] = @mulAdd(F32x8, @floatFromInt(isum), @splat(dw * acts[t].d[b]), facc[r][t]);
             }
         }
