@@ -9,6 +9,7 @@
 //!   zig build bench-kernels -- --prompt             16-, 64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
+//!   zig build bench-kernels -- --repack             Q4_K repacked in 8-row groups (as loaded)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
 //!
 //! One- and 16-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
@@ -163,6 +164,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
     var decode_only = false;
     var prompt_only = false;
     var hot = false;
+    var repack = false;
     var cfg: mm.Config = .{};
     var args = std.process.Args.Iterator.init(init.args);
     _ = args.next();
@@ -171,6 +173,8 @@ pub fn main(init: std.process.Init.Minimal) !void {
             with_lm_head = true;
         } else if (std.mem.eql(u8, a, "--hot")) {
             hot = true;
+        } else if (std.mem.eql(u8, a, "--repack")) {
+            repack = true;
         } else if (std.mem.eql(u8, a, "--decode")) {
             decode_only = true;
         } else if (std.mem.eql(u8, a, "--prompt")) {
@@ -228,6 +232,15 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 if (c > 0) @memcpy(buf[c * stride ..][0..matrix_bytes], buf[0..matrix_bytes]);
                 weights[c] = .{ .data = buf.ptr + c * stride, .kind = kind, .ne0 = shape.cols, .ne1 = shape.rows, .row_bytes = row_bytes };
             }
+            var packed_buf: []align(4096) u8 = &.{};
+            if (repack and mm.canRepack(&weights[0])) packed_buf = try mapBytes(buf.len);
+            defer if (packed_buf.len > 0) {
+                _ = linux.munmap(packed_buf.ptr, packed_buf.len);
+            };
+            if (packed_buf.len > 0) for (0..copies) |c| {
+                weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * stride));
+            };
+            const name = if (packed_buf.len > 0) "q4_kx8" else @tagName(kind);
             const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.
@@ -236,7 +249,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 const sec = timing.seconds;
                 const macs = @as(f64, @floatFromInt(shape.rows * shape.cols * n_tokens));
                 print("{s:<6} {s:<22} {d:>6} {d:>3} {d:>10.3} {d:>8.1} {d:>8.1} {d:>5.2} {d:>9.1}\n", .{
-                    @tagName(kind),                                    shape.name,        n_tokens,         threads, sec * 1e3,
+                    name,                                              shape.name,        n_tokens,         threads, sec * 1e3,
                     @as(f64, @floatFromInt(matrix_bytes)) / sec / 1e9, macs / sec / 1e9, timing.cpu_share, macs / sec / 1e9 / timing.cpu_share / @as(f64, @floatFromInt(threads)),
                 });
             };

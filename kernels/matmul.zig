@@ -13,7 +13,8 @@
 //!
 //! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
-//! activation. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
+//! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
 //! panel (`kquants.Unpacked`), then every tile of the chunk reads the panel; Q8_0 and float
 //! weights are read directly. Token chunks are sized so their activations stay in L2.
@@ -27,6 +28,7 @@ const q8_0 = @import("quant/q8_0.zig");
 const q4_k = @import("quant/q4_k.zig");
 const q5_k = @import("quant/q5_k.zig");
 const q6_k = @import("quant/q6_k.zig");
+const q4_k_x8 = @import("quant/q4_k_x8.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
 
@@ -68,7 +70,7 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
     const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
     switch (w.kind) {
-        .q4_k => try runKQuant(q4_k, ctx, p),
+        .q4_k => if (w.repacked) try runKQuant(Q4KRepacked, ctx, p) else try runKQuant(q4_k, ctx, p),
         .q5_k => try runKQuant(q5_k, ctx, p),
         .q6_k => try runKQuant(q6_k, ctx, p),
         .q8_0 => try runQ8_0(ctx, p),
@@ -79,7 +81,35 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     }
 }
 
+/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows.
+pub fn canRepack(w: *const Weight) bool {
+    return w.kind == .q4_k and !w.repacked and w.ne1 % q4_k_x8.rows == 0;
+}
+
+/// Copies a Q4_K weight into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in the 8-row
+/// interleaved layout of `quant/q4_k_x8.zig`, split over the pool; returns the repacked weight.
+pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
+    std.debug.assert(canRepack(w));
+    const Job = struct {
+        w: *const Weight,
+        dst: [*]align(64) u8,
+        fn run(j: *const @This(), worker: usize, n_workers: usize) void {
+            const nb = j.w.ne0 / 256;
+            const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
+            const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+            for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+        }
+    };
+    const job = Job{ .w = w, .dst = dst };
+    ctx.pool.run(Job, &job, Job.run);
+    var out = w.*;
+    out.data = dst;
+    out.repacked = true;
+    return out;
+}
+
 pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
+    if (w.repacked) return dequantizeRepackedRow(w, r, out);
     const row = w.row(r);
     switch (w.kind) {
         .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
@@ -91,6 +121,15 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
         .q6_k => dequantizeRow(q6_k, row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
+    }
+}
+
+fn dequantizeRepackedRow(w: *const Weight, r: usize, out: [*]f32) void {
+    const nb = w.ne0 / 256;
+    const groups: [*]const q4_k_x8.Group = @ptrCast(@alignCast(w.data));
+    for (0..nb) |b| {
+        const blk = q4_k_x8.block(&groups[r / q4_k_x8.rows * nb + b], r % q4_k_x8.rows);
+        q4_k.dequantize(&blk, out[b * 256 ..][0..256]);
     }
 }
 
@@ -146,12 +185,12 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
 
 /// Runs a kernel over the pool. A kernel type `K` holds `p: Problem` and `chunks: *Chunks` and
 /// provides, for rows r.. and tokens t..:
-///   dotRows(k, R, r) [R]f32                   one token (decode)
+///   dotRows(k, R, r) [R]f32                   one token (decode), R = `matvecRows(K)`
 ///   prepare(k, worker, r, n_rows)              before the tiles of a row group (K-quants unpack)
 ///   tile(k, worker, R, T, r, i, t) [R][T]f32   several tokens; row r is row i of its group
 /// Workers take row chunks; within one, token chunks sized for L2 come first, then row groups of
-/// `tile_rows`, then token tiles. Ragged edges run as single rows / single tokens (few tile
-/// shapes keep the build fast; edges are a small share of the work).
+/// `groupRows(K)`, then tiles of `tile_rows` × `tile_tokens`. Ragged edges run as single rows /
+/// single tokens (few tile shapes keep the build fast; edges are a small share of the work).
 fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
     const Driver = struct {
         fn work(kk: *const K, worker: usize, _: usize) void {
@@ -159,11 +198,15 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
             if (p.n_tokens == 1) {
                 while (kk.chunks.take()) |range| {
                     var r = range.begin;
-                    while (r + matvec_rows <= range.end) : (r += matvec_rows) {
-                        const s = kk.dotRows(matvec_rows, r);
-                        inline for (0..matvec_rows) |i| p.out(0, r + i).* = s[i];
+                    const m = comptime matvecRows(K);
+                    while (r + m <= range.end) : (r += m) {
+                        const s = kk.dotRows(m, r);
+                        inline for (0..m) |i| p.out(0, r + i).* = s[i];
                     }
-                    while (r < range.end) : (r += 1) p.out(0, r).* = kk.dotRows(1, r)[0];
+                    // Repacked weights come in whole groups, so this never runs for them.
+                    if (m == matvec_rows) while (r < range.end) : (r += 1) {
+                        p.out(0, r).* = kk.dotRows(1, r)[0];
+                    };
                 }
                 return;
             }
@@ -173,12 +216,13 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
                 while (t0 < p.n_tokens) : (t0 += chunk) {
                     const t1 = @min(p.n_tokens, t0 + chunk);
                     var r = range.begin;
-                    while (r < range.end) : (r += tile_rows) {
-                        const n_rows = @min(tile_rows, range.end - r);
+                    const group = comptime groupRows(K);
+                    while (r < range.end) : (r += group) {
+                        const n_rows = @min(group, range.end - r);
                         kk.prepare(worker, r, n_rows);
-                        if (n_rows == tile_rows) {
-                            tokenTiles(kk, worker, tile_rows, r, 0, t0, t1);
-                        } else for (0..n_rows) |i| tokenTiles(kk, worker, 1, r + i, i, t0, t1);
+                        var i: usize = 0;
+                        while (i + tile_rows <= n_rows) : (i += tile_rows) tokenTiles(kk, worker, tile_rows, r + i, i, t0, t1);
+                        while (i < n_rows) : (i += 1) tokenTiles(kk, worker, 1, r + i, i, t0, t1);
                     }
                 }
             }
@@ -203,11 +247,26 @@ inline fn tokenTiles(kk: anytype, worker: usize, comptime R: usize, r: usize, i:
     }
 }
 
-fn rowChunk(ctx: *root.Context, p: Problem) usize {
-    if (p.n_tokens > 1) return p.cfg.row_chunk_gemm;
-    if (p.cfg.row_chunk_decode != 0) return p.cfg.row_chunk_decode;
-    const bytes = std.math.clamp(p.w.ne1 * p.w.row_bytes / (8 * nWorkers(ctx)), 64 << 10, 1 << 20);
-    return @max(matvec_rows, bytes / p.w.row_bytes / matvec_rows * matvec_rows);
+/// Rows a kernel's one-token `dotRows` takes at once.
+fn matvecRows(comptime K: type) usize {
+    return if (@hasDecl(K, "dot_rows")) K.dot_rows else matvec_rows;
+}
+
+/// Rows a kernel prepares (unpacks) together before their tiles.
+fn groupRows(comptime K: type) usize {
+    return if (@hasDecl(K, "group_rows")) K.group_rows else tile_rows;
+}
+
+/// Rows per work item: a multiple of `multiple` (whole repacked groups).
+fn rowChunk(ctx: *root.Context, p: Problem, multiple: usize) usize {
+    const rows = blk: {
+        if (p.n_tokens > 1) break :blk p.cfg.row_chunk_gemm;
+        if (p.cfg.row_chunk_decode != 0) break :blk p.cfg.row_chunk_decode;
+        const bytes = std.math.clamp(p.w.ne1 * p.w.row_bytes / (8 * nWorkers(ctx)), 64 << 10, 1 << 20);
+        break :blk bytes / p.w.row_bytes;
+    };
+    const m = @max(multiple, if (p.n_tokens > 1) @as(usize, 1) else matvec_rows);
+    return @max(m, (rows + m - 1) / m * m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,6 +281,9 @@ fn KQuantKernel(comptime F: type) type {
         panel_bytes: usize,
 
         const Self = @This();
+        const repacked = F == Q4KRepacked;
+        pub const dot_rows = if (repacked) q4_k_x8.rows else matvec_rows;
+        pub const group_rows = if (repacked) q4_k_x8.rows else tile_rows;
 
         fn actRowBytes(k: usize) usize {
             return q8_k.Row.bytes(k);
@@ -250,7 +312,16 @@ fn KQuantKernel(comptime F: type) type {
             return @ptrCast(@alignCast(self.panels + worker * self.panel_bytes));
         }
 
+        /// Repacked: the groups of the 8 rows from r (a multiple of 8).
+        fn groups(self: *const Self, r: usize) [*]const q4_k_x8.Group {
+            return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
+        }
+
         fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+            if (repacked) {
+                if (R != q4_k_x8.rows) unreachable; // whole groups only (see `run`)
+                return q4_k_x8.dotRowGroup(self.groups(r), self.act(0), self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
             return kquants.dotRows(F, R, rows, self.act(0), self.p.w.ne0 / 256, self.p.prefetchAhead());
@@ -262,6 +333,15 @@ fn KQuantKernel(comptime F: type) type {
             // While unpacking, fetch the next row group's blocks: its tiles then find them in
             // cache. With few tokens per unpack (a short prompt) the unpack otherwise waits on DRAM.
             const next_ok = r + n_rows + n_rows <= self.p.w.ne1;
+            if (repacked) {
+                const src = self.groups(r);
+                const next = self.groups(if (next_ok) r + n_rows else r);
+                for (0..nb) |b| {
+                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(q4_k_x8.Group));
+                    q4_k_x8.unpackGroup(&src[b], dst + b, nb);
+                }
+                return;
+            }
             for (0..n_rows) |i| {
                 const src = self.blocks(r + i);
                 const next = self.blocks(if (next_ok) r + i + n_rows else r + i);
@@ -285,15 +365,21 @@ fn KQuantKernel(comptime F: type) type {
     };
 }
 
+/// `KQuantKernel`'s format for Q4_K repacked in groups of 8 rows (`quant/q4_k_x8.zig`).
+const Q4KRepacked = struct {
+    pub const scheme = q4_k.scheme;
+    pub const Block = q4_k.Block;
+};
+
 fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
     const K = KQuantKernel(F);
     const k = p.w.ne0;
     const act_bytes = K.actRowBytes(k);
-    const panel_bytes = std.mem.alignForward(usize, tile_rows * (k / 256) * @sizeOf(kquants.Unpacked), 64);
+    const panel_bytes = std.mem.alignForward(usize, K.group_rows * (k / 256) * @sizeOf(kquants.Unpacked), 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
     if (p.n_tokens > 1) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) q4_k_x8.rows else 1));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
 
@@ -346,7 +432,7 @@ fn runQ8_0(ctx: *root.Context, p: Problem) error{Failed}!void {
     const act_bytes = Q8_0Kernel.actRowBytes(p.w.ne0);
     const scratch = try ctx.scratchBytes(p.n_tokens * act_bytes);
     prepareActivations(ctx, p, scratch.ptr, act_bytes, Q8_0Kernel.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, 1));
     run(ctx, Q8_0Kernel, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr });
 }
 
@@ -396,7 +482,7 @@ fn FloatKernel(comptime W: type) type {
 
 fn runFloat(comptime W: type, ctx: *root.Context, p: Problem) error{Failed}!void {
     const K = FloatKernel(W);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, 1));
     if (W == f32) return run(ctx, K, &.{ .p = p, .chunks = &chunks, .xs = p.x, .x_stride = p.x_stride });
     const row_bytes = K.actRowBytes(p.w.ne0);
     const scratch = try ctx.scratchBytes(p.n_tokens * row_bytes);
@@ -478,6 +564,47 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
         },
         _ => unreachable,
     }
+}
+
+test "repacked Q4_K gives the natural layout's products: one token to float rounding, tiles exactly" {
+    var prng = common.testRng(37);
+    const rand = prng.random();
+    const n = 48;
+    const k = 768;
+    const max_tokens = 21;
+    const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
+    defer for (contexts) |c| freeTestContext(c);
+    const row_bytes = GgmlType.q4_k.rowBytes(k).?;
+    const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+    defer testing.allocator.free(bytes);
+    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+    defer testing.allocator.free(packed_bytes);
+    const ref = try testing.allocator.alloc(f32, n * k);
+    defer testing.allocator.free(ref);
+    const natural = testMatrix(.q4_k, n, k, rand, bytes, ref).w;
+    try testing.expect(canRepack(&natural));
+    const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
+    try testing.expect(!canRepack(&repacked));
+
+    var row: [k]f32 = undefined;
+    for (0..n) |r| {
+        getRow(&repacked, r, &row);
+        try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
+    }
+    var x: [max_tokens * k]f32 = undefined;
+    for (&x) |*v| v.* = rand.floatNorm(f32);
+    for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
+        var want: [max_tokens * n]f32 = undefined;
+        var got: [max_tokens * n]f32 = undefined;
+        const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
+        try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
+        try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
+        if (n_tokens > 1) {
+            try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
+        } else for (0..n) |r| {
+            try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
+        }
+    };
 }
 
 fn testContext(n_threads: usize) !*root.Context {

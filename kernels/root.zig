@@ -9,7 +9,9 @@
 //! after its slot is reused.
 //!
 //! Weights are registered once (`dq_weight`: region, byte offset, type, shape), which checks that
-//! the tensor lies inside its mapping and has a computable type.
+//! the tensor lies inside its mapping and has a computable type. Q4_K weights can then be copied
+//! into a buffer in the 8-row layout one-token matmuls prefer (`dq_repack`), which also drops the
+//! source pages from the process, so the copy replaces the mapped tensor instead of doubling it.
 //!
 //! Work is submitted as a *command list* (`dq_exec`): a sequence of u32 words, each command
 //! `[opcode, word count, operands...]`. A forward pass over a batch of tokens is one list, so one
@@ -31,7 +33,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 3;
+pub const abi_version: u32 = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -118,36 +120,44 @@ fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
     return regionId(slot);
 }
 
-/// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1. With
-/// `resident` != 0 its pages are faulted in now rather than on first touch: for memory every
-/// token reads and writes in full (recurrent state), so that cost lands at allocation instead of
-/// in the first token. Buffers used a few rows at a time (KV caches, activations) stay lazy.
-export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
-    return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, resident != 0) catch -1;
+/// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1. `flags`:
+///   bit 0 (resident)  fault every page in now rather than on first touch: for memory every token
+///                     reads and writes in full (recurrent state), so that cost lands at allocation
+///                     instead of in the first token; implies huge pages
+///   bit 1 (huge)      2 MiB-aligned transparent huge pages: for large buffers written in full,
+///                     such as repacked weights (fewer TLB misses when streamed every token)
+/// Buffers used a few rows at a time (KV caches, activations) use neither.
+export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, flags: u32) i32 {
+    const resident = flags & 1 != 0;
+    const pages: Pages = if (resident) .huge_resident else if (flags & 2 != 0) .huge else .small;
+    return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, pages) catch -1;
 }
 
-fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
+const Pages = enum { small, huge, huge_resident };
+
+fn alloc(bytes: usize, pages: Pages) error{Failed}!i32 {
     const slot = try freeSlot();
     const len = std.mem.alignForward(usize, @max(bytes, 1), std.heap.page_size_min);
-    const ptr = mapAnonymous(len, resident) orelse return fail("cannot allocate {d} bytes", .{bytes});
+    const ptr = mapAnonymous(len, pages) orelse return fail("cannot allocate {d} bytes", .{bytes});
     regions[slot] = .{ .ptr = ptr, .len = bytes, .kind = .buffer, .generation = regions[slot].generation };
     return regionId(slot);
 }
 
 const huge_page = 2 << 20;
 
-/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. `resident`
-/// buffers are faulted in now, on 2 MiB-aligned transparent huge pages when they span one or
-/// more: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB pages took ~12,000 faults
-/// during its first forward pass, 60–110 ms here. Lazy buffers (KV caches, whose first prompt
-/// touches a few rows) keep small pages, so a first touch never zeroes 2 MiB it does not need.
-fn mapAnonymous(len: usize, resident: bool) ?[*]align(std.heap.page_size_min) u8 {
+/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. Huge-page
+/// buffers spanning at least one huge page are 2 MiB-aligned transparent huge pages; resident
+/// ones are also faulted in now: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB
+/// pages took ~12,000 faults during its first forward pass, 60–110 ms here. Lazy buffers (KV
+/// caches, whose first prompt touches a few rows) keep small pages, so a first touch never
+/// zeroes 2 MiB it does not need.
+fn mapAnonymous(len: usize, pages: Pages) ?[*]align(std.heap.page_size_min) u8 {
     const prot: linux.PROT = .{ .READ = true, .WRITE = true };
     const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true };
-    if (!resident or len < huge_page) {
+    if (pages == .small or len < huge_page) {
         const addr = linux.mmap(null, len, prot, flags, -1, 0);
         if (linux.errno(addr) != .SUCCESS) return null;
-        if (resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
+        if (pages == .huge_resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
         return @ptrFromInt(addr);
     }
     // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
@@ -159,7 +169,7 @@ fn mapAnonymous(len: usize, resident: bool) ?[*]align(std.heap.page_size_min) u8
     if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
     _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
     // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault in on first use.
-    _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
+    if (pages == .huge_resident) _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
     return @ptrFromInt(start);
 }
 
@@ -231,6 +241,47 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
     return fail("too many weights (limit {d})", .{max_weights});
 }
 
+/// Bytes `dq_repack` needs for a weight (its size), or 0 when the weight cannot be repacked
+/// (only Q4_K with a multiple of 8 rows can) or the id is invalid.
+export fn dq_repack_bytes(weight: u32) f64 {
+    const w = lookupWeight(weight) catch return 0;
+    if (!matmul.canRepack(w)) return 0;
+    return @floatFromInt(w.ne1 * w.row_bytes);
+}
+
+/// Copies a Q4_K weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in
+/// the 8-row interleaved layout (`quant/q4_k_x8.zig`), using the context's threads, then releases
+/// the source tensor's whole pages if it lies in a file mapping (they reload from the file if
+/// anything reads them again). Returns the new weight's id, or -1.
+export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) i32 {
+    return repackWeight(context, weight, region, (@as(usize, off_hi) << 32) | off_lo) catch -1;
+}
+
+fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Failed}!i32 {
+    const ctx = try lookupContext(context);
+    const w = try lookupWeight(weight);
+    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K with a multiple of 8 rows)", .{weight});
+    const src_region = &regions[weights[weight & 0xffff].region_slot];
+    const dst = try lookupRegion(region);
+    if (dst.kind != .buffer) return fail("repacking needs a buffer region, not a file mapping", .{});
+    const bytes = w.ne1 * w.row_bytes;
+    if (offset % 64 != 0) return fail("repack offset {d} is not 64-byte aligned", .{offset});
+    if (offset > dst.len or bytes > dst.len - offset) return fail("repacked weight (offset {d}, size {d}) extends past the end of its region ({d} bytes)", .{ offset, bytes, dst.len });
+    const slot = for (&weights, 0..) |*ws, i| {
+        if (!ws.used) break i;
+    } else return fail("too many weights (limit {d})", .{max_weights});
+    const repacked = matmul.repack(ctx, w, @alignCast(dst.ptr + offset));
+    if (src_region.kind == .mapping) {
+        const page = std.heap.page_size_min;
+        const start = std.mem.alignForward(usize, @intFromPtr(w.data), page);
+        const end = std.mem.alignBackward(usize, @intFromPtr(w.data) + bytes, page);
+        if (end > start) _ = linux.madvise(@ptrFromInt(start), end - start, linux.MADV.DONTNEED);
+    }
+    const ws = &weights[slot];
+    ws.* = .{ .weight = repacked, .region_slot = region & 0xffff, .used = true, .generation = ws.generation };
+    return @intCast(slot | (@as(usize, ws.generation & 0x7fff) << 16));
+}
+
 fn lookupWeight(id: u32) error{Failed}!*const Weight {
     const slot = id & 0xffff;
     if (slot >= max_weights) return fail("invalid weight id {d}", .{id});
@@ -256,7 +307,7 @@ pub const Context = struct {
             if (self.scratch.len != 0) _ = linux.munmap(self.scratch.ptr, self.scratch.len);
             self.scratch = &.{};
             const len = std.mem.alignForward(usize, bytes, std.heap.page_size_min);
-            const ptr = mapAnonymous(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
+            const ptr = mapAnonymous(len, .huge_resident) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
             self.scratch = ptr[0..len];
         }
         return self.scratch[0..bytes];

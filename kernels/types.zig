@@ -34,15 +34,18 @@ pub const GgmlType = enum(u32) {
 };
 
 /// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
-/// `row_bytes` apart (ne0 contiguous, as GGUF stores it).
+/// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, Q4_K rows in
+/// groups of 8 interleaved as `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes).
 pub const Weight = struct {
     data: [*]const u8,
     kind: GgmlType,
     ne0: usize,
     ne1: usize,
     row_bytes: usize,
+    repacked: bool = false,
 
     pub fn row(self: Weight, r: usize) [*]const u8 {
+        std.debug.assert(!self.repacked);
         return self.data + r * self.row_bytes;
     }
 

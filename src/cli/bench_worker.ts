@@ -3,8 +3,8 @@
  * `cli.ts bench` (./bench.ts). Both engines follow the same protocol, with the same prompt token
  * ids, thread count, context length and batch size:
  *
- * 1. load: the model file to a ready context (library open included; deltaq maps the file and
- *    registers weights, llama.cpp also repacks them);
+ * 1. load: the model file to a ready context (library open included; both map the file and
+ *    repack Q4_K matrices into interleaved copies — deltaq releasing the mapped originals);
  * 2. time to first token: on a fresh sequence (deltaq: a new session; llama.cpp: cleared memory),
  *    evaluate a short prompt and pick the first token greedily. It runs right after load, without
  *    warm-up, as a user would see it;

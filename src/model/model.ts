@@ -12,7 +12,7 @@ import type { Qwen35Config } from "./config.ts";
 import { Activations, encodeForward, type LayerState, type LogitRows } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
 import { recurrentStateBytes, Session, type SessionHost } from "./session.ts";
-import { loadWeights, type ModelWeights } from "./weights.ts";
+import { loadWeights, type ModelWeights, repackWeights } from "./weights.ts";
 import { fnv1a } from "../util/hash.ts";
 
 export interface LoadOptions {
@@ -67,6 +67,8 @@ export class Model implements SessionHost {
    * fresh pages. Zeroed while spare.
    */
   #spareState: Region | undefined;
+  /** The Q4_K matrices, repacked for the kernels (see repackWeights). */
+  #repacked: Region | undefined;
   /** Wall time inside native exec calls and in JS preparing them, while profiling. */
   #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
@@ -93,10 +95,12 @@ export class Model implements SessionHost {
     this.#context = new Context(threads);
     this.#rope = new RopeSchedule(cfg.nRot, cfg.ropeBase, cfg.ropeSections);
     try {
+      this.#repacked = repackWeights(weights, this.#context);
       this.#spareState = allocate(recurrentStateBytes(cfg), { resident: true });
       this.#activations = new Activations(cfg, this.#batch, 1);
     } catch (e) {
       this.#spareState?.free();
+      this.#repacked?.free();
       this.#context.free(); // else its worker threads outlive the failed load
       throw e;
     }
@@ -325,6 +329,7 @@ export class Model implements SessionHost {
     this.#spareState?.free();
     this.#activations.free();
     this.#context.free();
+    this.#repacked?.free();
     this.weights.mapping.free();
   }
 }

@@ -6,7 +6,7 @@
  */
 import { checkGgufPath, Metadata, parseGguf } from "../gguf/read.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
-import { mapFile, type Region, registerWeight } from "../native/kernels.ts";
+import { allocate, type Context, mapFile, type Region, registerWeight, repackBytes } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
 
 export interface AttentionWeights {
@@ -57,6 +57,47 @@ export interface ModelWeights {
   layers: LayerWeights[];
   /** Tensor name → GGML type, for info and profiling. */
   tensorTypes: Map<string, number>;
+}
+
+/** The fields of each layer kind that are matrices the forward pass multiplies by. */
+const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof DeltaNetWeights)[] } = {
+  attention: ["q", "k", "v", "output", "ffnGate", "ffnUp", "ffnDown"],
+  deltanet: ["qkv", "gate", "beta", "alpha", "ssmOut", "ffnGate", "ffnUp", "ffnDown"],
+};
+
+/**
+ * Copies every Q4_K matrix the kernels can repack into one buffer, in the 8-row layout their
+ * one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
+ * The kernels drop each original's mapped pages as it is copied, so resident memory stays about
+ * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
+ * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.
+ */
+export function repackWeights(w: ModelWeights, context: Context): Region | undefined {
+  const targets: { holder: Record<string, unknown>; key: string; id: number; offset: number }[] = [];
+  let total = 0;
+  const consider = (holder: Record<string, unknown>, key: string) => {
+    const id = holder[key] as number;
+    const bytes = repackBytes(id);
+    if (bytes === 0) return;
+    targets.push({ holder, key, id, offset: total });
+    total += Math.ceil(bytes / 64) * 64;
+  };
+  for (const layer of w.layers) {
+    const fields: string[] = layer.kind === "attention" ? MATRIX_FIELDS.attention : MATRIX_FIELDS.deltanet;
+    for (const key of fields) consider(layer as unknown as Record<string, unknown>, key);
+  }
+  if (w.output !== w.tokenEmbd) consider(w as unknown as Record<string, unknown>, "output");
+  if (targets.length === 0) return undefined;
+  // Not resident: pages arrive as the copies are written, while the originals' pages leave, so
+  // memory never holds both.
+  const region = allocate(total, { hugePages: true });
+  try {
+    for (const t of targets) t.holder[t.key] = context.repack(t.id, region, t.offset, `${w.file}: ${t.key}`);
+  } catch (e) {
+    region.free();
+    throw e;
+  }
+  return region;
 }
 
 export function loadWeights(path: string): ModelWeights {

@@ -9,7 +9,7 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
@@ -20,6 +20,8 @@ export const symbols = {
   dq_region_len: { parameters: ["u32"], result: "f64" },
   dq_region_free: { parameters: ["u32"], result: "void" },
   dq_weight: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32"], result: "i32" },
+  dq_repack_bytes: { parameters: ["u32"], result: "f64" },
+  dq_repack: { parameters: ["u32", "u32", "u32", "u32", "u32"], result: "i32" },
   dq_context: { parameters: ["u32"], result: "i32" },
   dq_context_free: { parameters: ["u32"], result: "void" },
   dq_exec: { parameters: ["u32", "buffer", "u32"], result: "i32" },

@@ -91,12 +91,14 @@ export function mapFile(path: string): Region {
 
 /**
  * A zeroed buffer. `resident` faults its pages in now (on huge pages), for memory every token
- * reads in full; otherwise pages arrive on first use (KV caches sized for the whole context).
+ * reads in full; `hugePages` puts a large buffer on huge pages that arrive as it is first written
+ * (repacked weights); otherwise pages arrive on first use (KV caches sized for the whole context).
  */
-export function allocate(bytes: number, opts: { resident?: boolean } = {}): Region {
+export function allocate(bytes: number, opts: { resident?: boolean; hugePages?: boolean } = {}): Region {
   if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot allocate ${bytes} bytes`);
   const n = openNative();
-  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), opts.resident ? 1 : 0), `allocating ${bytes} bytes`);
+  const flags = (opts.resident ? 1 : 0) | (opts.hugePages ? 2 : 0);
+  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), flags), `allocating ${bytes} bytes`);
   return new Region(n, id, bytes);
 }
 
@@ -114,6 +116,14 @@ export function registerWeight(
   }
   const n = region.native;
   return check(n, n.dq_weight(region.id, byteOffset >>> 0, Math.floor(byteOffset / 2 ** 32), type, ne0, ne1), name);
+}
+
+/**
+ * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K matrices
+ * with a multiple of 8 rows can).
+ */
+export function repackBytes(weight: number): number {
+  return openNative().dq_repack_bytes(weight);
 }
 
 /** A worker pool plus scratch memory; commands run on it. */
@@ -135,6 +145,16 @@ export class Context {
     }
     const rc = this.native.dq_exec(this.id, list.words.subarray(0, list.length), list.length);
     if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
+  }
+
+  /**
+   * Copies a Q4_K weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in
+   * the kernels' 8-row interleaved layout, on this context's threads; returns the copy's weight id.
+   * The original's mapped pages are dropped from memory (they reload if read again).
+   */
+  repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {
+    const rc = this.native.dq_repack(this.id, weight, region.id, byteOffset >>> 0, Math.floor(byteOffset / 2 ** 32));
+    return check(this.native, rc, `${name}: repacking`);
   }
 
   /** Turns per-command timing on (clearing earlier counts) or off. */

@@ -16,6 +16,7 @@ import {
   type Ref,
   type Region,
   registerWeight,
+  repackBytes,
 } from "../../src/native/kernels.ts";
 import { basePaths } from "./bases.ts";
 
@@ -37,6 +38,9 @@ const norm16 = registerWeight(wRegion, 256, GgmlType.F32, 16, 1, "norm");
 const conv17 = registerWeight(wRegion, 512, GgmlType.F32, 17, 8, "conv K=17"); // 8 channels of 17 taps
 const convF16 = registerWeight(wRegion, 1088, GgmlType.F16, 4, 8, "conv F16");
 const heads2 = registerWeight(wRegion, 1152, GgmlType.F32, 2, 1, "per-head");
+// 8 rows of one Q4_K block (144 bytes each): repackable.
+const q4k8 = registerWeight(wRegion, 1280, GgmlType.Q4_K, 256, 8, "Q4_K 8 rows");
+const q4k7 = registerWeight(wRegion, 1280, GgmlType.Q4_K, 256, 7, "Q4_K 7 rows");
 const goneRegion = allocate(256);
 const gone = registerWeight(goneRegion, 0, GgmlType.F32, 8, 1, "gone");
 goneRegion.free();
@@ -443,7 +447,32 @@ const cases: Case[] = [
     expect: "/nonexistent/model.gguf: cannot open",
   },
   { name: "mapping an empty file", run: () => mapFile(emptyFile()), expect: "the file is empty" },
+  {
+    name: "repacking a matrix that is not Q4_K",
+    run: () => ctx.repack(embed4x8, buf, 0),
+    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows)",
+  },
+  {
+    name: "repacking Q4_K rows that are not whole groups of 8",
+    run: () => ctx.repack(q4k7, buf, 0),
+    expect: "cannot be repacked",
+  },
+  { name: "repacking into a file mapping", run: () => ctx.repack(q4k8, mapping, 0), expect: "needs a buffer region" },
+  { name: "repacking to an unaligned offset", run: () => ctx.repack(q4k8, buf, 32), expect: "not 64-byte aligned" },
+  {
+    name: "repacking past the end of the buffer",
+    run: () => ctx.repack(q4k8, small, 0),
+    expect: "extends past the end of its region",
+  },
+  { name: "repacking a freed weight", run: () => ctx.repack(gone, buf, 0), expect: "was freed or never existed" },
 ];
+
+Deno.test("native: repackBytes is the matrix size for repackable weights and 0 otherwise", () => {
+  assert.equal(repackBytes(q4k8), 8 * 144);
+  assert.equal(repackBytes(q4k7), 0);
+  assert.equal(repackBytes(embed4x8), 0);
+  assert.equal(repackBytes(gone), 0);
+});
 
 function embedIds(ids: number[]) {
   const tokens = allocate(64);
