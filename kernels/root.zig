@@ -120,44 +120,36 @@ fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
     return regionId(slot);
 }
 
-/// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1. `flags`:
-///   bit 0 (resident)  fault every page in now rather than on first touch: for memory every token
-///                     reads and writes in full (recurrent state), so that cost lands at allocation
-///                     instead of in the first token; implies huge pages
-///   bit 1 (huge)      2 MiB-aligned transparent huge pages: for large buffers written in full,
-///                     such as repacked weights (fewer TLB misses when streamed every token)
-/// Buffers used a few rows at a time (KV caches, activations) use neither.
-export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, flags: u32) i32 {
-    const resident = flags & 1 != 0;
-    const pages: Pages = if (resident) .huge_resident else if (flags & 2 != 0) .huge else .small;
-    return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, pages) catch -1;
+/// Allocates a zeroed buffer of `lo | hi << 32` bytes. Returns a region id, or -1. With
+/// `resident` != 0 its pages are faulted in now rather than on first touch: for memory every
+/// token reads and writes in full (recurrent state), so that cost lands at allocation instead of
+/// in the first token. Buffers used a few rows at a time (KV caches, activations) stay lazy.
+export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
+    return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, resident != 0) catch -1;
 }
 
-const Pages = enum { small, huge, huge_resident };
-
-fn alloc(bytes: usize, pages: Pages) error{Failed}!i32 {
+fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
     const slot = try freeSlot();
     const len = std.mem.alignForward(usize, @max(bytes, 1), std.heap.page_size_min);
-    const ptr = mapAnonymous(len, pages) orelse return fail("cannot allocate {d} bytes", .{bytes});
+    const ptr = mapAnonymous(len, resident) orelse return fail("cannot allocate {d} bytes", .{bytes});
     regions[slot] = .{ .ptr = ptr, .len = bytes, .kind = .buffer, .generation = regions[slot].generation };
     return regionId(slot);
 }
 
 const huge_page = 2 << 20;
 
-/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. Huge-page
-/// buffers spanning at least one huge page are 2 MiB-aligned transparent huge pages; resident
-/// ones are also faulted in now: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB
-/// pages took ~12,000 faults during its first forward pass, 60–110 ms here. Lazy buffers (KV
-/// caches, whose first prompt touches a few rows) keep small pages, so a first touch never
-/// zeroes 2 MiB it does not need.
-fn mapAnonymous(len: usize, pages: Pages) ?[*]align(std.heap.page_size_min) u8 {
+/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. `resident`
+/// buffers are faulted in now, on 2 MiB-aligned transparent huge pages when they span one or
+/// more: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB pages took ~12,000 faults
+/// during its first forward pass, 60–110 ms here. Lazy buffers (KV caches, whose first prompt
+/// touches a few rows) keep small pages, so a first touch never zeroes 2 MiB it does not need.
+fn mapAnonymous(len: usize, resident: bool) ?[*]align(std.heap.page_size_min) u8 {
     const prot: linux.PROT = .{ .READ = true, .WRITE = true };
     const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true };
-    if (pages == .small or len < huge_page) {
+    if (!resident or len < huge_page) {
         const addr = linux.mmap(null, len, prot, flags, -1, 0);
         if (linux.errno(addr) != .SUCCESS) return null;
-        if (pages == .huge_resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
+        if (resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
         return @ptrFromInt(addr);
     }
     // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
@@ -169,7 +161,7 @@ fn mapAnonymous(len: usize, pages: Pages) ?[*]align(std.heap.page_size_min) u8 {
     if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
     _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
     // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault in on first use.
-    if (pages == .huge_resident) _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
+    _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
     return @ptrFromInt(start);
 }
 
@@ -307,7 +299,7 @@ pub const Context = struct {
             if (self.scratch.len != 0) _ = linux.munmap(self.scratch.ptr, self.scratch.len);
             self.scratch = &.{};
             const len = std.mem.alignForward(usize, bytes, std.heap.page_size_min);
-            const ptr = mapAnonymous(len, .huge_resident) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
+            const ptr = mapAnonymous(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
             self.scratch = ptr[0..len];
         }
         return self.scratch[0..bytes];

@@ -88,9 +88,11 @@ export function repackWeights(w: ModelWeights, context: Context): Region | undef
   }
   if (w.output !== w.tokenEmbd) consider(w as unknown as Record<string, unknown>, "output");
   if (targets.length === 0) return undefined;
-  // Not resident: pages arrive as the copies are written, while the originals' pages leave, so
-  // memory never holds both.
-  const region = allocate(total, { hugePages: true });
+  // Not resident: pages arrive as the copies are written while the originals' pages leave, so
+  // memory never holds both. Small pages: huge ones halved the copy's ~600 ms when memory was
+  // unfragmented but took ~3 s (kernel compaction) in benchmark runs alternating with llama.cpp,
+  // and whole-model decode measured 13.5 vs 14.0 tok/s, within this machine's run-to-run noise.
+  const region = allocate(total);
   try {
     for (const t of targets) t.holder[t.key] = context.repack(t.id, region, t.offset, `${w.file}: ${t.key}`);
   } catch (e) {

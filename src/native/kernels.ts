@@ -91,14 +91,12 @@ export function mapFile(path: string): Region {
 
 /**
  * A zeroed buffer. `resident` faults its pages in now (on huge pages), for memory every token
- * reads in full; `hugePages` puts a large buffer on huge pages that arrive as it is first written
- * (repacked weights); otherwise pages arrive on first use (KV caches sized for the whole context).
+ * reads in full; otherwise pages arrive on first use (KV caches sized for the whole context).
  */
-export function allocate(bytes: number, opts: { resident?: boolean; hugePages?: boolean } = {}): Region {
+export function allocate(bytes: number, opts: { resident?: boolean } = {}): Region {
   if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot allocate ${bytes} bytes`);
   const n = openNative();
-  const flags = (opts.resident ? 1 : 0) | (opts.hugePages ? 2 : 0);
-  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), flags), `allocating ${bytes} bytes`);
+  const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), opts.resident ? 1 : 0), `allocating ${bytes} bytes`);
   return new Region(n, id, bytes);
 }
 
