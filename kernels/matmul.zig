@@ -97,6 +97,11 @@ pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight
             const nb = j.w.ne0 / 256;
             const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
             const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+            // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
+            const page = std.heap.page_size_min;
+            const first = std.mem.alignBackward(usize, @intFromPtr(groups + s.begin * nb), page);
+            const last = std.mem.alignForward(usize, @intFromPtr(groups + s.end * nb), page);
+            if (last > first) _ = std.os.linux.madvise(@ptrFromInt(first), last - first, 23); // MADV_POPULATE_WRITE
             for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
         }
     };
