@@ -40,16 +40,33 @@ pub fn scaleMinRef(j: usize, s: *const [12]u8) struct { sc: u8, m: u8 } {
     return .{ .sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4), .m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4) };
 }
 
-/// All eight scales and mins at once (Q5_K packs them the same way). With the 12 bytes read as
-/// little-endian words a, b, c: sc[0..4] = a & 63, m[0..4] = b & 63, sc[4..8] = low nibbles of c
-/// plus a's top two bits, m[4..8] = high nibbles of c plus b's top two bits.
+/// All eight scales and mins at once (Q5_K packs them the same way), from `scaleWords`.
 pub inline fn scalesAndMins(s: *const [12]u8) struct { sc: @Vector(8, u8), m: @Vector(8, u8) } {
     const a = std.mem.readInt(u32, s[0..4], .little);
     const b = std.mem.readInt(u32, s[4..8], .little);
     const c = std.mem.readInt(u32, s[8..12], .little);
-    const sc = [2]u32{ a & 0x3f3f3f3f, (c & 0x0f0f0f0f) | ((a >> 2) & 0x30303030) };
-    const m = [2]u32{ b & 0x3f3f3f3f, ((c >> 4) & 0x0f0f0f0f) | ((b >> 2) & 0x30303030) };
-    return .{ .sc = @bitCast(sc), .m = @bitCast(m) };
+    const w = scaleWords(u32, a, b, c);
+    return .{ .sc = @bitCast([2]u32{ w.sc[0], w.sc[1] }), .m = @bitCast([2]u32{ w.m[0], w.m[1] }) };
+}
+
+/// The packing rule on the 12 scale bytes read as little-endian words a, b, c — of one block
+/// (`u32`) or of several side by side (`@Vector(n, u32)`, as repacked Q4_K keeps them):
+/// sc[0..4] = a & 63, m[0..4] = b & 63, sc[4..8] = low nibbles of c plus a's top two bits,
+/// m[4..8] = high nibbles of c plus b's top two bits; one value per byte of each result word.
+pub inline fn scaleWords(comptime W: type, a: W, b: W, c: W) struct { sc: [2]W, m: [2]W } {
+    const low6 = rep(W, 0x3f3f3f3f);
+    const low4 = rep(W, 0x0f0f0f0f);
+    const top2 = rep(W, 0x30303030);
+    return .{
+        .sc = .{ a & low6, (c & low4) | ((a >> rep(W, 2)) & top2) },
+        .m = .{ b & low6, ((c >> rep(W, 4)) & low4) | ((b >> rep(W, 2)) & top2) },
+    };
+}
+
+/// `v` as a W: itself for u32, in every lane for a vector (comptime, so it also serves as a
+/// shift amount).
+inline fn rep(comptime W: type, comptime v: u32) W {
+    return if (@typeInfo(W) == .vector) @splat(v) else v;
 }
 
 /// [m0, m0, m1, m1, …, m7, m7] as i16: multiplies the activation's 16 bsums pairwise.

@@ -74,20 +74,13 @@ pub fn block(g: *const Group, r: usize) q4_k.Block {
 const ScalesAndMins = struct { sc: [8]I32x8, m: [8]I32x8 };
 
 inline fn scalesAndMins(g: *const Group) ScalesAndMins {
-    const a: U32x8 = g.scales[0];
-    const b: U32x8 = g.scales[1];
-    const c: U32x8 = g.scales[2];
-    const low6: U32x8 = @splat(0x3f3f3f3f);
-    const low4: U32x8 = @splat(0x0f0f0f0f);
-    const top2: U32x8 = @splat(0x30303030);
-    const packed_sc = [2]U32x8{ a & low6, (c & low4) | ((a >> @splat(2)) & top2) };
-    const packed_m = [2]U32x8{ b & low6, ((c >> @splat(4)) & low4) | ((b >> @splat(2)) & top2) };
+    const w = q4_k.scaleWords(U32x8, g.scales[0], g.scales[1], g.scales[2]);
     var out: ScalesAndMins = undefined;
     const byte: U32x8 = @splat(0xff);
     inline for (0..8) |j| {
         const shift: U32x8 = @splat(8 * (j % 4));
-        out.sc[j] = @bitCast((packed_sc[j / 4] >> shift) & byte);
-        out.m[j] = @bitCast((packed_m[j / 4] >> shift) & byte);
+        out.sc[j] = @bitCast((w.sc[j / 4] >> shift) & byte);
+        out.m[j] = @bitCast((w.m[j / 4] >> shift) & byte);
     }
     return out;
 }
