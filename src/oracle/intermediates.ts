@@ -79,7 +79,14 @@ export function dumpLlama(
       return true;
     },
   );
-  const ref = LlamaReference.load(path, { threads, contextLength: 256, evalCallback: callback.pointer });
+  // Without extra buffer types llama.cpp takes the same matmul paths on every x86 CPU (see
+  // `extraBufferTypes`), so the reference's rounding does not depend on whether it has AMX.
+  const ref = LlamaReference.load(path, {
+    threads,
+    contextLength: 256,
+    evalCallback: callback.pointer,
+    extraBufferTypes: false,
+  });
   try {
     const V = ref.nVocab;
     const logits = new Float32Array(batches.flat().length * V);

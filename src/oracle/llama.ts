@@ -6,6 +6,7 @@
  * Configuration the reference runs with (llama.cpp defaults unless an option says otherwise):
  * - CPU backend only: `ggml_backend_load_all_from_path(<bins dir>)` picks the best
  *   libggml-cpu-<arch>.so for this CPU (haswell on an AVX2+FMA+F16C machine without AVX-512).
+ *   Extra buffer types (weight repacks, AMX) are on unless `extraBufferTypes: false`.
  * - KV cache in F16 (`type_k` = `type_v` = GGML_TYPE_F16, the context default); recurrent
  *   (Gated DeltaNet) state in F32.
  * - `flash_attn_type` = AUTO by default, which llama.cpp resolves to *enabled* on the CPU backend
@@ -339,6 +340,14 @@ export interface LlamaLoadOptions {
   batchSize?: number;
   /** Load only the vocabulary (tokenizer use); `eval` is then unavailable. */
   vocabOnly?: boolean;
+  /**
+   * `use_extra_bufts` (default true, llama.cpp's): lets the CPU backend move weights into its
+   * extra buffer types, the Q4_K/Q4_0 repacks and, on CPUs with AMX, the AMX buffer. The AMX
+   * buffer multiplies F16 weights by *unrounded* f32 activations for the matrices whose shapes its
+   * kernels take, and by F16-rounded ones elsewhere, so with it on llama.cpp's F16 numerics depend
+   * on the CPU. The node-by-node reference turns it off.
+   */
+  extraBufferTypes?: boolean;
   /** Force flash attention on or off; default lets llama.cpp decide (AUTO → on, on the CPU). */
   flashAttention?: boolean;
   /**
@@ -392,6 +401,7 @@ export class LlamaReference {
     const t0 = performance.now();
     const mp = new Uint8Array(llama.llama_model_default_params());
     MODEL_PARAMS.set(mp, "vocab_only", options.vocabOnly ?? false);
+    MODEL_PARAMS.set(mp, "use_extra_bufts", options.extraBufferTypes ?? true);
     recentErrors.length = 0;
     const model = llama.llama_model_load_from_file(cString(path), mp);
     if (model === null) throw new DeltaqError(`llama.cpp cannot load ${path}${takeErrors()}`);
