@@ -16,7 +16,7 @@
 //! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
 //! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
-//! panel (`kquants.Unpacked`), then every tile of the chunk reads the panel; Q8_0 and float
+//! panel (`kquants.Panel`), then every tile of the chunk reads the panel; Q8_0 and float
 //! weights are read directly. Token chunks are sized so their activations stay in L2.
 const std = @import("std");
 const types = @import("types.zig");
@@ -313,8 +313,8 @@ fn KQuantKernel(comptime F: type) type {
             return q8_k.Row.at(self.acts, self.p.w.ne0, t);
         }
 
-        fn panel(self: *const Self, worker: usize) [*]kquants.Unpacked {
-            return @ptrCast(@alignCast(self.panels + worker * self.panel_bytes));
+        fn panel(self: *const Self, worker: usize) kquants.Panel {
+            return .{ .pairs = @ptrCast(@alignCast(self.panels + worker * self.panel_bytes)), .nb = self.p.w.ne0 / 256 };
         }
 
         /// Repacked: the groups of the 8 rows from r (a multiple of 8).
@@ -343,7 +343,7 @@ fn KQuantKernel(comptime F: type) type {
                 const next = self.groups(if (next_ok) r + n_rows else r);
                 for (0..nb) |b| {
                     if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(q4_k_x8.Group));
-                    q4_k_x8.unpackGroup(&src[b], dst + b, nb);
+                    q4_k_x8.unpackGroup(&src[b], dst, 0, b);
                 }
                 return;
             }
@@ -352,19 +352,18 @@ fn KQuantKernel(comptime F: type) type {
                 const next = self.blocks(if (next_ok) r + i + n_rows else r + i);
                 for (0..nb) |b| {
                     if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(F.Block));
-                    F.unpack(&src[b], &dst[i * nb + b]);
+                    var u: kquants.Unpacked = undefined;
+                    F.unpack(&src[b], &u);
+                    dst.store(i, b, &u);
                 }
             }
         }
 
         fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, first: usize, t: usize) [R][T]f32 {
-            const nb = self.p.w.ne0 / 256;
-            var rows: [R][*]const kquants.Unpacked = undefined;
-            inline for (0..R) |i| rows[i] = self.panel(worker) + (first + i) * nb;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
             var out: [R][T]f32 = undefined;
-            kquants.tile(R, T, F.scheme, rows, acts, nb, &out);
+            kquants.tile(R, T, F.scheme, self.panel(worker), first, acts, &out);
             return out;
         }
     };
@@ -380,7 +379,7 @@ fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!voi
     const K = KQuantKernel(F);
     const k = p.w.ne0;
     const act_bytes = K.actRowBytes(k);
-    const panel_bytes = std.mem.alignForward(usize, K.group_rows * (k / 256) * @sizeOf(kquants.Unpacked), 64);
+    const panel_bytes = std.mem.alignForward(usize, kquants.Panel.bytes(K.group_rows, k / 256), 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
     if (p.n_tokens > 1) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);

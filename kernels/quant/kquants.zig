@@ -26,9 +26,13 @@
 //!              + d·dx·Σ_i scales_hi[i]·(Σ_{v≥4} lane_i(vals[v]·x[v]) − 32·bsums[2i+1])
 //!
 //! Everything inside d·dx·(…) is integer, as in llama.cpp's dot products (the −32 terms start the
-//! accumulators). Float scales per sub-block would be as accurate, but the synthetic parity
-//! models amplify any change of rounding order (an int8 activation rounding that flips), and
-//! integer scales keep deltaq's sums closest to the reference's.
+//! accumulators); the tile multiplies each lane's sum by its scale in f32, which gives exactly the
+//! integer product converted to f32 (see `Pair`). Rounding the scale into d instead would be as
+//! accurate, but the synthetic parity models amplify any change of rounding order (an int8
+//! activation rounding that flips), and these sums stay closest to the reference's.
+//!
+//! The tile reads unpacked blocks from a `Panel`, which stores rows in pairs so that AVX-512
+//! multiplies two rows per instruction.
 const std = @import("std");
 const common = @import("common.zig");
 const q8_k = @import("q8_k.zig");
@@ -38,6 +42,10 @@ const I8x32 = common.I8x32;
 const I16x16 = common.I16x16;
 const I32x8 = common.I32x8;
 const F32x8 = common.F32x8;
+const U8x64 = common.U8x64;
+const I8x64 = common.I8x64;
+const I32x16 = common.I32x16;
+const F32x16 = common.F32x16;
 
 /// One weight block of 256 values, unpacked for the tile (layout above).
 pub const Unpacked = struct {
@@ -76,22 +84,119 @@ pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.B
     return out;
 }
 
-/// Σ over the `nb` blocks of a row for R weight rows × T tokens; out[r][t] receives the dot
-/// products. `panel[r]` points at row r's unpacked blocks, `acts[t]` at token t's interleaved
-/// Q8_K row.
+/// The GEMM panel: the unpacked blocks of a group of rows, stored by row pairs. Every 32-byte
+/// field of `Unpacked` appears twice in a `Pair`, row 2p's then row 2p+1's, so one 64-byte vector
+/// holds both rows: the 64-byte tile (`has_vnni512`) multiplies two rows per `vpdpbusd` against
+/// an activation chunk broadcast to both halves, and the 32-byte tile reads one half. Scales are
+/// stored as floats: Σ·scale in f32 is the exact integer product (< 2^24 for Q4_K/Q5_K; Q6_K
+/// rounds it as converting the integer product would), one `vmulps` instead of a two-uop
+/// `vpmulld`.
+pub const Pair = struct {
+    vals: [8]U8x64,
+    scales_lo: F32x16,
+    scales_hi: F32x16,
+    d: F32x16,
+    mins: F32x16,
+};
+
+pub const Panel = struct {
+    pairs: [*]Pair,
+    /// Blocks per row.
+    nb: usize,
+
+    pub fn bytes(n_rows: usize, nb: usize) usize {
+        return (n_rows + 1) / 2 * nb * @sizeOf(Pair);
+    }
+
+    inline fn pair(p: Panel, row: usize, b: usize) *Pair {
+        return &p.pairs[row / 2 * p.nb + b];
+    }
+
+    pub inline fn setVals(p: Panel, row: usize, b: usize, comptime v: usize, x: U8x32) void {
+        halfOf(U8x32, &p.pair(row, b).vals[v], row % 2).* = x;
+    }
+
+    pub inline fn setScales(p: Panel, row: usize, b: usize, lo: I32x8, hi: I32x8) void {
+        const pr = p.pair(row, b);
+        halfOf(F32x8, &pr.scales_lo, row % 2).* = @floatFromInt(lo);
+        halfOf(F32x8, &pr.scales_hi, row % 2).* = @floatFromInt(hi);
+    }
+
+    pub inline fn setD(p: Panel, row: usize, b: usize, d: F32x8, mins: F32x8) void {
+        const pr = p.pair(row, b);
+        halfOf(F32x8, &pr.d, row % 2).* = d;
+        halfOf(F32x8, &pr.mins, row % 2).* = mins;
+    }
+
+    /// Stores row `row`'s block b.
+    pub inline fn store(p: Panel, row: usize, b: usize, u: *const Unpacked) void {
+        inline for (0..8) |v| p.setVals(row, b, v, u.vals[v]);
+        p.setScales(row, b, u.scales_lo, u.scales_hi);
+        p.setD(row, b, u.d, u.mins);
+    }
+
+    /// Row `row`'s block b as stored (scales back to integers).
+    pub fn load(p: Panel, row: usize, b: usize) Unpacked {
+        const pr = p.pair(row, b);
+        var u: Unpacked = undefined;
+        inline for (0..8) |v| u.vals[v] = halfOf(U8x32, &pr.vals[v], row % 2).*;
+        u.scales_lo = @intFromFloat(halfOf(F32x8, &pr.scales_lo, row % 2).*);
+        u.scales_hi = @intFromFloat(halfOf(F32x8, &pr.scales_hi, row % 2).*);
+        u.d = halfOf(F32x8, &pr.d, row % 2).*;
+        u.mins = halfOf(F32x8, &pr.mins, row % 2).*;
+        return u;
+    }
+};
+
+/// Half h of a 64-byte field.
+inline fn halfOf(comptime H: type, whole: anytype, h: usize) *H {
+    return &@as(*[2]H, @ptrCast(whole))[h];
+}
+
+/// Half h of a 64-byte field, read-only.
+inline fn halfConst(comptime H: type, whole: anytype, h: usize) H {
+    return @as(*const [2]H, @ptrCast(whole))[h];
+}
+
+/// Σ over the blocks of a row for R panel rows from `first` × T tokens; out[r][t] receives the
+/// dot products. `acts[t]` is token t's interleaved Q8_K row.
 pub fn tile(
     comptime R: usize,
     comptime T: usize,
     comptime scheme: Scheme,
-    panel: [R][*]const Unpacked,
+    panel: Panel,
+    first: usize,
     acts: [T]q8_k.Row,
-    nb: usize,
+    out: *[R][T]f32,
+) void {
+    if (comptime common.has_vnni512 and R % 2 == 0) {
+        std.debug.assert(first % 2 == 0);
+        return tilePairs(R / 2, T, scheme, panel, first / 2, acts, out);
+    }
+    tileRows(R, T, scheme, panel, first, acts, out);
+}
+
+/// `tile` on 32-byte vectors, one row per instruction.
+fn tileRows(
+    comptime R: usize,
+    comptime T: usize,
+    comptime scheme: Scheme,
+    panel: Panel,
+    first: usize,
+    acts: [T]q8_k.Row,
     out: *[R][T]f32,
 ) void {
     // Q6_K's two scales per sub-block: vectors 0-3 then 4-7, each group scaled on its own, so one
     // integer accumulator per (row, token) stays live either way.
     const groups = if (scheme == .scale16_offset32) 2 else 1;
     const per_group = 8 / groups;
+    const nb = panel.nb;
+    var rows: [R][*]const Pair = undefined;
+    var halves: [R]usize = undefined;
+    inline for (0..R) |r| {
+        rows[r] = panel.pairs + (first + r) / 2 * nb;
+        halves[r] = (first + r) % 2;
+    }
     var facc: [R][T]F32x8 = @splat(@splat(@splat(0)));
     for (0..nb) |b| {
         inline for (0..groups) |g| {
@@ -104,27 +209,86 @@ pub fn tile(
                 var x: [T]I8x32 = undefined;
                 inline for (0..T) |t| x[t] = acts[t].qs[b * 256 + 32 * v ..][0..32].*;
                 inline for (0..R) |r| {
-                    const w = panel[r][b].vals[v];
+                    const w = halfConst(U8x32, &rows[r][b].vals[v], halves[r]);
                     inline for (0..T) |t| iacc[r][t] = common.dotBytes(iacc[r][t], w, x[t]);
                 }
             }
             inline for (0..T) |t| {
                 const dx: F32x8 = @splat(acts[t].d[b]);
                 inline for (0..R) |r| {
-                    const w = &panel[r][b];
-                    const scaled = iacc[r][t] *% (if (g == 0) w.scales_lo else w.scales_hi);
-                    facc[r][t] = @mulAdd(F32x8, @floatFromInt(scaled), w.d * dx, facc[r][t]);
+                    const pr = &rows[r][b];
+                    const scale = halfConst(F32x8, if (g == 0) &pr.scales_lo else &pr.scales_hi, halves[r]);
+                    const scaled = @as(F32x8, @floatFromInt(iacc[r][t])) * scale;
+                    facc[r][t] = @mulAdd(F32x8, scaled, halfConst(F32x8, &pr.d, halves[r]) * dx, facc[r][t]);
                 }
             }
         }
         if (scheme == .scale32_min) inline for (0..T) |t| {
             const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
-            inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, panel[r][b].mins, sums32, facc[r][t]);
+            inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
         };
     }
     inline for (0..R) |r| inline for (0..T) |t| {
         out[r][t] = common.sum(facc[r][t]);
     };
+}
+
+/// `tile` for P row pairs from pair `first_pair`, on 64-byte vectors: the same sums in the same
+/// order, two rows per instruction.
+fn tilePairs(
+    comptime P: usize,
+    comptime T: usize,
+    comptime scheme: Scheme,
+    panel: Panel,
+    first_pair: usize,
+    acts: [T]q8_k.Row,
+    out: *[2 * P][T]f32,
+) void {
+    const groups = if (scheme == .scale16_offset32) 2 else 1;
+    const per_group = 8 / groups;
+    const nb = panel.nb;
+    var pairs: [P][*]const Pair = undefined;
+    inline for (0..P) |p| pairs[p] = panel.pairs + (first_pair + p) * nb;
+    var facc: [P][T]F32x16 = @splat(@splat(@splat(0)));
+    for (0..nb) |b| {
+        inline for (0..groups) |g| {
+            var iacc: [P][T]I32x16 = undefined;
+            inline for (0..T) |t| {
+                const start: I32x16 = if (scheme == .scale16_offset32) both(i32, offsetSums(acts[t].bsums + b * 16, g)) else @splat(0);
+                inline for (0..P) |p| iacc[p][t] = start;
+            }
+            inline for (per_group * g..per_group * (g + 1)) |v| {
+                var x: [T]I8x64 = undefined;
+                inline for (0..T) |t| x[t] = both(i8, acts[t].qs[b * 256 + 32 * v ..][0..32].*);
+                inline for (0..P) |p| {
+                    const w = pairs[p][b].vals[v];
+                    inline for (0..T) |t| iacc[p][t] = common.dotBytes64(iacc[p][t], w, x[t]);
+                }
+            }
+            inline for (0..T) |t| {
+                const dx: F32x16 = @splat(acts[t].d[b]);
+                inline for (0..P) |p| {
+                    const pr = &pairs[p][b];
+                    const scaled = @as(F32x16, @floatFromInt(iacc[p][t])) * (if (g == 0) pr.scales_lo else pr.scales_hi);
+                    facc[p][t] = @mulAdd(F32x16, scaled, pr.d * dx, facc[p][t]);
+                }
+            }
+        }
+        if (scheme == .scale32_min) inline for (0..T) |t| {
+            const sums32 = both(f32, acts[t].sums32[b * 8 ..][0..8].*);
+            inline for (0..P) |p| facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
+        };
+    }
+    inline for (0..P) |p| inline for (0..T) |t| {
+        const lanes: [16]f32 = facc[p][t];
+        out[2 * p][t] = common.sum(lanes[0..8].*);
+        out[2 * p + 1][t] = common.sum(lanes[8..16].*);
+    };
+}
+
+/// A 32-byte vector in both halves of a 64-byte one (`vbroadcasti64x4` from memory).
+inline fn both(comptime E: type, v: @Vector(32 / @sizeOf(E), E)) @Vector(64 / @sizeOf(E), E) {
+    return std.simd.join(v, v);
 }
 
 /// −32·bsums[2i + half] in lane i: the Q6_K offset of each 16-value half sub-block.
@@ -189,15 +353,18 @@ pub fn randomUnpacked(rand: std.Random, out: []Unpacked) void {
     }
 }
 
-test "K-quant GEMM tile matches the lane-by-lane reference for several tile shapes" {
+test "K-quant GEMM tiles match the lane-by-lane reference for several tile shapes and offsets" {
     var prng = common.testRng(11);
     const rand = prng.random();
     const nb = 3;
     const k = nb * 256;
-    const n_rows = 4;
+    const n_rows = 5;
     const n_tok = 4;
-    var panel: [n_rows][nb]Unpacked = undefined;
-    for (&panel) |*p| randomUnpacked(rand, p);
+    var rows: [n_rows][nb]Unpacked = undefined;
+    for (&rows) |*p| randomUnpacked(rand, p);
+    var pairs: [Panel.bytes(n_rows, nb) / @sizeOf(Pair)]Pair = undefined;
+    const panel = Panel{ .pairs = &pairs, .nb = nb };
+    for (0..n_rows) |r| for (0..nb) |b| panel.store(r, b, &rows[r][b]);
     var act_buf: [n_tok * q8_k.Row.bytes(k)]u8 align(64) = undefined;
     var x: [k]f32 = undefined;
     var acts: [n_tok]q8_k.Row = undefined;
@@ -207,17 +374,23 @@ test "K-quant GEMM tile matches the lane-by-lane reference for several tile shap
         q8_k.quantize(&x, k, acts[t]);
         q8_k.interleave(acts[t], k);
     }
+    for (0..n_rows) |r| for (0..nb) |b| {
+        try std.testing.expectEqualSlices(u8, std.mem.asBytes(&rows[r][b]), std.mem.asBytes(&panel.load(r, b)));
+    };
     inline for (.{ .scale32_min, .scale16_offset32 }) |scheme| {
-        inline for (.{ .{ 1, 1 }, .{ 2, 3 }, .{ 4, 4 } }) |shape| {
+        inline for (.{ .{ 1, 1, 3 }, .{ 2, 3, 2 }, .{ 4, 4, 0 }, .{ 1, 4, 4 } }) |shape| {
             const R = shape[0];
             const T = shape[1];
-            var rows: [R][*]const Unpacked = undefined;
-            for (0..R) |r| rows[r] = &panel[r];
+            const first = shape[2];
             var out: [R][T]f32 = undefined;
-            tile(R, T, scheme, rows, acts[0..T].*, nb, &out);
+            tile(R, T, scheme, panel, first, acts[0..T].*, &out);
+            var out_rows: [R][T]f32 = undefined;
+            tileRows(R, T, scheme, panel, first, acts[0..T].*, &out_rows);
             for (0..R) |r| for (0..T) |t| {
-                const want = tileRef(scheme, &panel[r], acts[t]);
+                const want = tileRef(scheme, &rows[first + r], acts[t]);
                 try std.testing.expectApproxEqAbs(want, out[r][t], 1e-4 * @max(1, @abs(want)));
+                // Both vector widths sum in the same order.
+                try std.testing.expectEqual(out_rows[r][t], out[r][t]);
             };
         }
     }

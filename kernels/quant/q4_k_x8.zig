@@ -126,8 +126,9 @@ inline fn broadcastWord(p: [*]const i8) common.I8x32 {
     return @bitCast(@as(U32x8, @splat(word)));
 }
 
-/// Unpacks a group's 8 rows for the GEMM tile, as `q4_k.unpack` would: row r to out[r·stride].
-pub fn unpackGroup(g: *const Group, out: [*]kquants.Unpacked, stride: usize) void {
+/// Unpacks a group's 8 rows for the GEMM tile, as `q4_k.unpack` would: row r to panel row
+/// first_row + r (an even row), block b.
+pub fn unpackGroup(g: *const Group, panel: kquants.Panel, first_row: usize, b: usize) void {
     const nibble: U32x8 = @splat(0x0f0f0f0f);
     inline for (0..8) |v| {
         var halves: [8]U8x32 = undefined;
@@ -139,7 +140,7 @@ pub fn unpackGroup(g: *const Group, out: [*]kquants.Unpacked, stride: usize) voi
         // Word r of halves[i] is sub-block i, values 4v.., of row r: the transpose gives row r's
         // interleaved vector v.
         const per_row = common.transposeWords(halves);
-        inline for (0..rows) |r| out[r * stride].vals[v] = per_row[r];
+        inline for (0..rows) |r| panel.setVals(first_row + r, b, v, per_row[r]);
     }
     const sm = scalesAndMins(g);
     const d: F32x8 = @floatCast(@as(@Vector(8, f16), g.d));
@@ -151,11 +152,8 @@ pub fn unpackGroup(g: *const Group, out: [*]kquants.Unpacked, stride: usize) voi
             sc[j] = sm.sc[j][r];
             m[j] = @floatFromInt(sm.m[j][r]);
         }
-        const u = &out[r * stride];
-        u.scales_lo = sc;
-        u.scales_hi = sc;
-        u.d = @splat(d[r]);
-        u.mins = @as(F32x8, @splat(-dmin[r])) * m;
+        panel.setScales(first_row + r, b, sc, sc);
+        panel.setD(first_row + r, b, @splat(d[r]), @as(F32x8, @splat(-dmin[r])) * m);
     }
 }
 
@@ -191,12 +189,13 @@ test "Q4_K x8: repacking round-trips, the row-group dot matches blockDotRef, unp
             try std.testing.expectApproxEqAbs(want, got[r], 1e-5 * @max(1, @abs(want)));
         }
         for (0..nb) |b| {
-            var unpacked: [rows]kquants.Unpacked = undefined;
-            unpackGroup(&packed_groups[rg][b], &unpacked, 1);
+            var pairs: [rows / 2]kquants.Pair = undefined;
+            const panel = kquants.Panel{ .pairs = &pairs, .nb = 1 };
+            unpackGroup(&packed_groups[rg][b], panel, 0, 0);
             for (0..rows) |r| {
                 var want: kquants.Unpacked = undefined;
                 q4_k.unpack(&natural[rows * rg + r][b], &want);
-                try std.testing.expectEqualSlices(u8, std.mem.asBytes(&want), std.mem.asBytes(&unpacked[r]));
+                try std.testing.expectEqualSlices(u8, std.mem.asBytes(&want), std.mem.asBytes(&panel.load(r, 0)));
             }
         }
     }
