@@ -242,9 +242,9 @@ export fn dq_repack_bytes(weight: u32) f64 {
 }
 
 /// Copies a Q4_K weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in
-/// the 8-row interleaved layout (`quant/q4_k_x8.zig`), using the context's threads, then releases
-/// the source tensor's whole pages if it lies in a file mapping (they reload from the file if
-/// anything reads them again). Returns the new weight's id, or -1.
+/// the 8-row interleaved layout (`quant/q4_k_x8.zig`), using the context's threads. If the source
+/// lies in a file mapping, its whole pages are unmapped (the range stays reserved, inaccessible)
+/// and its id is freed: the copy replaces it. Returns the new weight's id, or -1.
 export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) i32 {
     return repackWeight(context, weight, region, (@as(usize, off_hi) << 32) | off_lo) catch -1;
 }
@@ -264,10 +264,21 @@ fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Fai
     } else return fail("too many weights (limit {d})", .{max_weights});
     const repacked = matmul.repack(ctx, w, @alignCast(dst.ptr + offset));
     if (src_region.kind == .mapping) {
+        // The original's whole pages become an inaccessible anonymous range rather than merely
+        // dropped pages (MADV_DONTNEED): with large page-cache folios, a fault on a neighbouring
+        // tensor maps its whole folio back in, and at 4B shapes the first forward pass brought
+        // ~140 MiB of released Q4_K pages back into RSS that way. The source id is retired, so
+        // nothing can read the hole.
         const page = std.heap.page_size_min;
         const start = std.mem.alignForward(usize, @intFromPtr(w.data), page);
         const end = std.mem.alignBackward(usize, @intFromPtr(w.data) + bytes, page);
-        if (end > start) _ = linux.madvise(@ptrFromInt(start), end - start, linux.MADV.DONTNEED);
+        if (end > start) {
+            const hole = linux.mmap(@ptrFromInt(start), end - start, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
+            if (linux.errno(hole) != .SUCCESS) _ = linux.madvise(@ptrFromInt(start), end - start, linux.MADV.DONTNEED);
+        }
+        const source = &weights[weight & 0xffff];
+        source.used = false;
+        source.generation +%= 1;
     }
     const ws = &weights[slot];
     ws.* = .{ .weight = repacked, .region_slot = region & 0xffff, .used = true, .generation = ws.generation };

@@ -168,12 +168,13 @@ type Loaded = {
 function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
   const model = Model.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
   let session = model.createSession();
+  const logits = new Float32Array(model.config.nVocab); // reused by one-token evals, as generate does
   const runner: Runner = {
     fresh() {
       session.dispose();
       session = model.createSession();
     },
-    eval: (tokens) => session.eval(tokens),
+    eval: (tokens) => session.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
     dispose: () => model.dispose(),
   };
   const profile = (prompt: Int32Array, w: WorkerOptions) => {
@@ -203,9 +204,10 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
 
 function loadLlama(o: WorkerOptions, contextLength: number): Loaded {
   const ref = LlamaReference.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
+  const logits = new Float32Array(ref.nVocab); // reused by one-token evals, as for deltaq
   const runner: Runner = {
     fresh: () => ref.reset(),
-    eval: (tokens) => ref.eval(tokens),
+    eval: (tokens) => ref.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
     dispose: () => ref.dispose(),
   };
   const features = llamaSystemInfo().split("|").map((s) => s.trim()).filter((s) => / = 1$/.test(s))

@@ -228,7 +228,7 @@ export function generateTokens(
           stopReason = "context";
           break;
         }
-        logits = session.eval([id]);
+        logits = session.eval([id], { out: logits });
         await breathe();
       }
       if (stopReason !== "stop") yield* emit(stops.push(decoder.flush()).text + stops.flush());

@@ -19,6 +19,12 @@ import type { LayerState } from "./qwen35.ts";
 export interface EvalOptions {
   /** Return logits for every evaluated token (n × nVocab) instead of only the last one. */
   allLogits?: boolean;
+  /**
+   * Write the logits into this array (nVocab floats, or n × nVocab with `allLogits`) and return
+   * it, instead of a new one: a token-by-token loop then makes no 1 MB garbage per token (at
+   * 248K vocab entries), which otherwise piles up as resident memory between collections.
+   */
+  out?: Float32Array;
 }
 
 /** The model-side operations a session needs (implemented by Model). */
@@ -124,8 +130,9 @@ export class Session {
 
   /**
    * Evaluates `tokens` after the current position and returns the last token's logits (nVocab
-   * floats), or with `allLogits` every token's (n × nVocab, row-major). Invalid token ids or a
-   * batch that would pass the context length throw before any state changes.
+   * floats), or with `allLogits` every token's (n × nVocab, row-major), in `out` if given.
+   * Invalid token ids, a batch that would pass the context length or an `out` of the wrong size
+   * throw before any state changes.
    */
   eval(tokens: ArrayLike<number>, opts: EvalOptions = {}): Float32Array {
     this.#assertLive();
@@ -143,7 +150,11 @@ export class Session {
         `${n} tokens at position ${this.#position} would pass the context length ${this.contextLength}`,
       );
     }
-    const out = new Float32Array((opts.allLogits ? n : 1) * cfg.nVocab);
+    const length = (opts.allLogits ? n : 1) * cfg.nVocab;
+    if (opts.out && opts.out.length !== length) {
+      throw new DeltaqError(`eval: the output array holds ${opts.out.length} floats; ${length} are needed`);
+    }
+    const out = opts.out ?? new Float32Array(length);
     this.host.run(this.#state, tokens, this.#position, !!opts.allLogits, out);
     for (let i = 0; i < n; i++) this.#history[this.#position + i] = tokens[i];
     this.#position += n;

@@ -68,7 +68,7 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 /**
  * Copies every Q4_K matrix the kernels can repack into one buffer, in the 8-row layout their
  * one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
- * The kernels drop each original's mapped pages as it is copied, so resident memory stays about
+ * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
  * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.
  */

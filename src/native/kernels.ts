@@ -148,7 +148,7 @@ export class Context {
   /**
    * Copies a Q4_K weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in
    * the kernels' 8-row interleaved layout, on this context's threads; returns the copy's weight id.
-   * The original's mapped pages are dropped from memory (they reload if read again).
+   * An original in a file mapping is given up: its whole pages are unmapped and its id freed.
    */
   repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {
     const rc = this.native.dq_repack(this.id, weight, region.id, byteOffset >>> 0, Math.floor(byteOffset / 2 ** 32));

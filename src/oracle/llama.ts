@@ -507,7 +507,7 @@ export class LlamaReference {
    * (`nVocab` floats) or, with `allLogits`, every fed position's (row-major, `tokens.length` rows).
    * Prompts longer than `batchSize` are split into several `llama_decode` calls.
    */
-  eval(tokens: ArrayLike<number>, options: { allLogits?: boolean } = {}): Float32Array {
+  eval(tokens: ArrayLike<number>, options: { allLogits?: boolean; out?: Float32Array } = {}): Float32Array {
     const ctx = this.#requireContext();
     const n = tokens.length;
     if (n === 0) throw new DeltaqError("eval needs at least one token");
@@ -523,7 +523,11 @@ export class LlamaReference {
       }
     }
     const all = options.allLogits ?? false;
-    const out = new Float32Array((all ? n : 1) * this.nVocab);
+    const length = (all ? n : 1) * this.nVocab;
+    if (options.out && options.out.length !== length) {
+      throw new DeltaqError(`eval: the output array holds ${options.out.length} floats; ${length} are needed`);
+    }
+    const out = options.out ?? new Float32Array(length);
     const cap = Math.min(n, this.batchSize);
     const tok = new Int32Array(cap);
     const pos = new Int32Array(cap);

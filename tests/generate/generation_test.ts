@@ -125,3 +125,23 @@ Deno.test("generation stops at the end of the context", async () => {
     model.dispose();
   }
 });
+
+Deno.test("eval writes into a caller's array when given one, and refuses a wrong size up front", () =>
+  withModel(async (model) => {
+    const fresh = model.createSession(), reused = model.createSession();
+    try {
+      const V = model.config.nVocab;
+      const out = new Float32Array(V);
+      assert.deepEqual(reused.eval([1, 2, 3], { out }), fresh.eval([1, 2, 3]));
+      for (const t of [4, 5]) {
+        const expected = fresh.eval([t]);
+        assert.equal(reused.eval([t], { out }), out);
+        assert.deepEqual(out, expected);
+      }
+      assert.throws(() => reused.eval([6, 7], { out, allLogits: true }), /holds \d+ floats; \d+ are needed/);
+      assert.equal(reused.position, 5, "a refused eval changed the session");
+    } finally {
+      fresh.dispose();
+      reused.dispose();
+    }
+  }));

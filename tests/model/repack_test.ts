@@ -5,19 +5,30 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
+import { loadWeights } from "../../src/model/weights.ts";
+import { allocate, Context, repackBytes } from "../../src/native/kernels.ts";
 import { testModel } from "../models.ts";
 
 const Q4_K = 12;
 const PAGE = 4096;
 
-/** Resident bytes of this process's mapping of `path`, from /proc/self/smaps. */
+/**
+ * Resident bytes of this process's mapping of `path`, from /proc/self/smaps: the sum over its
+ * pieces, since repacking turns each original's pages into a hole of their own.
+ */
 function mappedRss(path: string): number {
-  const smaps = Deno.readTextFileSync("/proc/self/smaps");
-  const at = smaps.indexOf(path);
-  assert.ok(at >= 0, `${path} is not mapped`);
-  const rss = smaps.slice(at).match(/\nRss:\s+(\d+) kB/);
-  assert.ok(rss, "no Rss line after the mapping");
-  return Number(rss[1]) * 1024;
+  let total = 0, pieces = 0, inFile = false;
+  for (const line of Deno.readTextFileSync("/proc/self/smaps").split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+      inFile = line.endsWith(path);
+      pieces += inFile ? 1 : 0;
+    } else if (inFile) {
+      const rss = /^Rss:\s+(\d+) kB/.exec(line);
+      if (rss) total += Number(rss[1]) * 1024;
+    }
+  }
+  assert.ok(pieces > 0, `${path} is not mapped`);
+  return total;
 }
 
 Deno.test("loading repacks Q4_K matrices and releases their mapped pages", async () => {
@@ -44,5 +55,25 @@ Deno.test("loading repacks Q4_K matrices and releases their mapped pages", async
     assert.ok(mappedRss(path) <= bound, "evaluating read the released pages again");
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test("repacking gives up the mapped original: its id is freed", async () => {
+  const path = await testModel({ preset: "tiny", quant: "Q4_K_M" });
+  const w = loadWeights(path);
+  const ctx = new Context(1);
+  try {
+    const layer = w.layers.find((l) => repackBytes(l.ffnGate) > 0);
+    assert.ok(layer, "the tiny Q4_K_M model has no repackable ffn_gate");
+    const original = layer.ffnGate;
+    const buffer = allocate(repackBytes(original));
+    const copy = ctx.repack(original, buffer, 0);
+    assert.equal(repackBytes(copy), 0, "a repacked copy cannot be repacked again");
+    assert.equal(repackBytes(original), 0, "the original's id is still valid");
+    assert.throws(() => ctx.repack(original, buffer, 0), /was freed or never existed/);
+    buffer.free();
+  } finally {
+    ctx.free();
+    w.mapping.free();
   }
 });
