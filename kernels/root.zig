@@ -183,10 +183,7 @@ export fn dq_region_len(id: u32) f64 {
 export fn dq_region_free(id: u32) void {
     const r = lookupRegion(id) catch return;
     const slot = id & 0xffff;
-    for (&weights) |*w| if (w.used and w.region_slot == slot) {
-        w.used = false;
-        w.generation +%= 1;
-    };
+    for (&weights) |*w| if (w.used and w.region_slot == slot) w.retire();
     const mapped_len = if (r.kind == .buffer) std.mem.alignForward(usize, @max(r.len, 1), std.heap.page_size_min) else r.len;
     _ = linux.munmap(r.ptr, mapped_len);
     r.* = .{ .generation = r.generation +% 1 };
@@ -200,6 +197,12 @@ const WeightSlot = struct {
     region_slot: usize = 0,
     used: bool = false,
     generation: u16 = 0,
+
+    /// Frees the slot; its old id no longer resolves.
+    fn retire(self: *WeightSlot) void {
+        self.used = false;
+        self.generation +%= 1;
+    }
 };
 
 const max_weights = 1 << 14;
@@ -276,9 +279,7 @@ fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Fai
             const hole = linux.mmap(@ptrFromInt(start), end - start, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
             if (linux.errno(hole) != .SUCCESS) _ = linux.madvise(@ptrFromInt(start), end - start, linux.MADV.DONTNEED);
         }
-        const source = &weights[weight & 0xffff];
-        source.used = false;
-        source.generation +%= 1;
+        weights[weight & 0xffff].retire();
     }
     const ws = &weights[slot];
     ws.* = .{ .weight = repacked, .region_slot = region & 0xffff, .used = true, .generation = ws.generation };

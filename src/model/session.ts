@@ -15,6 +15,7 @@ import { allocate, type Ref, type Region } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import { convDim } from "./deltanet.ts";
 import type { LayerState } from "./qwen35.ts";
+import { logitsOutput } from "../util/logits.ts";
 
 export interface EvalOptions {
   /** Return logits for every evaluated token (n × nVocab) instead of only the last one. */
@@ -150,11 +151,7 @@ export class Session {
         `${n} tokens at position ${this.#position} would pass the context length ${this.contextLength}`,
       );
     }
-    const length = (opts.allLogits ? n : 1) * cfg.nVocab;
-    if (opts.out && opts.out.length !== length) {
-      throw new DeltaqError(`eval: the output array holds ${opts.out.length} floats; ${length} are needed`);
-    }
-    const out = opts.out ?? new Float32Array(length);
+    const out = logitsOutput(opts.out, (opts.allLogits ? n : 1) * cfg.nVocab);
     this.host.run(this.#state, tokens, this.#position, !!opts.allLogits, out);
     for (let i = 0; i < n; i++) this.#history[this.#position + i] = tokens[i];
     this.#position += n;

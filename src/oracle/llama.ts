@@ -23,6 +23,7 @@ import { DeltaqError } from "../errors.ts";
 import { CStruct } from "./cstruct.ts";
 import { LIBGGML, LIBLLAMA, locateLlama } from "./install.ts";
 import { isFile } from "../util/fs.ts";
+import { logitsOutput } from "../util/logits.ts";
 
 // ---- struct layouts (llama.h of llama.cpp v0.4.0, as shipped in @node-llama-cpp/linux-x64@3.21.1).
 // The offsets these produce are checked against offsetof() from the real header in
@@ -523,11 +524,7 @@ export class LlamaReference {
       }
     }
     const all = options.allLogits ?? false;
-    const length = (all ? n : 1) * this.nVocab;
-    if (options.out && options.out.length !== length) {
-      throw new DeltaqError(`eval: the output array holds ${options.out.length} floats; ${length} are needed`);
-    }
-    const out = options.out ?? new Float32Array(length);
+    const out = logitsOutput(options.out, (all ? n : 1) * this.nVocab);
     const cap = Math.min(n, this.batchSize);
     const tok = new Int32Array(cap);
     const pos = new Int32Array(cap);
