@@ -11,6 +11,7 @@
 import { DeltaqError } from "../errors.ts";
 import {
   GGML_TYPES,
+  REMOVED_GGML_TYPES,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
   GGUF_SCALAR_SIZE,
@@ -269,7 +270,10 @@ function parse(bytes: Uint8Array, fileSize: number, file: string): GgufFile {
       shape.push(ne);
     }
     const type = c.u32(`type of tensor ${name}`);
-    if (!GGML_TYPES[type]) c.fail(`tensor ${name} has unknown type id ${type}`);
+    if (!GGML_TYPES[type]) {
+      const removed = REMOVED_GGML_TYPES[type];
+      c.fail(`tensor ${name} has unknown type id ${type}${removed ? ` (${removed}, which llama.cpp has removed from GGUF)` : ""}`);
+    }
     const offset = c.count(`offset of tensor ${name}`);
     const byteLength = tensorBytes(type, shape);
     if (byteLength === undefined) {

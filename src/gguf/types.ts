@@ -35,21 +35,26 @@ export const GGUF_SCALAR_SIZE: Partial<Record<GgufValueType, number>> = {
   [GgufValueType.FLOAT64]: 8,
 };
 
-/** GGML tensor types: id → block size (values) and block bytes. Only some are computable. */
-export const GGML_TYPES: Record<number, { name: string; blockValues: number; blockBytes: number }> = {
-  0: { name: "F32", blockValues: 1, blockBytes: 4 },
-  1: { name: "F16", blockValues: 1, blockBytes: 2 },
+/**
+ * Every GGML tensor type id llama.cpp defines: id → name, values per block and bytes per block, and
+ * whether deltaq's kernels multiply with it (`computable`; matmul and row lookup, see
+ * kernels/types.zig, which must agree — tests/model/types_test.ts checks). Files with any of these
+ * types can be read and listed; only running a tensor of a type that is not computable is an error.
+ */
+export const GGML_TYPES: Record<number, { name: string; blockValues: number; blockBytes: number; computable?: true }> = {
+  0: { name: "F32", blockValues: 1, blockBytes: 4, computable: true },
+  1: { name: "F16", blockValues: 1, blockBytes: 2, computable: true },
   2: { name: "Q4_0", blockValues: 32, blockBytes: 18 },
   3: { name: "Q4_1", blockValues: 32, blockBytes: 20 },
   6: { name: "Q5_0", blockValues: 32, blockBytes: 22 },
   7: { name: "Q5_1", blockValues: 32, blockBytes: 24 },
-  8: { name: "Q8_0", blockValues: 32, blockBytes: 34 },
+  8: { name: "Q8_0", blockValues: 32, blockBytes: 34, computable: true },
   9: { name: "Q8_1", blockValues: 32, blockBytes: 36 },
   10: { name: "Q2_K", blockValues: 256, blockBytes: 84 },
   11: { name: "Q3_K", blockValues: 256, blockBytes: 110 },
-  12: { name: "Q4_K", blockValues: 256, blockBytes: 144 },
-  13: { name: "Q5_K", blockValues: 256, blockBytes: 176 },
-  14: { name: "Q6_K", blockValues: 256, blockBytes: 210 },
+  12: { name: "Q4_K", blockValues: 256, blockBytes: 144, computable: true },
+  13: { name: "Q5_K", blockValues: 256, blockBytes: 176, computable: true },
+  14: { name: "Q6_K", blockValues: 256, blockBytes: 210, computable: true },
   15: { name: "Q8_K", blockValues: 256, blockBytes: 292 },
   16: { name: "IQ2_XXS", blockValues: 256, blockBytes: 66 },
   17: { name: "IQ2_XS", blockValues: 256, blockBytes: 74 },
@@ -65,14 +70,42 @@ export const GGML_TYPES: Record<number, { name: string; blockValues: number; blo
   27: { name: "I64", blockValues: 1, blockBytes: 8 },
   28: { name: "F64", blockValues: 1, blockBytes: 8 },
   29: { name: "IQ1_M", blockValues: 256, blockBytes: 56 },
-  30: { name: "BF16", blockValues: 1, blockBytes: 2 },
+  30: { name: "BF16", blockValues: 1, blockBytes: 2, computable: true },
+  34: { name: "TQ1_0", blockValues: 256, blockBytes: 54 },
+  35: { name: "TQ2_0", blockValues: 256, blockBytes: 66 },
+  39: { name: "MXFP4", blockValues: 32, blockBytes: 17 },
+  40: { name: "NVFP4", blockValues: 64, blockBytes: 36 },
+  41: { name: "Q1_0", blockValues: 128, blockBytes: 18 },
+  42: { name: "Q2_0", blockValues: 64, blockBytes: 18 },
+};
+
+/**
+ * Ids llama.cpp once used and has removed (ggml.c keeps them as zero-size placeholders, and its
+ * GGUF reader rejects them): named in errors, but their tensors have no size to read.
+ */
+export const REMOVED_GGML_TYPES: Record<number, string> = {
+  4: "Q4_2",
+  5: "Q4_3",
+  31: "Q4_0_4_4",
+  32: "Q4_0_4_8",
+  33: "Q4_0_8_8",
+  36: "IQ4_NL_4_4",
+  37: "IQ4_NL_4_8",
+  38: "IQ4_NL_8_8",
 };
 
 /** Types deltaq's kernels can multiply with. */
-export const COMPUTABLE_TYPES = new Set([0, 1, 8, 12, 13, 14, 30]);
+export const COMPUTABLE_TYPES: ReadonlySet<number> = new Set(
+  Object.entries(GGML_TYPES).filter(([, t]) => t.computable).map(([id]) => Number(id)),
+);
+
+/** The computable types' names, for messages. */
+export function computableTypeNames(): string {
+  return [...COMPUTABLE_TYPES].map((t) => ggmlTypeName(t)).join(", ");
+}
 
 export function ggmlTypeName(type: number): string {
-  return GGML_TYPES[type]?.name ?? `type ${type}`;
+  return GGML_TYPES[type]?.name ?? REMOVED_GGML_TYPES[type] ?? `type ${type}`;
 }
 
 /** Bytes of a tensor of this type and shape, or undefined if ne0 is not a whole number of blocks. */

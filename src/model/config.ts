@@ -5,7 +5,7 @@
  */
 import { DeltaqError } from "../errors.ts";
 import type { Metadata } from "../gguf/read.ts";
-import { COMPUTABLE_TYPES, ggmlTypeName, type GgufTensorInfo } from "../gguf/types.ts";
+import { COMPUTABLE_TYPES, computableTypeNames, ggmlTypeName, type GgufTensorInfo } from "../gguf/types.ts";
 
 export type LayerType = "attention" | "deltanet";
 
@@ -222,7 +222,7 @@ function checkTensors(cfg: Qwen35Config, tensors: GgufTensorInfo[], file: string
     if (want.f32 || is1d) {
       if (t.type !== 0) throw new DeltaqError(`${file}: tensor ${name} is ${ggmlTypeName(t.type)}, expected F32`);
     } else if (!COMPUTABLE_TYPES.has(t.type)) {
-      throw new DeltaqError(`${file}: tensor ${name} has type ${ggmlTypeName(t.type)}, which deltaq cannot compute with yet (supported: F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K)`);
+      throw new DeltaqError(`${file}: tensor ${name} has type ${ggmlTypeName(t.type)}, which deltaq cannot compute with (supported: ${computableTypeNames()})`);
     }
   }
 }

@@ -281,7 +281,7 @@ const cases: Case[] = [
   header(
     "unknown type id",
     () => patchU32(bytes, outputNorm.typeAt, 4),
-    "tensor output_norm.weight has unknown type id 4",
+    "tensor output_norm.weight has unknown type id 4 (Q4_2, which llama.cpp has removed from GGUF)",
   ),
   header(
     "type id 2^32-1",
@@ -528,8 +528,8 @@ const cases: Case[] = [
   ),
   model(
     "matrix of a type deltaq cannot compute",
-    () => patchU32(bytes, tensor(base, "blk.0.ffn_up.weight").typeAt, 2),
-    "tensor blk.0.ffn_up.weight has type Q4_0, which deltaq cannot compute with yet",
+    () => patchU32(bytes, tensor(base, "blk.0.ffn_up.weight").typeAt, 9),
+    "tensor blk.0.ffn_up.weight has type Q8_1, which deltaq cannot compute with",
   ),
   model("tensor data the kernels cannot address (alignment 1)", () => {
     const p = withHeaderRemainder(setKv(parts(), "general.alignment", value.u32(1)), 4, 1);
