@@ -36,6 +36,19 @@ export type {
 export type { SamplerOptions } from "./src/generate/sampler.ts";
 export type { ChatMessage, ChatTool } from "./src/chat/template.ts";
 export { loadTokenizer, type Tokenizer } from "./src/tokenizer/tokenizer.ts";
+export {
+  Engine,
+  type EngineJob,
+  type EngineOptions,
+  type EngineRequest,
+  type EngineResult,
+  type EngineStats,
+  type EngineToken,
+  type EngineUsage,
+  type FinishReason,
+  type TokenConstraint,
+  type TokenLogprob,
+} from "./src/server/engine.ts";
 
 /**
  * Loads a Qwen3.5 GGUF model. The file is memory-mapped (weights are never copied into the JS
