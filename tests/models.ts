@@ -1,10 +1,18 @@
 /**
  * Synthetic test models, built on first use and cached in `.cache/test-models/` (git-ignored).
  * File names carry a hash of the generator's sources, so a change to the generator rebuilds them.
- * Quantized variants are made by the pinned llama.cpp itself (`quantize`).
+ * Quantized variants are made by the pinned llama.cpp itself (`quantize`), with a synthetic
+ * importance matrix for the file types that need one (IQ1_*, IQ2_*, IQ3_XXS) and optionally in one
+ * type throughout (`pure`) or with per-tensor types (`tensorTypes`).
  */
-import { generatorVersion, PRESETS, type Qwen35Shape, type SynthType, writeSyntheticQwen35 } from "../src/model/synth.ts";
-import { quantize, type QuantizeType } from "../src/oracle/llama.ts";
+import {
+  generatorVersion,
+  PRESETS,
+  type Qwen35Shape,
+  type SynthType,
+  writeSyntheticQwen35,
+} from "../src/model/synth.ts";
+import { quantize, type QuantizeOptions, type QuantizeType } from "../src/oracle/llama.ts";
 import { isFile } from "../src/util/fs.ts";
 import { fnv1a } from "../src/util/hash.ts";
 
@@ -16,6 +24,8 @@ export interface TestModelSpec {
   type?: SynthType;
   /** Quantize the F32 file with llama.cpp to this type. */
   quant?: QuantizeType;
+  /** How llama.cpp quantizes (importance matrix, pure, per-tensor types); see `QuantizeOptions`. */
+  quantOptions?: Omit<QuantizeOptions, "threads">;
   seed?: number;
   /** Shape overrides on top of the preset. */
   shape?: Partial<Qwen35Shape>;
@@ -42,7 +52,9 @@ export async function testModel(spec: TestModelSpec): Promise<string> {
     });
   }
   if (!spec.quant) return floatPath;
-  const quantPath = `${base}-${type}-${spec.quant}.gguf`;
-  if (!isFile(quantPath)) quantize(floatPath, quantPath, spec.quant, { threads: 2 });
+  const options = spec.quantOptions ?? {};
+  const how = Object.keys(options).length ? `-${fnv1a(JSON.stringify(options)).toString(16)}` : "";
+  const quantPath = `${base}-${type}-${spec.quant}${how}.gguf`;
+  if (!isFile(quantPath)) quantize(floatPath, quantPath, spec.quant, { ...options, threads: 2 });
   return quantPath;
 }

@@ -20,7 +20,10 @@ Writes a synthetic Qwen3.5 (qwen35) GGUF with seeded, well-behaved random weight
   --out FILE            output path (written as FILE.partial, renamed when complete)
   --preset NAME         ${Object.keys(PRESETS).join(" | ")} (default tiny)
   --type T              f32 | f16 | bf16 storage of the matrices (default f32)
-  --quantize Q          then quantize with the pinned llama.cpp: Q8_0 | Q4_K_M | Q5_K_M | Q6_K
+  --quantize Q          then quantize with the pinned llama.cpp to file type Q (llama-quantize's
+                        names: Q8_0, Q4_K_M, Q3_K_M, IQ4_XS, IQ3_S, IQ2_XXS, IQ1_M, …); the IQ1/IQ2
+                        and IQ3_XXS types get a synthetic importance matrix (all ones)
+  --pure                with --quantize: every matrix in Q's base type (llama-quantize --pure)
   --seed N              PRNG seed (default 1); same seed and options give the same bytes
   --vocab FILE          copy the tokenizer.* keys of this GGUF (default: a synthetic byte-level BPE)
   --chat-template FILE  store this Jinja text as tokenizer.chat_template
@@ -71,6 +74,7 @@ async function main(argv: string[]): Promise<void> {
       preset: { type: "string", default: "tiny" },
       type: { type: "string", default: "f32" },
       quantize: { type: "string" },
+      pure: { type: "boolean" },
       seed: { type: "string", default: "1" },
       vocab: { type: "string" },
       "chat-template": { type: "string" },
@@ -186,7 +190,9 @@ async function main(argv: string[]): Promise<void> {
     if (oracle) {
       const t1 = performance.now();
       try {
-        oracle.quantize(floatPath, out, quantizeTo as keyof typeof oracle.LLAMA_FTYPE);
+        oracle.quantize(floatPath, out, quantizeTo as keyof typeof oracle.LLAMA_FTYPE, {
+          pure: values.pure ?? false,
+        });
       } finally {
         await Deno.remove(floatPath).catch(() => {});
       }

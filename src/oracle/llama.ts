@@ -23,6 +23,8 @@ import { DeltaqError } from "../errors.ts";
 import { CStruct } from "./cstruct.ts";
 import { LIBGGML, LIBLLAMA, locateLlama } from "./install.ts";
 import { isFile } from "../util/fs.ts";
+import { readGgufHeader } from "../gguf/read.ts";
+import { GGML_TYPES } from "../gguf/types.ts";
 import { logitsOutput } from "../util/logits.ts";
 
 // ---- struct layouts (llama.h of llama.cpp v0.4.0, as shipped in @node-llama-cpp/linux-x64@3.21.1).
@@ -129,15 +131,55 @@ export const BATCH = new CStruct(
   ] as const,
 );
 
-/** `enum llama_ftype` values for the file types deltaq cares about. */
+/** `enum llama_ftype`: the file types `llama_model_quantize` makes (llama.h of the pinned build). */
 export const LLAMA_FTYPE = {
   F16: 1,
-  BF16: 32,
+  Q4_0: 2,
+  Q4_1: 3,
   Q8_0: 7,
+  Q5_0: 8,
+  Q5_1: 9,
+  Q2_K: 10,
+  Q3_K_S: 11,
+  Q3_K_M: 12,
+  Q3_K_L: 13,
+  Q4_K_S: 14,
   Q4_K_M: 15,
+  Q5_K_S: 16,
   Q5_K_M: 17,
   Q6_K: 18,
+  IQ2_XXS: 19,
+  IQ2_XS: 20,
+  Q2_K_S: 21,
+  IQ3_XS: 22,
+  IQ3_XXS: 23,
+  IQ1_S: 24,
+  IQ4_NL: 25,
+  IQ3_S: 26,
+  IQ3_M: 27,
+  IQ2_S: 28,
+  IQ2_M: 29,
+  IQ4_XS: 30,
+  IQ1_M: 31,
+  BF16: 32,
+  MXFP4_MOE: 38,
 } as const;
+/**
+ * File types whose mix contains tensor types llama.cpp refuses to make without an importance
+ * matrix (`tensor_requires_imatrix` in llama-quant.cpp: IQ1_*, IQ2_*, IQ3_XXS, and Q2_K inside
+ * Q2_K_S); `quantize` gives these a synthetic one unless told otherwise.
+ */
+export const NEEDS_IMATRIX: ReadonlySet<string> = new Set([
+  "IQ2_XXS",
+  "IQ2_XS",
+  "IQ2_S",
+  "IQ2_M",
+  "IQ3_XS",
+  "IQ3_XXS",
+  "IQ1_S",
+  "IQ1_M",
+  "Q2_K_S",
+]);
 export type QuantizeType = keyof typeof LLAMA_FTYPE;
 
 const LLAMA_FLASH_ATTN_TYPE = { AUTO: -1, DISABLED: 0, ENABLED: 1 } as const;
@@ -280,16 +322,60 @@ function takeErrors(): string {
   return text ? `: ${text}` : "";
 }
 
+/** Options of `quantize`. */
+export interface QuantizeOptions {
+  /** Quantizer threads (default: llama.cpp's, all hardware threads). */
+  threads?: number;
+  /**
+   * Give llama.cpp an importance matrix (`llama_model_quantize_params.imatrix`). Default: only for
+   * the file types that cannot be made without one (NEEDS_IMATRIX). Note that llama.cpp's tensor-type
+   * mix depends on whether there is one (e.g. IQ3_XXS keeps attn_v in IQ3_XXS with it, IQ3_S
+   * without; Q4_0 and Q5_0 move early ffn_down to Q4_1/Q5_1 with it).
+   *
+   * The matrix is synthetic: 1 for every input column of every matrix. An importance matrix holds
+   * the mean square of each input column over calibration text; deltaq's synthetic models feed
+   * every matrix an RMS-normalised input whose norm weights are 1 ± 0.1 (src/model/synth.ts), so
+   * all columns matter about equally, which is what ones say. The quantizers then weight each value
+   * by its own magnitude only, as they do without a matrix.
+   */
+  imatrix?: boolean;
+  /**
+   * Every quantizable tensor (token embedding and output included) in the file type's base type,
+   * e.g. IQ2_XXS everywhere for "IQ2_XXS" (llama-quantize's `--pure`). Tensors whose rows are not
+   * whole blocks still fall back to llama.cpp's replacement type.
+   */
+  pure?: boolean;
+  /**
+   * Tensor-type overrides, llama-quantize's `--tensor-type`: `[regex, type]` pairs tried in order
+   * on each quantizable tensor's name (first match wins, `std::regex_search`); the type is a GGML
+   * type id or name ("IQ3_S", "Q8_0", ...).
+   */
+  tensorTypes?: readonly (readonly [pattern: string, type: number | string])[];
+}
+
+/** `struct llama_model_imatrix_data { const char *name; const float *data; size_t size; }` */
+const IMATRIX_ENTRY_BYTES = 24;
+/** `struct llama_model_tensor_override { const char *pattern; enum ggml_type type; }` */
+const TENSOR_OVERRIDE_BYTES = 16;
+
+/** A GGML type id from an id or a name in GGML_TYPES (MXFP4 = 39 included before the table knows it). */
+function ggmlTypeId(type: number | string): number {
+  if (typeof type === "number") return type;
+  if (type === "MXFP4") return 39;
+  for (const [id, t] of Object.entries(GGML_TYPES)) if (t.name === type) return Number(id);
+  throw new DeltaqError(`unknown GGML type ${type}`);
+}
+
 /**
  * Quantizes a GGUF with llama.cpp's `llama_model_quantize` (its default tensor-type mix for the
- * given file type). Writes `outPath` atomically: a temporary name in the same directory is renamed
- * into place only when llama.cpp reports success.
+ * given file type, unless `options` change it). Writes `outPath` atomically: a temporary name in
+ * the same directory is renamed into place only when llama.cpp reports success.
  */
 export function quantize(
   inPath: string,
   outPath: string,
   type: QuantizeType,
-  options: { threads?: number } = {},
+  options: QuantizeOptions = {},
 ): void {
   if (!(type in LLAMA_FTYPE)) {
     throw new DeltaqError(
@@ -301,6 +387,33 @@ export function quantize(
   const params = new Uint8Array(llama.llama_model_quantize_default_params());
   QUANTIZE_PARAMS.set(params, "nthread", options.threads ?? 0);
   QUANTIZE_PARAMS.set(params, "ftype", LLAMA_FTYPE[type]);
+  QUANTIZE_PARAMS.set(params, "pure", options.pure ?? false);
+  // Everything the structs point at must stay reachable until llama_model_quantize returns.
+  const keepAlive: ArrayBufferView[] = [];
+  const pointerTo = (a: ArrayBufferView) => {
+    keepAlive.push(a);
+    return addr(a);
+  };
+  if (options.imatrix ?? NEEDS_IMATRIX.has(type)) {
+    const matrices = readGgufHeader(inPath).tensors.filter((t) => t.shape.length >= 2);
+    const table = new DataView(new ArrayBuffer((matrices.length + 1) * IMATRIX_ENTRY_BYTES));
+    matrices.forEach((t, i) => {
+      const columns = t.shape[0] * (t.shape[2] ?? 1); // llama.cpp: ne0 · ne2 (one slice per expert)
+      table.setBigUint64(i * IMATRIX_ENTRY_BYTES, pointerTo(cString(t.name)), true);
+      table.setBigUint64(i * IMATRIX_ENTRY_BYTES + 8, pointerTo(new Float32Array(columns).fill(1)), true);
+      table.setBigUint64(i * IMATRIX_ENTRY_BYTES + 16, BigInt(columns), true);
+    }); // the zeroed last entry (name = NULL) ends the table
+    QUANTIZE_PARAMS.set(params, "imatrix", pointerTo(new Uint8Array(table.buffer)));
+  }
+  if (options.tensorTypes?.length) {
+    const list = options.tensorTypes;
+    const table = new DataView(new ArrayBuffer((list.length + 1) * TENSOR_OVERRIDE_BYTES));
+    list.forEach(([pattern, t], i) => {
+      table.setBigUint64(i * TENSOR_OVERRIDE_BYTES, pointerTo(cString(pattern)), true);
+      table.setInt32(i * TENSOR_OVERRIDE_BYTES + 8, ggmlTypeId(t), true);
+    });
+    QUANTIZE_PARAMS.set(params, "tt_overrides", pointerTo(new Uint8Array(table.buffer)));
+  }
   const tmpPath = `${outPath}.partial-${Deno.pid}`;
   recentErrors.length = 0;
   let status: number;
@@ -310,6 +423,7 @@ export function quantize(
     removeIfPresent(tmpPath);
     throw e;
   }
+  keepAlive.length = 0;
   if (status !== 0) {
     removeIfPresent(tmpPath);
     throw new DeltaqError(

@@ -146,6 +146,54 @@ for (const type of ["Q8_0", "Q4_K_M"] as const) {
   });
 }
 
+Deno.test("quantize to IQ types: synthetic importance matrix, pure files and per-tensor types", () => {
+  const matrixTypes = (path: string) =>
+    new Map(readGgufHeader(path).tensors.filter((t) => t.shape.length >= 2).map((t) => [t.name, t.type]));
+  // Without an importance matrix llama.cpp refuses IQ2_XXS; quantize supplies one by default.
+  setLlamaLog("none"); // the refusal is expected; keep it out of the test output
+  try {
+    assert.throws(
+      () => quantize(f32Path, `${dir}/no-imatrix.gguf`, "IQ2_XXS", { threads: 2, imatrix: false }),
+      DeltaqError,
+    );
+  } finally {
+    setLlamaLog("errors");
+  }
+  const mix = `${dir}/tiny-IQ2_XXS.gguf`;
+  quantize(f32Path, mix, "IQ2_XXS", { threads: 2 });
+  // llama.cpp's IQ2_XXS mix: IQ2_XXS (16) mostly, Q2_K (10) for attn_v and attn_qkv (its "attn_v"
+  // category), Q5_K (13) for the tied embedding/LM head; ssm_conv1d stays F32.
+  const m = matrixTypes(mix);
+  assert.equal(m.get("blk.0.ffn_gate.weight"), 16);
+  assert.equal(m.get("blk.0.ffn_down.weight"), 16);
+  assert.equal(m.get("blk.0.attn_qkv.weight"), 10);
+  assert.equal(m.get("blk.2.attn_v.weight"), 10);
+  assert.equal(m.get("token_embd.weight"), 13);
+  assert.equal(m.get("blk.0.ssm_conv1d.weight"), 0);
+
+  const pure = `${dir}/tiny-IQ3_XXS-pure.gguf`;
+  quantize(f32Path, pure, "IQ3_XXS", {
+    threads: 2,
+    pure: true,
+    tensorTypes: [["ffn_down", "Q8_0"], ["^blk\\.1\\.attn_qkv", 12]],
+  });
+  for (const [name, type] of matrixTypes(pure)) {
+    const want = name.includes("ssm_conv1d")
+      ? 0
+      : name.includes("ffn_down")
+      ? 8
+      : name === "blk.1.attn_qkv.weight"
+      ? 12
+      : 18;
+    assert.equal(type, want, `${name}: type ${type}`);
+  }
+  const tokens = prompt(12);
+  for (const path of [mix, pure]) {
+    using q = LlamaReference.load(path, { threads: 2, contextLength: 256 });
+    assert.ok(q.eval(tokens).every(Number.isFinite), path);
+  }
+});
+
 Deno.test("quantize leaves nothing behind when llama.cpp fails", () => {
   const bad = `${dir}/not-a-model.gguf`;
   Deno.writeTextFileSync(bad, "this is not a GGUF file");
