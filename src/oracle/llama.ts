@@ -358,10 +358,9 @@ const IMATRIX_ENTRY_BYTES = 24;
 /** `struct llama_model_tensor_override { const char *pattern; enum ggml_type type; }` */
 const TENSOR_OVERRIDE_BYTES = 16;
 
-/** A GGML type id from an id or a name in GGML_TYPES (MXFP4 = 39 included before the table knows it). */
+/** A GGML type id from an id or a name in GGML_TYPES. */
 function ggmlTypeId(type: number | string): number {
   if (typeof type === "number") return type;
-  if (type === "MXFP4") return 39;
   for (const [id, t] of Object.entries(GGML_TYPES)) if (t.name === type) return Number(id);
   throw new DeltaqError(`unknown GGML type ${type}`);
 }
