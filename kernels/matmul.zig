@@ -7,7 +7,7 @@
 //! y rows ne1 floats, each `*_stride` floats apart.
 //!
 //! Numerics follow llama.cpp's CPU backend: the activations are first converted to the weight
-//! type's dot-product partner — Q8_K (blocks of 256) for Q4_K/Q5_K/Q6_K, Q8_0 for Q8_0, values
+//! type's dot-product partner — Q8_K (blocks of 256) for Q2_K…Q6_K and IQ4_XS, Q8_0 for Q8_0, values
 //! rounded to F16/BF16 for F16/BF16, plain f32 for F32 — and the products are integer (quantized
 //! types) or f32 (float types). The formats live in `quant/`.
 //!
@@ -28,6 +28,9 @@ const q8_0 = @import("quant/q8_0.zig");
 const q4_k = @import("quant/q4_k.zig");
 const q5_k = @import("quant/q5_k.zig");
 const q6_k = @import("quant/q6_k.zig");
+const q2_k = @import("quant/q2_k.zig");
+const q3_k = @import("quant/q3_k.zig");
+const iq4_xs = @import("quant/iq4_xs.zig");
 const q4_k_x8 = @import("quant/q4_k_x8.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
@@ -73,6 +76,9 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .q4_k => if (w.repacked) try runKQuant(Q4KRepacked, ctx, p) else try runKQuant(q4_k, ctx, p),
         .q5_k => try runKQuant(q5_k, ctx, p),
         .q6_k => try runKQuant(q6_k, ctx, p),
+        .q2_k => try runKQuant(q2_k, ctx, p),
+        .q3_k => try runKQuant(q3_k, ctx, p),
+        .iq4_xs => try runKQuant(iq4_xs, ctx, p),
         .q8_0 => try runQ8_0(ctx, p),
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
@@ -124,6 +130,9 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
         .q4_k => dequantizeRow(q4_k, row, out, w.ne0),
         .q5_k => dequantizeRow(q5_k, row, out, w.ne0),
         .q6_k => dequantizeRow(q6_k, row, out, w.ne0),
+        .q2_k => dequantizeRow(q2_k, row, out, w.ne0),
+        .q3_k => dequantizeRow(q3_k, row, out, w.ne0),
+        .iq4_xs => dequantizeRow(iq4_xs, row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
     }
@@ -275,7 +284,7 @@ fn rowChunk(ctx: *root.Context, p: Problem, multiple: usize) usize {
 }
 
 // ---------------------------------------------------------------------------------------------
-// K-quants against Q8_K activations.
+// K-quants and IQ4_XS against Q8_K activations.
 
 fn KQuantKernel(comptime F: type) type {
     return struct {
@@ -512,11 +521,14 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
         const row = bytes[r * row_bytes ..];
         const out = ref[r * k ..];
         switch (kind) {
-            inline .q4_k, .q5_k, .q6_k, .q8_0 => |q| {
+            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0 => |q| {
                 const F = switch (q) {
                     .q4_k => q4_k,
                     .q5_k => q5_k,
                     .q6_k => q6_k,
+                    .q2_k => q2_k,
+                    .q3_k => q3_k,
+                    .iq4_xs => iq4_xs,
                     else => q8_0,
                 };
                 const blocks: [*]F.Block = @ptrCast(@alignCast(row));
@@ -549,7 +561,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
     const k = x.len;
     var buf: [q8_k.Row.bytes(1024)]u8 align(64) = undefined;
     switch (kind) {
-        .q4_k, .q5_k, .q6_k => {
+        .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs => {
             const row = q8_k.Row.at(&buf, k, 0);
             q8_k.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
@@ -634,10 +646,10 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
 
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
     for (kinds) |kind| {
         const k: usize = switch (kind) {
-            .q4_k, .q5_k, .q6_k => 512,
+            .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs => 512,
             .q8_0 => 96,
             else => 45,
         };
@@ -724,6 +736,9 @@ test {
     _ = q4_k;
     _ = q5_k;
     _ = q6_k;
+    _ = q2_k;
+    _ = q3_k;
+    _ = iq4_xs;
     _ = kquants;
     _ = float;
 }

@@ -5,9 +5,12 @@ pub const GgmlType = enum(u32) {
     f32 = 0,
     f16 = 1,
     q8_0 = 8,
+    q2_k = 10,
+    q3_k = 11,
     q4_k = 12,
     q5_k = 13,
     q6_k = 14,
+    iq4_xs = 23,
     bf16 = 30,
     _,
 
@@ -17,9 +20,12 @@ pub const GgmlType = enum(u32) {
             .f32 => .{ .block_values = 1, .block_bytes = 4 },
             .f16, .bf16 => .{ .block_values = 1, .block_bytes = 2 },
             .q8_0 => .{ .block_values = 32, .block_bytes = 34 },
+            .q2_k => .{ .block_values = 256, .block_bytes = 84 },
+            .q3_k => .{ .block_values = 256, .block_bytes = 110 },
             .q4_k => .{ .block_values = 256, .block_bytes = 144 },
             .q5_k => .{ .block_values = 256, .block_bytes = 176 },
             .q6_k => .{ .block_values = 256, .block_bytes = 210 },
+            .iq4_xs => .{ .block_values = 256, .block_bytes = 136 },
             _ => null,
         };
     }

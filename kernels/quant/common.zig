@@ -14,6 +14,9 @@
 //!
 //!   dotWords(acc: i32×8, a: i16×16, b: i16×16) → i32×8  lane k = acc[k] + a[2k]·b[2k] + a[2k+1]·b[2k+1]
 //!
+//!   dotBytesWide: `dotBytes` for any unsigned a (up to 255; b ≠ -128), exact without VNNI too
+//!   lookup16(table: [16]i8, idx: u8×32) → i8×32      lane k = table[idx[k]] (idx < 16): `vpshufb`
+//!
 //! are one `vpdpbusd` / `vpdpwssd` where the CPU has AVX-512 VNNI (or AVX-VNNI), and the
 //! multiply-adds above plus an add elsewhere: the GEMM tiles are bound by these multiplies and
 //! the one-token dot products by instructions issued, so VNNI's fused forms pay in both.
@@ -54,6 +57,7 @@ extern fn @"llvm.x86.avx512.vpdpwssd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
 extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
 extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
 extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
+extern fn @"llvm.x86.avx2.pshuf.b"(a: I8x32, b: I8x32) I8x32;
 extern fn @"llvm.roundeven.v8f32"(a: F32x8) F32x8;
 
 pub inline fn mulAddBytes(a: U8x32, b: I8x32) I16x16 {
@@ -94,6 +98,17 @@ pub inline fn dotBytes64(acc: I32x16, a: U8x64, b: I8x64) I32x16 {
     return @"llvm.x86.avx512.vpdpbusd.512"(acc, @bitCast(a), @bitCast(b));
 }
 
+/// `dotBytes` for unsigned bytes above 63 (where `vpmaddubsw` could saturate): VNNI has no
+/// intermediate 16-bit sums; AVX2 splits a into its low 7 bits and its top bit, whose two
+/// multiply-adds each stay within 16 bits (127·127·2 and 1·127·2 before the shift by 7).
+pub inline fn dotBytesWide(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
+    if (comptime has_vnni or !has_avx2) return dotBytes(acc, a, b);
+    const low = mulAddBytes(a & @as(U8x32, @splat(0x7f)), b);
+    const top = mulAddBytes(a >> @splat(7), b);
+    const ones: I16x16 = @splat(1);
+    return acc +% mulAddWords(low, ones) +% mulAddWords(top, @splat(128));
+}
+
 pub fn dotBytesRef(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
     const wide = @as(@Vector(32, i32), a) * @as(@Vector(32, i32), b);
     var out = acc;
@@ -130,6 +145,21 @@ pub inline fn transposeWords(in: [8]U8x32) [8]U8x32 {
         out[c] = @bitCast(@shuffle(u32, w[c], w[4 + c], [8]i32{ 0, 1, 2, 3, ~@as(i32, 0), ~@as(i32, 1), ~@as(i32, 2), ~@as(i32, 3) }));
         out[c + 4] = @bitCast(@shuffle(u32, w[c], w[4 + c], [8]i32{ 4, 5, 6, 7, ~@as(i32, 4), ~@as(i32, 5), ~@as(i32, 6), ~@as(i32, 7) }));
     }
+    return out;
+}
+
+/// table[idx[k]] in lane k, for idx < 16: one in-lane byte shuffle (`vpshufb`) on the table
+/// repeated in both 128-bit halves.
+pub inline fn lookup16(table: @Vector(16, i8), idx: U8x32) I8x32 {
+    if (comptime has_avx2) return @"llvm.x86.avx2.pshuf.b"(std.simd.join(table, table), @bitCast(idx));
+    return lookup16Ref(table, idx);
+}
+
+pub fn lookup16Ref(table: @Vector(16, i8), idx: U8x32) I8x32 {
+    const t: [16]i8 = table;
+    const ix: [32]u8 = idx;
+    var out: [32]i8 = undefined;
+    for (&out, ix) |*o, i| o.* = t[i & 15];
     return out;
 }
 
@@ -264,6 +294,18 @@ test "multiply-add intrinsics match the widening reference, saturation included"
         rand.bytes(std.mem.asBytes(&b));
         for (&a) |*x| x.* &= 63; // the kernels' range: the AVX2 form saturates beyond it
         try std.testing.expectEqual(dotBytesRef(acc, a, b), dotBytes(acc, a, b));
+        var wide_a: [32]u8 = undefined;
+        rand.bytes(&wide_a);
+        var b127 = b;
+        for (&b127) |*x| if (x.* == -128) {
+            x.* = 127;
+        };
+        try std.testing.expectEqual(dotBytesRef(acc, wide_a, b127), dotBytesWide(acc, wide_a, b127));
+        var table: [16]i8 = undefined;
+        rand.bytes(std.mem.asBytes(&table));
+        var idx: [32]u8 = undefined;
+        for (&idx, a) |*i, x| i.* = x & 15;
+        try std.testing.expectEqual(lookup16Ref(table, idx), lookup16(table, idx));
         if (has_vnni512) {
             // Halves of the 64-byte form are two 32-byte dot products.
             const wide: [16]i32 = dotBytes64(

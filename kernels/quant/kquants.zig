@@ -1,5 +1,5 @@
-//! What the K-quants (Q4_K, Q5_K, Q6_K) share: the matrix-vector loop, the GEMM tile against
-//! Q8_K activations, and the test harness every format runs.
+//! What the formats multiplied against Q8_K activations (Q2_K … Q6_K, IQ4_XS) share: the
+//! matrix-vector loop, the GEMM tile, and the test harness every format runs.
 //!
 //! A format file provides `Block`, `dequantizeRef` (the spec's formula, scalar), `dequantize`
 //! (SIMD), `blockDot` (SIMD, one block against Q8_K activations), `blockDotRef` (the same scheme
@@ -11,21 +11,24 @@
 //! unpacked weight chunk feeds T tokens and one activation chunk feeds R rows.
 //!
 //! Tiles work on "interleaved" blocks: the 256 values are eight sub-blocks of 32 (i = 0..7, one
-//! scale and min each in Q4_K/Q5_K, two scales of 16 in Q6_K) and 32-byte vector v holds values
+//! scale each in Q4_K/Q5_K/IQ4_XS, two scales of 16 in Q2_K/Q3_K/Q6_K) and 32-byte vector v holds values
 //! 4v..4v+3 of every sub-block, sub-block i in bytes 4i..4i+3 (`common.transposeWords` of the
 //! natural order). The activations are interleaved alike (`q8_k.interleave`). Then a
 //! `common.dotBytes` lane sums products of one sub-block only: its scale is one lane-wise
 //! integer multiply after the sums instead of a multiply per 32 values before them. Vectors 0-3 /
-//! 4-7 cover the first / second 16 values of each sub-block. For one block, row r and token t,
-//! lanes i:
+//! 4-7 cover the first / second 16 values of each sub-block. A format's `Scheme` says how its
+//! values, scales and mins map onto this. For one block, row r and token t, lanes i, with the
+//! quants stored as unsigned `vals` = quant + offset:
 //!
-//!   scale32_min (Q4_K, Q5_K):
-//!     y[t][r] += d·dx·Σ_i scales_lo[i]·Σ_{v<8} lane_i(vals[v]·x[v])  +  Σ_i mins[i]·sums32[i]
-//!   scale16_offset32 (Q6_K, quants stored +32):
-//!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<4} lane_i(vals[v]·x[v]) − 32·bsums[2i])
-//!              + d·dx·Σ_i scales_hi[i]·(Σ_{v≥4} lane_i(vals[v]·x[v]) − 32·bsums[2i+1])
+//!   one scale per 32 values (Q4_K, Q5_K: offset 0, mins per 32; IQ4_XS: offset 128, no mins):
+//!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<8} lane_i(vals[v]·x[v]) − offset·(bsums[2i] + bsums[2i+1]))
+//!              + Σ_i mins[i]·sums32[i]
+//!   one scale per 16 values (Q6_K: offset 32; Q3_K: offset 4; Q2_K: offset 0, mins per 16):
+//!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<4} lane_i(vals[v]·x[v]) − offset·bsums[2i])
+//!              + d·dx·Σ_i scales_hi[i]·(Σ_{v≥4} lane_i(vals[v]·x[v]) − offset·bsums[2i+1])
+//!              + Σ_i (mins[i]·dx·bsums[2i] + mins_hi[i]·dx·bsums[2i+1])
 //!
-//! Everything inside d·dx·(…) is integer, as in llama.cpp's dot products (the −32 terms start the
+//! Everything inside d·dx·(…) is integer, as in llama.cpp's dot products (the offset terms start the
 //! accumulators); the tile multiplies each lane's sum by its scale in f32, which gives exactly the
 //! integer product converted to f32 (see `Pair`). Rounding the scale into d instead would be as
 //! accurate, but the synthetic parity models amplify any change of rounding order (an int8
@@ -49,23 +52,59 @@ const F32x16 = common.F32x16;
 
 /// One weight block of 256 values, unpacked for the tile (layout above).
 pub const Unpacked = struct {
-    /// Interleaved unsigned quants, at most 63 so the AVX2 `dotBytes` cannot saturate.
+    /// Interleaved unsigned quants (quant + the scheme's offset), at most `Scheme.max_val`.
     vals: [8]U8x32,
-    /// Lane i: the integer scale of sub-block i's values 0-15 and 16-31; equal in the
-    /// scale32_min scheme, where only `scales_lo` is read.
+    /// Lane i: the integer scale of sub-block i's values 0-15 and 16-31; equal when the scheme
+    /// has one scale per 32 values, where only `scales_lo` is read.
     scales_lo: I32x8,
     scales_hi: I32x8,
     /// The block scale d, broadcast.
     d: F32x8,
-    /// Lane i: −dmin·m[i], against the activation's sums32 (scale32_min; else unused).
+    /// Lane i: −dmin·m for sub-block i (mins per 32), or for its values 0-15 (mins per 16); zero
+    /// when the scheme has no mins.
     mins: F32x8,
+    /// Lane i: −dmin·m for sub-block i's values 16-31 (mins per 16); else zero.
+    mins_hi: F32x8,
 };
 
-pub const Scheme = enum { scale32_min, scale16_offset32 };
+/// How a format's block maps onto `Unpacked` and the tile's sums (the formulas above).
+pub const Scheme = struct {
+    /// Values per integer scale: 32 (`scales_lo` only) or 16 (`scales_lo`, `scales_hi`).
+    scale_values: u8,
+    /// What `vals` adds to each quant to make it unsigned; the tile starts each integer sum at
+    /// −offset·Σx (from the activation's bsums).
+    offset: i32 = 0,
+    mins: enum { none, per32, per16 } = .none,
+    /// The largest `vals` entry. Above 63 the AVX2 multiply-add (without VNNI) could saturate, so
+    /// the tile uses `common.dotBytesWide` there.
+    max_val: u8 = 63,
+
+    pub const q4_k: Scheme = .{ .scale_values = 32, .mins = .per32 };
+    pub const q6_k: Scheme = .{ .scale_values = 16, .offset = 32 };
+
+    fn groups(comptime s: Scheme) usize {
+        return if (s.scale_values == 16) 2 else 1;
+    }
+};
 
 /// Unpacked.vals from the eight 32-value chunks in natural order.
 pub fn interleaveVals(chunks: [8]U8x32) [8]U8x32 {
     return common.transposeWords(chunks);
+}
+
+/// Σ_k scales[k]·(Σ of the 16 products q·x of values 16k..16k+15) over one block, as 8 partial
+/// sums: chunk c (values 32c..32c+31, quants ≤ 63) takes scales 2c and 2c+1. The one-token dot of
+/// the formats with a scale per 16 values (Q2_K, Q3_K, Q6_K).
+pub inline fn scale16Dot(chunks: [8]U8x32, scales: @Vector(16, i16), xq: [*]const i8) I32x8 {
+    const s: [16]i16 = scales;
+    const halves = [2]@Vector(32, u8){ common.duplicateWords(s[0..8].*), common.duplicateWords(s[8..16].*) };
+    // Two sums: the fused multiply-add has a 4-cycle latency the other row's chain cannot hide.
+    var isum: [2]I32x8 = @splat(@splat(0));
+    inline for (0..8) |c| {
+        const p = common.mulAddBytes(chunks[c], xq[32 * c ..][0..32].*);
+        isum[c % 2] = common.dotWords(isum[c % 2], p, common.broadcastWords(halves[c / 4], (2 * c) % 8, (2 * c + 1) % 8));
+    }
+    return isum[0] +% isum[1];
 }
 
 /// Dot products of R weight rows (`nb` blocks each) with one Q8_K activation row, prefetching
@@ -97,6 +136,7 @@ pub const Pair = struct {
     scales_hi: F32x16,
     d: F32x16,
     mins: F32x16,
+    mins_hi: F32x16,
 };
 
 pub const Panel = struct {
@@ -122,17 +162,18 @@ pub const Panel = struct {
         halfOf(F32x8, &pr.scales_hi, row % 2).* = @floatFromInt(hi);
     }
 
-    pub inline fn setD(p: Panel, row: usize, b: usize, d: F32x8, mins: F32x8) void {
+    pub inline fn setD(p: Panel, row: usize, b: usize, d: F32x8, mins: F32x8, mins_hi: F32x8) void {
         const pr = p.pair(row, b);
         halfOf(F32x8, &pr.d, row % 2).* = d;
         halfOf(F32x8, &pr.mins, row % 2).* = mins;
+        halfOf(F32x8, &pr.mins_hi, row % 2).* = mins_hi;
     }
 
     /// Stores row `row`'s block b.
     pub inline fn store(p: Panel, row: usize, b: usize, u: *const Unpacked) void {
         inline for (0..8) |v| p.setVals(row, b, v, u.vals[v]);
         p.setScales(row, b, u.scales_lo, u.scales_hi);
-        p.setD(row, b, u.d, u.mins);
+        p.setD(row, b, u.d, u.mins, u.mins_hi);
     }
 
     /// Row `row`'s block b as stored (scales back to integers).
@@ -144,6 +185,7 @@ pub const Panel = struct {
         u.scales_hi = @intFromFloat(halfOf(F32x8, &pr.scales_hi, row % 2).*);
         u.d = halfOf(F32x8, &pr.d, row % 2).*;
         u.mins = halfOf(F32x8, &pr.mins, row % 2).*;
+        u.mins_hi = halfOf(F32x8, &pr.mins_hi, row % 2).*;
         return u;
     }
 };
@@ -186,9 +228,10 @@ fn tileRows(
     acts: [T]q8_k.Row,
     out: *[R][T]f32,
 ) void {
-    // Q6_K's two scales per sub-block: vectors 0-3 then 4-7, each group scaled on its own, so one
+    @setEvalBranchQuota(10_000); // the unrolled loops of large tiles
+    // Two scales per sub-block: vectors 0-3 then 4-7, each group scaled on its own, so one
     // integer accumulator per (row, token) stays live either way.
-    const groups = if (scheme == .scale16_offset32) 2 else 1;
+    const groups = comptime scheme.groups();
     const per_group = 8 / groups;
     const nb = panel.nb;
     var rows: [R][*]const Pair = undefined;
@@ -202,7 +245,7 @@ fn tileRows(
         inline for (0..groups) |g| {
             var iacc: [R][T]I32x8 = undefined;
             inline for (0..T) |t| {
-                const start: I32x8 = if (scheme == .scale16_offset32) offsetSums(acts[t].bsums + b * 16, g) else @splat(0);
+                const start = offsetSums(scheme, acts[t].bsums + b * 16, g);
                 inline for (0..R) |r| iacc[r][t] = start;
             }
             inline for (per_group * g..per_group * (g + 1)) |v| {
@@ -210,7 +253,7 @@ fn tileRows(
                 inline for (0..T) |t| x[t] = acts[t].qs[b * 256 + 32 * v ..][0..32].*;
                 inline for (0..R) |r| {
                     const w = halfConst(U8x32, &rows[r][b].vals[v], halves[r]);
-                    inline for (0..T) |t| iacc[r][t] = common.dotBytes(iacc[r][t], w, x[t]);
+                    inline for (0..T) |t| iacc[r][t] = dot(scheme, iacc[r][t], w, x[t]);
                 }
             }
             inline for (0..T) |t| {
@@ -223,10 +266,21 @@ fn tileRows(
                 }
             }
         }
-        if (scheme == .scale32_min) inline for (0..T) |t| {
-            const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
-            inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
-        };
+        switch (scheme.mins) {
+            .none => {},
+            .per32 => inline for (0..T) |t| {
+                const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
+                inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
+            },
+            .per16 => inline for (0..T) |t| {
+                const sums = sums16(acts[t], b);
+                inline for (0..R) |r| {
+                    const pr = &rows[r][b];
+                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins, halves[r]), sums[0], facc[r][t]);
+                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins_hi, halves[r]), sums[1], facc[r][t]);
+                }
+            },
+        }
     }
     inline for (0..R) |r| inline for (0..T) |t| {
         out[r][t] = common.sum(facc[r][t]);
@@ -244,7 +298,7 @@ fn tilePairs(
     acts: [T]q8_k.Row,
     out: *[2 * P][T]f32,
 ) void {
-    const groups = if (scheme == .scale16_offset32) 2 else 1;
+    const groups = comptime scheme.groups();
     const per_group = 8 / groups;
     const nb = panel.nb;
     var pairs: [P][*]const Pair = undefined;
@@ -254,7 +308,7 @@ fn tilePairs(
         inline for (0..groups) |g| {
             var iacc: [P][T]I32x16 = undefined;
             inline for (0..T) |t| {
-                const start: I32x16 = if (scheme == .scale16_offset32) both(i32, offsetSums(acts[t].bsums + b * 16, g)) else @splat(0);
+                const start = both(i32, offsetSums(scheme, acts[t].bsums + b * 16, g));
                 inline for (0..P) |p| iacc[p][t] = start;
             }
             inline for (per_group * g..per_group * (g + 1)) |v| {
@@ -274,10 +328,22 @@ fn tilePairs(
                 }
             }
         }
-        if (scheme == .scale32_min) inline for (0..T) |t| {
-            const sums32 = both(f32, acts[t].sums32[b * 8 ..][0..8].*);
-            inline for (0..P) |p| facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
-        };
+        switch (scheme.mins) {
+            .none => {},
+            .per32 => inline for (0..T) |t| {
+                const sums32 = both(f32, acts[t].sums32[b * 8 ..][0..8].*);
+                inline for (0..P) |p| facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
+            },
+            .per16 => inline for (0..T) |t| {
+                const sums = sums16(acts[t], b);
+                const lo = both(f32, sums[0]);
+                const hi = both(f32, sums[1]);
+                inline for (0..P) |p| {
+                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, lo, facc[p][t]);
+                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins_hi, hi, facc[p][t]);
+                }
+            },
+        }
     }
     inline for (0..P) |p| inline for (0..T) |t| {
         const lanes: [16]f32 = facc[p][t];
@@ -291,11 +357,29 @@ inline fn both(comptime E: type, v: @Vector(32 / @sizeOf(E), E)) @Vector(64 / @s
     return std.simd.join(v, v);
 }
 
-/// −32·bsums[2i + half] in lane i: the Q6_K offset of each 16-value half sub-block.
-inline fn offsetSums(bsums: [*]const i16, comptime half: usize) I32x8 {
+/// Lane i: bsums[2i + half] (the sum of x over sub-block i's values 16·half .. 16·half+15).
+inline fn halfSums(bsums: [*]const i16, comptime half: usize) I32x8 {
     const all: I16x16 = bsums[0..16].*;
     const picked: @Vector(8, i16) = @shuffle(i16, all, undefined, [8]i32{ half, 2 + half, 4 + half, 6 + half, 8 + half, 10 + half, 12 + half, 14 + half });
-    return @as(I32x8, picked) * @as(I32x8, @splat(-32));
+    return picked;
+}
+
+/// Where group g's integer sums start: −offset·Σx over the values the group covers, lane-wise.
+inline fn offsetSums(comptime scheme: Scheme, bsums: [*]const i16, comptime g: usize) I32x8 {
+    if (scheme.offset == 0) return @splat(0);
+    const sums = if (scheme.scale_values == 16) halfSums(bsums, g) else halfSums(bsums, 0) + halfSums(bsums, 1);
+    return sums * @as(I32x8, @splat(-scheme.offset));
+}
+
+/// Lanes i: dx·bsums[2i] and dx·bsums[2i+1], the activation side of per-16 mins.
+inline fn sums16(act: q8_k.Row, b: usize) [2]F32x8 {
+    const dx: F32x8 = @splat(act.d[b]);
+    return .{ @as(F32x8, @floatFromInt(halfSums(act.bsums + b * 16, 0))) * dx, @as(F32x8, @floatFromInt(halfSums(act.bsums + b * 16, 1))) * dx };
+}
+
+/// The tile's byte dot product: `vals` above 63 need the non-saturating form without VNNI.
+inline fn dot(comptime scheme: Scheme, acc: I32x8, w: U8x32, x: I8x32) I32x8 {
+    return if (scheme.max_val > 63) common.dotBytesWide(acc, w, x) else common.dotBytes(acc, w, x);
 }
 
 /// The same sums computed one value at a time from the interleaved layouts: the reference
@@ -306,6 +390,7 @@ pub fn tileRef(scheme: Scheme, row: []const Unpacked, act: q8_k.Row) f32 {
         const lo: [8]i32 = w.scales_lo;
         const hi: [8]i32 = w.scales_hi;
         const mins: [8]f32 = w.mins;
+        const mins_hi: [8]f32 = w.mins_hi;
         const d: [8]f32 = w.d;
         var block: i64 = 0;
         for (0..8) |i| for (0..2) |half| {
@@ -315,41 +400,43 @@ pub fn tileRef(scheme: Scheme, row: []const Unpacked, act: q8_k.Row) f32 {
                 const vals: [32]u8 = w.vals[v];
                 isum += @as(i64, vals[4 * i + pos % 4]) * act.qs[b * 256 + 32 * v + 4 * i + pos % 4];
             }
-            const scale: i64 = switch (scheme) {
-                .scale32_min => lo[i],
-                .scale16_offset32 => if (half == 0) lo[i] else hi[i],
-            };
-            if (scheme == .scale16_offset32) isum -= 32 * @as(i64, act.bsums[b * 16 + 2 * i + half]);
+            const scale: i64 = if (scheme.scale_values == 32 or half == 0) lo[i] else hi[i];
+            const bsum: i64 = act.bsums[b * 16 + 2 * i + half];
+            isum -= scheme.offset * bsum;
             block += scale * isum;
+            if (scheme.mins == .per16) total += @as(f64, if (half == 0) mins[i] else mins_hi[i]) * act.d[b] * @as(f64, @floatFromInt(bsum));
         };
         total += @as(f64, d[0]) * act.d[b] * @as(f64, @floatFromInt(block));
-        if (scheme == .scale32_min) for (0..8) |i| {
+        if (scheme.mins == .per32) for (0..8) |i| {
             total += @as(f64, mins[i]) * act.sums32[b * 8 + i];
         };
     }
     return @floatCast(total);
 }
 
-/// Random unpacked blocks within the formats' value ranges, for tests.
-pub fn randomUnpacked(rand: std.Random, out: []Unpacked) void {
+/// Random unpacked blocks with values up to `max_val`, for tests.
+pub fn randomUnpacked(rand: std.Random, max_val: u8, out: []Unpacked) void {
     for (out) |*u| {
         for (&u.vals) |*v| {
             var a: [32]u8 = undefined;
-            for (&a) |*e| e.* = rand.uintLessThan(u8, 64);
+            for (&a) |*e| e.* = rand.uintAtMost(u8, max_val);
             v.* = a;
         }
         var lo: [8]i32 = undefined;
         var hi: [8]i32 = undefined;
         var m: [8]f32 = undefined;
+        var m_hi: [8]f32 = undefined;
         for (0..8) |i| {
             lo[i] = rand.intRangeAtMost(i32, -128, 127);
             hi[i] = rand.intRangeAtMost(i32, -128, 127);
             m[i] = -rand.float(f32) * 0.01;
+            m_hi[i] = -rand.float(f32) * 0.01;
         }
         u.scales_lo = lo;
         u.scales_hi = hi;
         u.d = @splat(rand.float(f32) * 0.01);
         u.mins = m;
+        u.mins_hi = m_hi;
     }
 }
 
@@ -361,10 +448,8 @@ test "K-quant GEMM tiles match the lane-by-lane reference for several tile shape
     const n_rows = 5;
     const n_tok = 4;
     var rows: [n_rows][nb]Unpacked = undefined;
-    for (&rows) |*p| randomUnpacked(rand, p);
     var pairs: [Panel.bytes(n_rows, nb) / @sizeOf(Pair)]Pair = undefined;
     const panel = Panel{ .pairs = &pairs, .nb = nb };
-    for (0..n_rows) |r| for (0..nb) |b| panel.store(r, b, &rows[r][b]);
     var act_buf: [n_tok * q8_k.Row.bytes(k)]u8 align(64) = undefined;
     var x: [k]f32 = undefined;
     var acts: [n_tok]q8_k.Row = undefined;
@@ -374,10 +459,19 @@ test "K-quant GEMM tiles match the lane-by-lane reference for several tile shape
         q8_k.quantize(&x, k, acts[t]);
         q8_k.interleave(acts[t], k);
     }
-    for (0..n_rows) |r| for (0..nb) |b| {
-        try std.testing.expectEqualSlices(u8, std.mem.asBytes(&rows[r][b]), std.mem.asBytes(&panel.load(r, b)));
+    const schemes = [_]Scheme{
+        Scheme.q4_k,
+        Scheme.q6_k,
+        .{ .scale_values = 16, .offset = 4 },
+        .{ .scale_values = 16, .mins = .per16 },
+        .{ .scale_values = 32, .offset = 128, .max_val = 241 },
     };
-    inline for (.{ .scale32_min, .scale16_offset32 }) |scheme| {
+    inline for (schemes) |scheme| {
+        for (&rows) |*p| randomUnpacked(rand, scheme.max_val, p);
+        for (0..n_rows) |r| for (0..nb) |b| panel.store(r, b, &rows[r][b]);
+        for (0..n_rows) |r| for (0..nb) |b| {
+            try std.testing.expectEqualSlices(u8, std.mem.asBytes(&rows[r][b]), std.mem.asBytes(&panel.load(r, b)));
+        };
         inline for (.{ .{ 1, 1, 3 }, .{ 2, 3, 2 }, .{ 4, 4, 0 }, .{ 1, 4, 4 } }) |shape| {
             const R = shape[0];
             const T = shape[1];

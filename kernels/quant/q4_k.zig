@@ -144,7 +144,7 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: 
     return dx * (@as(f32, blk.d) * @as(f32, @floatFromInt(isum)) - @as(f32, blk.dmin) * @as(f32, @floatFromInt(imin)));
 }
 
-/// Unpacks a block for the GEMM tile (`kquants.Scheme.scale32_min`).
+/// Unpacks a block for the GEMM tile (`scheme`).
 pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
     const sm = scalesAndMins(&blk.scales);
     var chunks: [8]U8x32 = undefined;
@@ -163,9 +163,10 @@ pub inline fn setUnpacked(d: f16, dmin: f16, sc: @Vector(8, u8), m: @Vector(8, u
     out.scales_hi = out.scales_lo;
     out.d = @splat(@as(f32, d));
     out.mins = @as(F32x8, @splat(-@as(f32, dmin))) * @as(F32x8, @floatFromInt(m));
+    out.mins_hi = @splat(0);
 }
 
-pub const scheme: kquants.Scheme = .scale32_min;
+pub const scheme = kquants.Scheme.q4_k;
 
 /// A random but valid block: any bytes, with small positive scales.
 pub fn randomBlock(rand: std.Random) Block {

@@ -153,7 +153,7 @@ pub fn unpackGroup(g: *const Group, panel: kquants.Panel, first_row: usize, b: u
             m[j] = @floatFromInt(sm.m[j][r]);
         }
         panel.setScales(first_row + r, b, sc, sc);
-        panel.setD(first_row + r, b, @splat(d[r]), @as(F32x8, @splat(-dmin[r])) * m);
+        panel.setD(first_row + r, b, @splat(d[r]), @as(F32x8, @splat(-dmin[r])) * m, @splat(0));
     }
 }
 

@@ -33,7 +33,7 @@ comptime {
     std.debug.assert(@sizeOf(Block) == 176);
 }
 
-pub const scheme: kquants.Scheme = .scale32_min;
+pub const scheme = kquants.Scheme.q4_k;
 
 /// The 5-bit quants of sub-blocks 2g (low nibbles) and 2g+1 (high nibbles).
 inline fn quants(blk: *const Block, comptime g: usize) [2]U8x32 {

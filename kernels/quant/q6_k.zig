@@ -36,7 +36,7 @@ comptime {
     std.debug.assert(@sizeOf(Block) == 210);
 }
 
-pub const scheme: kquants.Scheme = .scale16_offset32;
+pub const scheme = kquants.Scheme.q6_k;
 
 /// The unsigned 6-bit quants of chunk c (values 32c..32c+31).
 inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
@@ -87,13 +87,9 @@ pub fn dequantize(blk: *const Block, out: *[256]f32) void {
 
 pub inline fn blockDot(blk: *const Block, xq: [*]const i8, bsums: I16x16, dx: f32) F32x8 {
     const s = scales16(blk);
-    const halves = [2]@Vector(32, u8){ common.duplicateWords(blk.scales[0..8].*), common.duplicateWords(blk.scales[8..16].*) };
-    var isum: [2]I32x8 = @splat(@splat(0));
-    inline for (0..8) |c| {
-        const p = common.mulAddBytes(quants(blk, c), xq[32 * c ..][0..32].*);
-        isum[c % 2] = common.dotWords(isum[c % 2], p, common.broadcastWords(halves[c / 4], (2 * c) % 8, (2 * c + 1) % 8));
-    }
-    const total = (isum[0] +% isum[1]) -% (common.mulAddWords(s, bsums) << @splat(5));
+    var chunks: [8]U8x32 = undefined;
+    inline for (0..8) |c| chunks[c] = quants(blk, c);
+    const total = kquants.scale16Dot(chunks, s, xq) -% (common.mulAddWords(s, bsums) << @splat(5));
     return @as(F32x8, @floatFromInt(total)) * @as(F32x8, @splat(@as(f32, blk.d) * dx));
 }
 
@@ -123,6 +119,7 @@ pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
     out.scales_hi = @shuffle(i32, s, undefined, [8]i32{ 1, 3, 5, 7, 9, 11, 13, 15 });
     out.d = @splat(@as(f32, blk.d));
     out.mins = @splat(0);
+    out.mins_hi = @splat(0);
 }
 
 pub fn randomBlock(rand: std.Random) Block {

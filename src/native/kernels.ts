@@ -19,9 +19,12 @@ export const GgmlType = {
   F32: 0,
   F16: 1,
   Q8_0: 8,
+  Q2_K: 10,
+  Q3_K: 11,
   Q4_K: 12,
   Q5_K: 13,
   Q6_K: 14,
+  IQ4_XS: 23,
   BF16: 30,
 } as const;
 

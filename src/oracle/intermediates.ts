@@ -484,7 +484,9 @@ export function dumpOurs(
 // ---------------------------------------------------------------------------------------------
 // What a matmul actually multiplies: the activation as the weight type's dot partner holds it.
 
-const F16 = 1, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30;
+const F16 = 1, Q8_0 = 8, BF16 = 30;
+/** Weight types llama.cpp multiplies against Q8_K activations: Q2_K … Q6_K, IQ4_XS. */
+const Q8_K_PARTNERED = [10, 11, 12, 13, 14, 23];
 
 /** Rounds to nearest, ties to even (as the AVX quantizers do). */
 function rint(x: number): number {
@@ -517,7 +519,7 @@ function dotPartner(
     }
     return { codes, scales: new Float32Array(0) };
   }
-  const block = weightType === Q8_0 ? 32 : [Q4_K, Q5_K, Q6_K].includes(weightType) ? 256 : 0;
+  const block = weightType === Q8_0 ? 32 : Q8_K_PARTNERED.includes(weightType) ? 256 : 0;
   if (block === 0 || x.length % block !== 0) return null;
   const scales = new Float32Array(x.length / block);
   for (let b = 0; b < x.length; b += block) {

@@ -36,7 +36,20 @@ const NODE_TOLERANCE = 1e-5;
 const DECODE_ATTENTION_TOLERANCE = 5e-3;
 
 type FileType = "F32" | QuantizeType;
-const TYPES: FileType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K"];
+const TYPES: FileType[] = [
+  "F32",
+  "F16",
+  "BF16",
+  "Q8_0",
+  "Q4_K_M",
+  "Q5_K_M",
+  "Q6_K",
+  "Q2_K",
+  "Q3_K_S",
+  "Q3_K_M",
+  "Q3_K_L",
+  "IQ4_XS",
+];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
 function check(table: Comparison[], what: string, tolerance: (node: string) => number): void {

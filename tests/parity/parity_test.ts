@@ -1,7 +1,8 @@
 /**
  * Logit parity with llama.cpp (the pinned build) on synthetic Qwen3.5 models: two shapes (one with
  * full_attention_interval 3 and a V/K head ratio of 4, one with interval 4 and ratio 2), written as
- * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M and Q6_K. Each file is
+ * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S,
+ * Q3_K_M, Q3_K_L and IQ4_XS (presets that mix types tensor by tensor). Each file is
  * evaluated on 72 positions, as one prompt and token by token, by both engines.
  *
  * Pass marks (issue "logits at parity"):
@@ -23,7 +24,20 @@ import { testModel } from "../models.ts";
 const POSITIONS = 72;
 
 type FileType = "F32" | QuantizeType;
-const TYPES: FileType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K"];
+const TYPES: FileType[] = [
+  "F32",
+  "F16",
+  "BF16",
+  "Q8_0",
+  "Q4_K_M",
+  "Q5_K_M",
+  "Q6_K",
+  "Q2_K",
+  "Q3_K_S",
+  "Q3_K_M",
+  "Q3_K_L",
+  "IQ4_XS",
+];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
 /** Deterministic prompt ids spread over the vocabulary. */
