@@ -1,4 +1,8 @@
-//! Builds the deltaq kernel library (`zig-out/lib/libdeltaq.so`) and runs the kernel tests.
+//! Builds the deltaq kernel library and runs the kernel tests. The library is
+//! `lib/libdeltaq.so` (Linux), `lib/libdeltaq.dylib` (macOS) or `bin/deltaq.dll` (Windows) under
+//! the prefix; `src/native/build.ts` builds it into `zig-out/<os>-<arch>/` for the running Deno.
+//! On Linux name glibc in the target (`x86_64-linux-gnu`): plain `x86_64-linux` means musl,
+//! which Deno cannot load.
 //!
 //!   zig build                        native CPU, ReleaseFast (the default)
 //!   zig build -Dcpu=x86_64_v3        portable AVX2/FMA/F16C build
@@ -38,6 +42,9 @@ pub fn build(b: *std.Build) void {
             .root_source_file = b.path("kernels/root.zig"),
             .target = target,
             .optimize = .safe,
+            // The OS layer calls libSystem on macOS; on Linux the tests stay static (no libc), so
+            // they also run under qemu without a sysroot.
+            .link_libc = if (target.result.os.tag == .linux) null else true,
         }),
     });
     const run_tests = b.addRunArtifact(tests);

@@ -22,6 +22,7 @@ const std = @import("std");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
 const root = @import("root.zig");
+const os = @import("os.zig");
 const common = @import("quant/common.zig");
 const q8_k = @import("quant/q8_k.zig");
 const q8_0 = @import("quant/q8_0.zig");
@@ -104,10 +105,10 @@ pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight
             const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
             const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
             // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
-            const page = std.heap.page_size_min;
+            const page = os.pageSize();
             const first = std.mem.alignBackward(usize, @intFromPtr(groups + s.begin * nb), page);
             const last = std.mem.alignForward(usize, @intFromPtr(groups + s.end * nb), page);
-            if (last > first) _ = std.os.linux.madvise(@ptrFromInt(first), last - first, 23); // MADV_POPULATE_WRITE
+            if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
             for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
         }
     };
@@ -632,7 +633,7 @@ fn testContext(n_threads: usize) !*root.Context {
 
 fn freeTestContext(ctx: *root.Context) void {
     ctx.pool.deinit();
-    if (ctx.scratch.len != 0) _ = std.os.linux.munmap(ctx.scratch.ptr, ctx.scratch.len);
+    ctx.freeScratch();
     testing.allocator.destroy(ctx);
 }
 

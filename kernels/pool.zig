@@ -1,13 +1,12 @@
 //! A persistent worker pool. The thread that calls `run` is worker 0; workers 1..n-1 are threads
 //! that live as long as the pool. Between jobs they spin for a while (a forward pass issues
-//! hundreds of jobs back to back, and a futex round trip costs more than most of them), then sleep
-//! on a futex until the next job.
+//! hundreds of jobs back to back, and a sleep/wake round trip costs more than most of them), then
+//! sleep (`os.wait`: futex, __ulock or WaitOnAddress) until the next job.
 //!
 //! A job is a function called once on every worker with (worker index, worker count); it splits
 //! its own work, either statically by index or dynamically with a `Chunks` counter.
 const std = @import("std");
-const builtin = @import("builtin");
-const linux = std.os.linux;
+const os = @import("os.zig");
 
 pub const max_threads = 64;
 
@@ -21,13 +20,13 @@ pub const Job = struct {
 
 pub const Pool = struct {
     n_threads: usize,
-    threads: [max_threads]std.Thread = undefined,
+    threads: [max_threads]os.Thread = undefined,
     n_spawned: usize = 0,
     /// Bumped once per job; workers wait for it to change.
     generation: std.atomic.Value(u32) = .init(0),
     /// Workers (not counting the caller) still running the current job.
     pending: std.atomic.Value(u32) = .init(0),
-    /// Workers inside the futex wait, so `run` only pays for a wake syscall when someone sleeps.
+    /// Workers inside `os.wait`, so `run` only pays for a wake syscall when someone sleeps.
     sleepers: std.atomic.Value(u32) = .init(0),
     job: Job = undefined,
     quit: bool = false,
@@ -37,7 +36,7 @@ pub const Pool = struct {
         self.* = .{ .n_threads = @max(1, @min(n_threads, max_threads)) };
         while (self.n_spawned + 1 < self.n_threads) {
             const index = self.n_spawned + 1;
-            self.threads[self.n_spawned] = std.Thread.spawn(.{ .stack_size = 1 << 20 }, workerMain, .{ self, index }) catch |err| {
+            self.threads[self.n_spawned] = os.Thread.spawn(.{ .stack_size = 1 << 20 }, workerMain, .{ self, index }) catch |err| {
                 self.deinit();
                 return err;
             };
@@ -48,7 +47,7 @@ pub const Pool = struct {
     pub fn deinit(self: *Pool) void {
         self.quit = true;
         _ = self.generation.fetchAdd(1, .seq_cst);
-        wakeAll(&self.generation);
+        os.wakeAll(&self.generation);
         for (self.threads[0..self.n_spawned]) |t| t.join();
         self.n_spawned = 0;
     }
@@ -65,7 +64,7 @@ pub const Pool = struct {
         self.job = .{ .func = Trampoline.call, .ctx = ctx };
         self.pending.store(@intCast(self.n_spawned), .seq_cst);
         _ = self.generation.fetchAdd(1, .seq_cst);
-        if (self.sleepers.load(.seq_cst) != 0) wakeAll(&self.generation);
+        if (self.sleepers.load(.seq_cst) != 0) os.wakeAll(&self.generation);
         func(ctx, 0, n);
         while (self.pending.load(.acquire) != 0) std.atomic.spinLoopHint();
     }
@@ -83,7 +82,7 @@ pub const Pool = struct {
                 } else {
                     _ = self.sleepers.fetchAdd(1, .seq_cst);
                     // Returns at once if the generation already moved on (no lost wake-up).
-                    _ = linux.futex_4arg(&self.generation.raw, .{ .cmd = .WAIT, .private = true }, seen, null);
+                    os.wait(&self.generation, seen);
                     _ = self.sleepers.fetchSub(1, .seq_cst);
                 }
             }
@@ -92,10 +91,6 @@ pub const Pool = struct {
             self.job.func(self.job.ctx, index, self.n_spawned + 1);
             _ = self.pending.fetchSub(1, .release);
         }
-    }
-
-    fn wakeAll(word: *std.atomic.Value(u32)) void {
-        _ = linux.futex_3arg(&word.raw, .{ .cmd = .WAKE, .private = true }, std.math.maxInt(i32));
     }
 };
 

@@ -18,7 +18,7 @@
 //! FFI call runs hundreds of kernels while the worker pool stays awake. The operand layouts are
 //! documented on `Op` below and encoded by `src/native/commands.ts`.
 const std = @import("std");
-const linux = std.os.linux;
+const os = @import("os.zig");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
 const matmul = @import("matmul.zig");
@@ -104,19 +104,11 @@ export fn dq_map_file(path: [*:0]const u8) i32 {
 
 fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
     const slot = try freeSlot();
-    const fd_rc = linux.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0);
-    if (linux.errno(fd_rc) != .SUCCESS) return fail("cannot open: {s}", .{@tagName(linux.errno(fd_rc))});
-    const fd: linux.fd_t = @intCast(fd_rc);
-    defer _ = linux.close(fd);
-    const end = linux.lseek(fd, 0, linux.SEEK.END);
-    if (linux.errno(end) != .SUCCESS) return fail("cannot seek: {s}", .{@tagName(linux.errno(end))});
-    const len: usize = @intCast(end);
-    if (len == 0) return fail("the file is empty", .{});
-    // POPULATE maps every page now (reading it if not cached), like llama.cpp's load does, so the
-    // first forward pass does not pay ~one fault per 4 KiB of weights.
-    const addr = linux.mmap(null, len, .{ .READ = true }, .{ .TYPE = .PRIVATE, .POPULATE = true }, fd, 0);
-    if (linux.errno(addr) != .SUCCESS) return fail("cannot map: {s}", .{@tagName(linux.errno(addr))});
-    regions[slot] = .{ .ptr = @ptrFromInt(addr), .len = len, .kind = .mapping, .generation = regions[slot].generation };
+    const m = os.mapFile(path) catch |e| return switch (e) {
+        error.Empty => fail("the file is empty", .{}),
+        else => fail("cannot open: {s}", .{os.describe(e)}),
+    };
+    regions[slot] = .{ .ptr = @alignCast(m.ptr), .len = m.len, .kind = .mapping, .generation = regions[slot].generation };
     return regionId(slot);
 }
 
@@ -130,42 +122,10 @@ export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
 
 fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
     const slot = try freeSlot();
-    const len = std.mem.alignForward(usize, @max(bytes, 1), std.heap.page_size_min);
-    const ptr = mapAnonymous(len, resident) orelse return fail("cannot allocate {d} bytes", .{bytes});
-    regions[slot] = .{ .ptr = ptr, .len = bytes, .kind = .buffer, .generation = regions[slot].generation };
+    const ptr = os.allocPages(os.pageRound(bytes), resident) orelse return fail("cannot allocate {d} bytes", .{bytes});
+    regions[slot] = .{ .ptr = @alignCast(ptr), .len = bytes, .kind = .buffer, .generation = regions[slot].generation };
     return regionId(slot);
 }
-
-const huge_page = 2 << 20;
-
-/// `len` (a multiple of the page size) bytes of zeroed, private memory, or null. `resident`
-/// buffers are faulted in now, on 2 MiB-aligned transparent huge pages when they span one or
-/// more: a session's DeltaNet state (48 MiB at 4B shapes) on 4 KiB pages took ~12,000 faults
-/// during its first forward pass, 60–110 ms here. Lazy buffers (KV caches, whose first prompt
-/// touches a few rows) keep small pages, so a first touch never zeroes 2 MiB it does not need.
-fn mapAnonymous(len: usize, resident: bool) ?[*]align(std.heap.page_size_min) u8 {
-    const prot: linux.PROT = .{ .READ = true, .WRITE = true };
-    const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true };
-    if (!resident or len < huge_page) {
-        const addr = linux.mmap(null, len, prot, flags, -1, 0);
-        if (linux.errno(addr) != .SUCCESS) return null;
-        if (resident) _ = linux.madvise(@ptrFromInt(addr), len, madv_populate_write);
-        return @ptrFromInt(addr);
-    }
-    // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
-    const addr = linux.mmap(null, len + huge_page, prot, flags, -1, 0);
-    if (linux.errno(addr) != .SUCCESS) return null;
-    const start = std.mem.alignForward(usize, addr, huge_page);
-    if (start > addr) _ = linux.munmap(@ptrFromInt(addr), start - addr);
-    const tail = addr + len + huge_page - (start + len);
-    if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
-    _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
-    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault in on first use.
-    _ = linux.madvise(@ptrFromInt(start), len, madv_populate_write);
-    return @ptrFromInt(start);
-}
-
-const madv_populate_write = 23;
 
 /// The base address of a region (null for an invalid id).
 export fn dq_region_ptr(id: u32) ?*anyopaque {
@@ -184,8 +144,11 @@ export fn dq_region_free(id: u32) void {
     const r = lookupRegion(id) catch return;
     const slot = id & 0xffff;
     for (&weights) |*w| if (w.used and w.region_slot == slot) w.retire();
-    const mapped_len = if (r.kind == .buffer) std.mem.alignForward(usize, @max(r.len, 1), std.heap.page_size_min) else r.len;
-    _ = linux.munmap(r.ptr, mapped_len);
+    switch (r.kind) {
+        .buffer => os.freePages(@alignCast(r.ptr), os.pageRound(r.len)),
+        .mapping => os.unmapFile(.{ .ptr = @alignCast(r.ptr), .len = r.len }),
+        .free => unreachable,
+    }
     r.* = .{ .generation = r.generation +% 1 };
 }
 
@@ -267,18 +230,11 @@ fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Fai
     } else return fail("too many weights (limit {d})", .{max_weights});
     const repacked = matmul.repack(ctx, w, @alignCast(dst.ptr + offset));
     if (src_region.kind == .mapping) {
-        // The original's whole pages become an inaccessible anonymous range rather than merely
-        // dropped pages (MADV_DONTNEED): with large page-cache folios, a fault on a neighbouring
-        // tensor maps its whole folio back in, and at 4B shapes the first forward pass brought
-        // ~140 MiB of released Q4_K pages back into RSS that way. The source id is retired, so
-        // nothing can read the hole.
-        const page = std.heap.page_size_min;
-        const start = std.mem.alignForward(usize, @intFromPtr(w.data), page);
-        const end = std.mem.alignBackward(usize, @intFromPtr(w.data) + bytes, page);
-        if (end > start) {
-            const hole = linux.mmap(@ptrFromInt(start), end - start, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
-            if (linux.errno(hole) != .SUCCESS) _ = linux.madvise(@ptrFromInt(start), end - start, linux.MADV.DONTNEED);
-        }
+        // The original's whole pages become an inaccessible range rather than merely dropped
+        // pages (see `os.releaseMapped`): at 4B shapes the first forward pass otherwise brought
+        // ~140 MiB of released Q4_K pages back into RSS. The source id is retired, so nothing can
+        // read the hole.
+        os.releaseMapped(w.data, bytes);
         weights[weight & 0xffff].retire();
     }
     const ws = &weights[slot];
@@ -308,13 +264,17 @@ pub const Context = struct {
     /// Scratch memory of at least `bytes`, valid until the next call; contents are not kept.
     pub fn scratchBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
         if (self.scratch.len < bytes) {
-            if (self.scratch.len != 0) _ = linux.munmap(self.scratch.ptr, self.scratch.len);
-            self.scratch = &.{};
-            const len = std.mem.alignForward(usize, bytes, std.heap.page_size_min);
-            const ptr = mapAnonymous(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
+            self.freeScratch();
+            const len = os.pageRound(bytes);
+            const ptr = os.allocPages(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
             self.scratch = ptr[0..len];
         }
         return self.scratch[0..bytes];
+    }
+
+    pub fn freeScratch(self: *Context) void {
+        if (self.scratch.len != 0) os.freePages(@alignCast(self.scratch.ptr), self.scratch.len);
+        self.scratch = &.{};
     }
 };
 
@@ -334,12 +294,6 @@ pub const Profile = struct {
         return (l * ops + o) * kinds + k;
     }
 };
-
-fn monotonicNanos() u64 {
-    var ts: linux.timespec = undefined;
-    _ = linux.clock_gettime(.MONOTONIC, &ts);
-    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
-}
 
 /// Turns per-command timing on (and clears it) or off for a context.
 export fn dq_profile(context: u32, enable: u32) i32 {
@@ -401,7 +355,7 @@ export fn dq_context_free(id: u32) void {
     const ctx = contexts[id] orelse return;
     ctx.pool.deinit();
     if (ctx.profile) |p| std.heap.page_allocator.destroy(p);
-    if (ctx.scratch.len != 0) _ = linux.munmap(ctx.scratch.ptr, ctx.scratch.len);
+    ctx.freeScratch();
     std.heap.page_allocator.destroy(ctx);
     contexts[id] = null;
 }
@@ -545,7 +499,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
         var reader = Reader{ .words = cmds[at + 2 .. at + len] };
         // A kernel that fails without a message must not inherit (and re-prefix) an older one.
         error_len = 0;
-        const start = if (ctx.profile != null) monotonicNanos() else 0;
+        const start = if (ctx.profile != null) os.monotonicNanos() else 0;
         runCommand(ctx, op, &reader) catch {
             var prefix_buf: [64]u8 = undefined;
             const prefix = std.fmt.bufPrint(&prefix_buf, "command {d} ({s}): ", .{ index, opName(op) }) catch "";
@@ -562,7 +516,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             else
                 0;
             const c = Profile.cell(ctx.label, @intFromEnum(op), kind);
-            p.nanos[c] += @floatFromInt(monotonicNanos() - start);
+            p.nanos[c] += @floatFromInt(os.monotonicNanos() - start);
             p.counts[c] += 1;
         }
         at += len;
@@ -766,6 +720,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
 
 test {
     std.testing.refAllDecls(@This());
+    _ = os;
     _ = types;
     _ = pool_mod;
     _ = matmul;

@@ -1,49 +1,94 @@
 /**
- * `deno task compile [--output PATH]`: one executable with the CLI and a portable (x86-64-v3)
- * kernel library embedded, runnable where neither Deno nor Zig is installed.
+ * `deno task compile [--target T] [--output PATH]`: one executable with the CLI and the kernel
+ * library for its platform embedded, runnable where neither Deno nor Zig is installed. T is one
+ * of Deno's five compile targets (default: the running Deno's platform); the library is
+ * cross-built with Zig for it.
  *
  * `deno compile` needs Deno's runtime (`denort`) for the target; it downloads it from
- * dl.deno.land unless `DENORT_BIN` points to a local copy (unzip
- * denort-x86_64-unknown-linux-gnu.zip of the same Deno version). Without either, this fails with
- * a message saying so, and nothing is left half-written.
+ * dl.deno.land unless `DENORT_BIN` points to a local copy (unzip denort-<target>.zip of the same
+ * Deno version). Without either, this fails with a message saying so, and nothing is left
+ * half-written.
  */
+import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../src/errors.ts";
-import { build, PORTABLE_PREFIX } from "../src/native/build.ts";
+import { build, buildPrefix, buildStamp, hostPlatform, libraryFile, type Platform } from "../src/native/build.ts";
 import { isFile } from "../src/util/fs.ts";
 
-const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
+const root = fileURLToPath(new URL("..", import.meta.url));
 
-function parseOutput(args: string[]): string {
-  const at = args.indexOf("--output");
-  if (at >= 0) {
-    if (!args[at + 1]) throw new DeltaqError("--output needs a path");
-    return args[at + 1];
+/** Deno's compile targets and the platforms they run on. */
+export const TARGETS: Record<string, Platform> = {
+  "x86_64-unknown-linux-gnu": { os: "linux", arch: "x86_64" },
+  "aarch64-unknown-linux-gnu": { os: "linux", arch: "aarch64" },
+  "x86_64-apple-darwin": { os: "darwin", arch: "x86_64" },
+  "aarch64-apple-darwin": { os: "darwin", arch: "aarch64" },
+  "x86_64-pc-windows-msvc": { os: "windows", arch: "x86_64" },
+};
+
+/** The Deno target of a platform. */
+export function denoTarget(p: Platform): string {
+  return Object.entries(TARGETS).find(([, t]) => t.os === p.os && t.arch === p.arch)![0];
+}
+
+/**
+ * The CPU the embedded library is built for: the portable level of each architecture (AVX2 on
+ * x86-64; NEON with the dot-product extension on arm64, which every Apple Silicon chip has).
+ */
+export function portableCpu(p: Platform): string {
+  return p.arch === "x86_64" ? "x86_64_v3" : p.os === "darwin" ? "apple_m1" : "generic+dotprod";
+}
+
+const USAGE = `usage: deno task compile [--target T] [--output PATH]
+  --target T     one of ${Object.keys(TARGETS).join(", ")}
+                 (default: this machine's, ${denoTarget(hostPlatform())})
+  --output PATH  the executable to write (default dist/deltaq, or dist/deltaq-<target>
+                 for another platform; Deno adds .exe for Windows)
+  DENORT_BIN=/path/to/denort builds without downloading Deno's runtime`;
+
+interface Options {
+  target: string;
+  output: string;
+}
+
+function parseArgs(args: string[]): Options | undefined {
+  let target = denoTarget(hostPlatform());
+  let output: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--help" || a === "-h") return undefined;
+    if (a === "--target" || a === "--output") {
+      const v = args[++i];
+      if (!v) throw new DeltaqError(`${a} needs a value\n${USAGE}`);
+      if (a === "--target") target = v;
+      else output = v;
+    } else {
+      throw new DeltaqError(`unknown argument ${a}\n${USAGE}`);
+    }
   }
-  if (args.some((a) => a !== "--output")) {
-    if (args.includes("--help") || args.includes("-h")) return "";
-    throw new DeltaqError(`unknown argument ${args[0]} (usage: deno task compile [--output PATH])`);
-  }
-  return "dist/deltaq";
+  if (!TARGETS[target]) throw new DeltaqError(`unknown target ${target}; one of ${Object.keys(TARGETS).join(", ")}`);
+  const host = target === denoTarget(hostPlatform());
+  return { target, output: output ?? (host ? "dist/deltaq" : `dist/deltaq-${target}`) };
 }
 
 async function main(args: string[]): Promise<number> {
-  const output = parseOutput(args);
-  if (output === "") {
-    console.log("usage: deno task compile [--output PATH]   (default dist/deltaq; DENORT_BIN=/path/to/denort to build offline)");
+  const opts = parseArgs(args);
+  if (!opts) {
+    console.log(USAGE);
     return 0;
   }
   const denort = Deno.env.get("DENORT_BIN");
-  if (denort !== undefined) {
-    if (!isFile(denort)) {
-      throw new DeltaqError(`DENORT_BIN=${denort}: no such file (it must be the denort executable of Deno ${Deno.version.deno})`);
-    }
+  if (denort !== undefined && !isFile(denort)) {
+    throw new DeltaqError(`DENORT_BIN=${denort}: no such file (it must be the denort executable of Deno ${Deno.version.deno})`);
   }
-  console.error(`deltaq: building the portable kernel library (x86-64-v3) into ${PORTABLE_PREFIX}/`);
-  // glibc 2.28 (2018) as the floor, so the binary runs on older distributions too
-  build({ cpu: "x86_64_v3", target: "x86_64-linux-gnu.2.28", prefix: PORTABLE_PREFIX, quiet: true });
+  const platform = TARGETS[opts.target];
+  const cpu = portableCpu(platform);
+  const library = `${buildPrefix(platform)}/${libraryFile(platform)}`;
+  console.error(`deltaq: building the kernel library for ${opts.target} (${cpu}) into ${library}`);
+  build({ cpu, platform, quiet: true });
+  Deno.writeTextFileSync(`${root}/${library}.stamp`, buildStamp(platform, cpu));
 
   const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["compile", "-A", "--include", `${PORTABLE_PREFIX}/lib/libdeltaq.so`, "--output", output, "cli.ts"],
+    args: ["compile", "-A", "--target", opts.target, "--include", library, "--output", opts.output, "cli.ts"],
     cwd: root,
     stdout: "inherit",
     stderr: "piped",
@@ -51,14 +96,14 @@ async function main(args: string[]): Promise<number> {
   const out = await cmd.output();
   const text = new TextDecoder().decode(out.stderr);
   if (out.success) {
-    console.error(`deltaq: wrote ${output}`);
+    console.error(`deltaq: wrote ${opts.output}`);
     return 0;
   }
   if (/dl\.deno\.land|dns error|error sending request/.test(text)) {
     throw new DeltaqError(
       `deno compile could not download Deno's runtime (denort ${Deno.version.deno}) from dl.deno.land. ` +
-        `On a machine without internet, download denort-x86_64-unknown-linux-gnu.zip for Deno ${Deno.version.deno} elsewhere, ` +
-        `unzip it here and run: DENORT_BIN=/path/to/denort deno task compile`,
+        `On a machine without internet, download denort-${opts.target}.zip for Deno ${Deno.version.deno} elsewhere, ` +
+        `unzip it here and run: DENORT_BIN=/path/to/denort deno task compile --target ${opts.target}`,
     );
   }
   // deno-lint-ignore no-control-regex

@@ -11,6 +11,7 @@
  * (./bench_model.ts). Speed depends on what else the machine is doing: the load average before and
  * after is printed with the table.
  */
+import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
 import { readGgufHeader } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
@@ -244,9 +245,10 @@ export async function runBench(args: string[]): Promise<number> {
   // here, outside the timings.
   status.show("building the kernel library if needed");
   // Every deltaq run uses this copy: the library in zig-out/ may be rebuilt meanwhile.
-  const library = `${BENCH_CACHE}libdeltaq-${Deno.pid}.so`;
+  const built = ensureLibrary();
+  const library = `${BENCH_CACHE}libdeltaq-${Deno.pid}${built.slice(built.lastIndexOf("."))}`;
   Deno.mkdirSync(BENCH_CACHE, { recursive: true });
-  Deno.copyFileSync(ensureLibrary(), library);
+  Deno.copyFileSync(built, library);
   try {
     return await measure(s, header, library, status, log);
   } finally {
@@ -331,7 +333,7 @@ async function spawnWorker(
   const args = [
     "run",
     "-A",
-    decodeURIComponent(WORKER.pathname),
+    fileURLToPath(WORKER),
     "--engine",
     engine,
     "--model",
@@ -408,7 +410,7 @@ async function measureBandwidth(
       args: [
         ...zig.slice(1),
         "build-exe",
-        decodeURIComponent(BANDWIDTH_SOURCE.pathname),
+        fileURLToPath(BANDWIDTH_SOURCE),
         "-OReleaseFast",
         `-mcpu=${cpu}`,
         "-fstrip",
@@ -536,7 +538,7 @@ function readThrough(path: string): void {
  * benchmark of a work tree with uncommitted kernel changes is not the commit's).
  */
 function sourceState(): string {
-  const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+  const root = fileURLToPath(new URL("../../", import.meta.url));
   const git = (...args: string[]) => {
     const out = new Deno.Command("git", { args: ["-C", root, ...args], stdout: "piped", stderr: "null" })
       .outputSync();

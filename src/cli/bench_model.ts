@@ -7,6 +7,7 @@
  * quantizes it (llama.cpp writes its output atomically) and deletes the F16 file; a failure or
  * Ctrl-C leaves no half-written model behind.
  */
+import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
 import { generatorVersion, PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
 import { LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
@@ -22,7 +23,7 @@ const DISK_NEEDED = 12e9;
 const repoRoot = new URL("../../", import.meta.url);
 
 function fromUrl(u: URL): string {
-  return decodeURIComponent(u.pathname);
+  return fileURLToPath(u);
 }
 
 export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
@@ -128,7 +129,7 @@ export function removeOutdated(current: string, pattern: RegExp, log: (line: str
 
 /**
  * Deletes temporary files of earlier benchmarks whose process is gone (e.g. killed while
- * quantizing): `….f16-PID.tmp[.partial]`, `….partial-PID`, `….PID.tmp`, `libdeltaq-PID.so`.
+ * quantizing): `….f16-PID.tmp[.partial]`, `….partial-PID`, `….PID.tmp`, `libdeltaq-PID.so` (or .dylib, .dll).
  */
 export function removeLeftovers(): void {
   let entries: Deno.DirEntry[];
@@ -138,7 +139,7 @@ export function removeLeftovers(): void {
     return; // no cache yet
   }
   for (const e of entries) {
-    const m = /\.f16-(\d+)\.tmp(?:\.partial)?$|\.partial-(\d+)$|\.(\d+)\.tmp$|^libdeltaq-(\d+)\.so$/.exec(
+    const m = /\.f16-(\d+)\.tmp(?:\.partial)?$|\.partial-(\d+)$|\.(\d+)\.tmp$|^libdeltaq-(\d+)\.(?:so|dylib|dll)$/.exec(
       e.name,
     );
     const pid = Number(m?.slice(1).find((x) => x !== undefined));

@@ -2,33 +2,70 @@
  * Finds or builds libdeltaq.
  *
  * Order: `DELTAQ_LIB` (a path to use as is) → the library embedded in a `deno compile` binary →
- * `zig-out/lib/libdeltaq.so` in this checkout, rebuilt with Zig when missing or when the kernel
- * sources changed since it was built (a content hash of `kernels/` and `build.zig` is stored next
- * to it). Zig is `zig` on PATH if it is 0.17.x, else `python3 -m ziglang`.
+ * this checkout's build for the running Deno's OS and architecture, `zig-out/<os>-<arch>/`
+ * (`lib/libdeltaq.so` on Linux, `lib/libdeltaq.dylib` on macOS, `bin/deltaq.dll` on Windows),
+ * rebuilt with Zig when missing or stale. A stamp next to it records the target, the CPU and a
+ * content hash of `kernels/` and `build.zig`, so a checkout shared between an x86-64 and an arm64
+ * Deno (or a kernel change) never loads a library built for something else. Zig is `zig` on PATH
+ * if it is 0.17.x, else `python3 -m ziglang`.
  *
  * Run directly (`deno task build [--cpu x86_64_v3] [--test]`) to build now, or run the Zig tests.
  */
+import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
 import { isFile } from "../util/fs.ts";
 import { fnv1a } from "../util/hash.ts";
 
 export const ZIG_VERSION = "0.17.0";
 const root = new URL("../../", import.meta.url);
-const libUrl = new URL("zig-out/lib/libdeltaq.so", root);
-/** The portable (x86-64-v3) build that `deno task compile` embeds in the single binary. */
-export const PORTABLE_PREFIX = "zig-out/portable";
-const embeddedUrl = new URL(`${PORTABLE_PREFIX}/lib/libdeltaq.so`, root);
 
-function fromUrl(u: URL): string {
-  return decodeURIComponent(u.pathname);
+/** An OS and architecture deltaq builds for, in Deno's names. */
+export interface Platform {
+  os: "linux" | "darwin" | "windows";
+  arch: "x86_64" | "aarch64";
+}
+
+/** The platform of the running Deno. */
+export function hostPlatform(): Platform {
+  const { os, arch } = Deno.build;
+  if ((os !== "linux" && os !== "darwin" && os !== "windows") || (arch !== "x86_64" && arch !== "aarch64")) {
+    throw new DeltaqError(`deltaq's kernels build for Linux, macOS and Windows on x86-64 and arm64, not ${os} on ${arch}`);
+  }
+  return { os, arch };
+}
+
+/**
+ * Zig's target for a platform. Linux names glibc explicitly (plain `x86_64-linux` means musl,
+ * which Deno cannot load) at version 2.28 (2018), so a build runs on older distributions too.
+ */
+export function zigTarget(p: Platform): string {
+  if (p.os === "linux") return `${p.arch}-linux-gnu.2.28`;
+  if (p.os === "darwin") return `${p.arch}-macos`;
+  return `${p.arch}-windows-gnu`;
+}
+
+/** The build's directory for a platform, relative to the checkout. */
+export function buildPrefix(p: Platform): string {
+  return `zig-out/${p.os}-${p.arch}`;
+}
+
+/** Where Zig installs the library under a prefix: its name differs per OS. */
+export function libraryFile(p: Platform): string {
+  if (p.os === "windows") return "bin/deltaq.dll";
+  return p.os === "darwin" ? "lib/libdeltaq.dylib" : "lib/libdeltaq.so";
+}
+
+/** The library's path in this checkout for a platform (the running one by default). */
+export function libraryPath(p: Platform = hostPlatform()): string {
+  return fileURLToPath(new URL(`${buildPrefix(p)}/${libraryFile(p)}`, root));
 }
 
 /**
  * True when this code runs from inside a `deno compile` binary, whose modules live in a virtual
- * file system rooted at `<tmp>/deno-compile-<binary name>/`.
+ * file system rooted at `<tmp>/deno-compile-<binary name>/` (backslashes on Windows).
  */
 export function isCompiledBinary(url: string = import.meta.url): boolean {
-  return /\/deno-compile-[^/]+\//.test(url);
+  return /[/\\]deno-compile-[^/\\]+[/\\]/.test(url);
 }
 
 /** The CPU the library is built for: `DELTAQ_CPU` or `native`. */
@@ -43,32 +80,41 @@ export function ensureLibrary(): string {
     if (!isFile(override)) throw new DeltaqError(`DELTAQ_LIB points to ${override}, which is not a file`);
     return override;
   }
+  const platform = hostPlatform();
+  const path = libraryPath(platform);
   // Embedded with `deno compile --include`; Deno extracts it when it is dlopen'ed.
-  if (isCompiledBinary()) return fromUrl(embeddedUrl);
-  const path = fromUrl(libUrl);
+  if (isCompiledBinary()) return path;
   const stamp = `${path}.stamp`;
-  const want = `${targetCpu()} ${sourceHash()}`;
+  const want = buildStamp(platform, targetCpu());
   if (isFile(path) && readText(stamp) === want) return path;
-  build({ cpu: targetCpu(), quiet: false });
+  build({ cpu: targetCpu(), quiet: false, platform });
   Deno.writeTextFileSync(stamp, want);
   return path;
 }
 
+/** What a library was built from: target, CPU and sources. */
+export function buildStamp(p: Platform, cpu: string): string {
+  return `${zigTarget(p)} ${cpu} ${sourceHash()}`;
+}
+
 /** Runs `zig build` (or `zig build test`) in the checkout. */
 export function build(
-  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe"; target?: string },
+  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe"; platform?: Platform },
 ): void {
   const zig = findZig();
   const args = [...zig.slice(1), "build", `-Dcpu=${opts.cpu}`];
-  if (opts.prefix) args.push("--prefix", opts.prefix);
-  if (opts.target) args.push(`-Dtarget=${opts.target}`);
+  // The library goes under its platform's prefix unless told otherwise; tests run on the host.
+  const platform = opts.platform ?? (opts.test ? undefined : hostPlatform());
+  const prefix = opts.prefix ?? (platform ? buildPrefix(platform) : undefined);
+  if (prefix) args.push("--prefix", prefix);
+  if (platform) args.push(`-Dtarget=${zigTarget(platform)}`);
   if (opts.optimize) args.push(`-Doptimize=${opts.optimize}`);
   if (opts.test) args.push("test", "--summary", "all");
   if (!opts.quiet) {
     const what = opts.test ? "running kernel tests" : "building the kernel library";
     console.error(`deltaq: ${what} (${zig[0]} ${args.join(" ")})…`);
   }
-  const out = new Deno.Command(zig[0], { args, cwd: fromUrl(root), stdout: "piped", stderr: "piped" }).outputSync();
+  const out = new Deno.Command(zig[0], { args, cwd: fileURLToPath(root), stdout: "piped", stderr: "piped" }).outputSync();
   const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
   if (!out.success) {
     throw new DeltaqError(`zig build${opts.test ? " test" : ""} failed:\n${text.trim()}`);
@@ -99,7 +145,7 @@ export function findZig(): string[] {
 
 /** FNV-1a over the kernel sources and build script, in a stable order. */
 export function sourceHash(): string {
-  const files: string[] = [fromUrl(new URL("build.zig", root))];
+  const files: string[] = [fileURLToPath(new URL("build.zig", root))];
   const walk = (dir: string) => {
     for (const e of [...Deno.readDirSync(dir)].sort((a, b) => a.name < b.name ? -1 : 1)) {
       const p = `${dir}/${e.name}`;
@@ -107,7 +153,7 @@ export function sourceHash(): string {
       else if (e.name.endsWith(".zig")) files.push(p);
     }
   };
-  walk(fromUrl(new URL("kernels", root)));
+  walk(fileURLToPath(new URL("kernels", root)));
   let h = 0xcbf29ce484222325n;
   const mask = (1n << 64n) - 1n;
   for (const f of files) {
@@ -133,7 +179,7 @@ if (import.meta.main) {
   const cpu = cpuAt >= 0 ? args[cpuAt + 1] : targetCpu();
   try {
     build({ cpu, test: args.includes("--test") });
-    if (!args.includes("--test")) Deno.writeTextFileSync(`${fromUrl(libUrl)}.stamp`, `${cpu} ${sourceHash()}`);
+    if (!args.includes("--test")) Deno.writeTextFileSync(`${libraryPath()}.stamp`, buildStamp(hostPlatform(), cpu));
   } catch (e) {
     console.error(e instanceof DeltaqError ? e.message : e);
     Deno.exit(1);

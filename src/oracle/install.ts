@@ -8,6 +8,7 @@
  * this checkout (git-ignored) → `npm install` into `.cache/llama/`. Whatever is used must come from
  * package version 3.21.1: the FFI struct layouts in ./llama.ts are written for exactly that build.
  */
+import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
 import { isDirectory, isFile } from "../util/fs.ts";
 
@@ -23,7 +24,7 @@ const cacheRoot = new URL(".cache/", repoRoot);
 const installPrefix = new URL("llama/", cacheRoot);
 
 function fromUrl(u: URL): string {
-  return decodeURIComponent(u.pathname).replace(/\/$/, "");
+  return fileURLToPath(u).replace(/[/\\]$/, "");
 }
 
 /** `<prefix>/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64` */

@@ -6,9 +6,10 @@
  * and loaded with no Zig reachable, so finding the library cannot fall back to building it.
  */
 import assert from "node:assert/strict";
-import { ensureLibrary, isCompiledBinary, PORTABLE_PREFIX } from "../../src/native/build.ts";
+import { fileURLToPath } from "node:url";
+import { buildPrefix, ensureLibrary, hostPlatform, isCompiledBinary, libraryFile } from "../../src/native/build.ts";
 
-const repo = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+const repo = fileURLToPath(new URL("../../", import.meta.url));
 
 function copyTree(from: string, to: string): void {
   Deno.mkdirSync(to, { recursive: true });
@@ -21,16 +22,18 @@ function copyTree(from: string, to: string): void {
 Deno.test("isCompiledBinary recognises the virtual file system root of a compiled binary", () => {
   assert.equal(isCompiledBinary("file:///tmp/deno-compile-deltaq/src/native/build.ts"), true);
   assert.equal(isCompiledBinary("file:///home/me/deltaq/src/native/build.ts"), false);
+  assert.equal(isCompiledBinary("file:///C:/Users/me/AppData/Local/Temp/deno-compile-deltaq.exe/src/native/build.ts"), true);
 });
 
 Deno.test("inside a compiled binary's layout the embedded library is opened without Zig", async () => {
-  const lib = ensureLibrary(); // a built library to stand in for the embedded portable one
+  const lib = ensureLibrary(); // a built library to stand in for the embedded one
   const tmp = Deno.makeTempDirSync();
   try {
     const binRoot = `${tmp}/deno-compile-deltaq`;
     copyTree(`${repo}src`, `${binRoot}/src`);
-    Deno.mkdirSync(`${binRoot}/${PORTABLE_PREFIX}/lib`, { recursive: true });
-    Deno.copyFileSync(lib, `${binRoot}/${PORTABLE_PREFIX}/lib/libdeltaq.so`);
+    const embedded = `${binRoot}/${buildPrefix(hostPlatform())}/${libraryFile(hostPlatform())}`;
+    Deno.mkdirSync(embedded.replace(/\/[^/]+$/, ""), { recursive: true });
+    Deno.copyFileSync(lib, embedded);
     const probe = `${binRoot}/probe.ts`;
     Deno.writeTextFileSync(
       probe,

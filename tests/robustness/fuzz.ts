@@ -22,7 +22,7 @@ import { DeltaqError } from "../../src/errors.ts";
 import { Metadata, parseGguf, readGgufHeader } from "../../src/gguf/read.ts";
 import { GgufValueType } from "../../src/gguf/types.ts";
 import { readConfig } from "../../src/model/config.ts";
-import { build, sourceHash, targetCpu } from "../../src/native/build.ts";
+import { build, hostPlatform, libraryFile, sourceHash, targetCpu } from "../../src/native/build.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { mix32 } from "../../src/util/hash.ts";
 import { basePaths } from "./bases.ts";
@@ -654,7 +654,7 @@ const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
  */
 export function safeLibrary(): string {
   const prefix = ".cache/safe-lib";
-  const path = `${ROOT}${prefix}/lib/libdeltaq.so`;
+  const path = `${ROOT}${prefix}/${libraryFile(hostPlatform())}`;
   const stamp = `${path}.stamp`;
   const want = `safe ${targetCpu()} ${sourceHash()}`;
   let have: string | undefined;

@@ -1,0 +1,393 @@
+//! The kernels' one contact with the operating system, for Linux, macOS and Windows: read-only
+//! file mappings, zeroed pages, memory advice, the page size, sleeping and waking threads, a
+//! monotonic clock, the environment, the CPU's features and its core topology. No other kernel
+//! file makes a system call or names an OS; they call these functions, which do the best each
+//! system offers. Linux-only tuning (populate on map, transparent huge pages, populate on write,
+//! holes in a mapping) lives here too and is a no-op or a plain fallback elsewhere.
+//!
+//! Linux uses raw system calls (`std.os.linux`) where a kernel feature matters (futex, madvise
+//! codes glibc may not know); macOS uses libSystem (`std.c`: mmap, `__ulock_wait`, sysctl);
+//! Windows uses kernel32 and ntdll (`MapViewOfFile`, `VirtualAlloc`, `RtlWaitOnAddress`).
+const std = @import("std");
+const builtin = @import("builtin");
+
+const native_os = builtin.os.tag;
+const is_linux = native_os == .linux;
+const is_darwin = native_os.isDarwin();
+const is_windows = native_os == .windows;
+
+comptime {
+    if (!(is_linux or is_darwin or is_windows)) @compileError("deltaq's kernels run on Linux, macOS and Windows");
+}
+
+const linux = std.os.linux;
+
+/// The smallest page size the target can have, as an alignment (`pageSize()` is the real one).
+pub const page_align = std.heap.page_size_min;
+pub const PagePtr = [*]align(page_align) u8;
+
+/// The page size at run time: 4 KiB on x86-64, 16 KiB on Apple Silicon, 4–64 KiB on ARM Linux.
+pub fn pageSize() usize {
+    return std.heap.pageSize();
+}
+
+/// `len` rounded up to whole pages (at least one).
+pub fn pageRound(len: usize) usize {
+    return std.mem.alignForward(usize, @max(len, 1), pageSize());
+}
+
+// ---------------------------------------------------------------------------------------------
+// File mappings.
+
+pub const MapError = error{ NotFound, AccessDenied, IsDirectory, Empty, TooLarge, Unexpected };
+
+/// Words for an error, for messages ("cannot open: <describe>").
+pub fn describe(e: MapError) []const u8 {
+    return switch (e) {
+        error.NotFound => "no such file",
+        error.AccessDenied => "permission denied",
+        error.IsDirectory => "it is a directory",
+        error.Empty => "the file is empty",
+        error.TooLarge => "the file is larger than the address space",
+        error.Unexpected => "the system refused to map it",
+    };
+}
+
+pub const Mapping = struct { ptr: PagePtr, len: usize };
+
+/// Maps a whole file read-only (private). Its pages are read in now where the system can do that
+/// cheaply (Linux populates the mapping, like llama.cpp's load; macOS and Windows are asked to
+/// prefetch), so the first forward pass does not pay one fault per page of weights.
+pub fn mapFile(path: [*:0]const u8) MapError!Mapping {
+    if (is_windows) return windows.mapFile(path);
+    if (is_linux) {
+        const fd_rc = linux.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0);
+        if (linux.errno(fd_rc) != .SUCCESS) return openError(@intFromEnum(linux.errno(fd_rc)));
+        const fd: linux.fd_t = @intCast(fd_rc);
+        defer _ = linux.close(fd);
+        const end = linux.lseek(fd, 0, linux.SEEK.END);
+        if (linux.errno(end) != .SUCCESS) return error.Unexpected;
+        if (end == 0) return error.Empty;
+        const len: usize = @intCast(end);
+        const addr = linux.mmap(null, len, .{ .READ = true }, .{ .TYPE = .PRIVATE, .POPULATE = true }, fd, 0);
+        if (linux.errno(addr) != .SUCCESS) return if (linux.errno(addr) == .NODEV) error.IsDirectory else error.Unexpected;
+        return .{ .ptr = @ptrFromInt(addr), .len = len };
+    }
+    const c = std.c;
+    const fd = c.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true });
+    if (fd < 0) return openError(@intFromEnum(c.errno(fd)));
+    defer _ = c.close(fd);
+    const end = c.lseek(fd, 0, c.SEEK.END);
+    if (end < 0) return error.IsDirectory;
+    if (end == 0) return error.Empty;
+    const len = std.math.cast(usize, end) orelse return error.TooLarge;
+    const addr = c.mmap(null, len, .{ .READ = true }, .{ .TYPE = .PRIVATE }, fd, 0);
+    if (addr == c.MAP_FAILED) return error.Unexpected;
+    const ptr: PagePtr = @ptrCast(@alignCast(addr));
+    _ = c.madvise(ptr, len, c.MADV.WILLNEED);
+    return .{ .ptr = ptr, .len = len };
+}
+
+fn openError(errno: u16) MapError {
+    const E = if (is_linux) linux.E else std.c.E;
+    const e: E = @enumFromInt(errno);
+    return switch (e) {
+        .NOENT, .NOTDIR => error.NotFound,
+        .ACCES, .PERM => error.AccessDenied,
+        .ISDIR => error.IsDirectory,
+        else => error.Unexpected,
+    };
+}
+
+pub fn unmapFile(m: Mapping) void {
+    if (is_windows) return windows.unmapFile(m.ptr);
+    unmapPosix(m.ptr, m.len);
+}
+
+/// Gives the whole pages inside `[ptr, ptr + len)` of a file mapping back to the system for good:
+/// the range stays reserved but becomes inaccessible. On Linux an anonymous PROT_NONE range
+/// replaces it rather than merely dropping the pages (MADV_DONTNEED): with large page-cache folios
+/// a fault on a neighbouring tensor maps its whole folio back in. Windows protects the pages and
+/// trims them from the working set.
+pub fn releaseMapped(ptr: [*]const u8, len: usize) void {
+    const page = pageSize();
+    const start = std.mem.alignForward(usize, @intFromPtr(ptr), page);
+    const end = std.mem.alignBackward(usize, @intFromPtr(ptr) + len, page);
+    if (end <= start) return;
+    const p: PagePtr = @ptrFromInt(start);
+    if (is_windows) return windows.release(p, end - start);
+    if (is_linux) {
+        const hole = linux.mmap(p, end - start, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
+        if (linux.errno(hole) != .SUCCESS) _ = linux.madvise(p, end - start, linux.MADV.DONTNEED);
+        return;
+    }
+    const c = std.c;
+    if (c.mmap(p, end - start, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true }, -1, 0) == c.MAP_FAILED)
+        _ = c.madvise(p, end - start, c.MADV.DONTNEED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anonymous memory.
+
+const huge_page = 2 << 20;
+
+/// `len` (whole pages) bytes of zeroed private memory, or null. `resident` memory is faulted in
+/// now rather than on first touch: for buffers every token reads and writes in full (recurrent
+/// state), so that cost lands at allocation instead of in the first token. On Linux such buffers
+/// also go on 2 MiB-aligned transparent huge pages when they span one or more: a session's
+/// DeltaNet state (48 MiB at 4B shapes) on 4 KiB pages took ~12,000 faults during its first
+/// forward pass, 60–110 ms. Lazy buffers (KV caches, whose first prompt touches a few rows) keep
+/// small pages, so a first touch never zeroes 2 MiB it does not need.
+pub fn allocPages(len: usize, resident: bool) ?PagePtr {
+    if (is_windows) {
+        const p = windows.allocPages(len) orelse return null;
+        if (resident) touchPages(p, len);
+        return p;
+    }
+    if (!is_linux) {
+        const c = std.c;
+        const addr = c.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+        if (addr == c.MAP_FAILED) return null;
+        const p: PagePtr = @ptrCast(@alignCast(addr));
+        if (resident) touchPages(p, len);
+        return p;
+    }
+    const prot: linux.PROT = .{ .READ = true, .WRITE = true };
+    const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true };
+    if (!resident or len < huge_page) {
+        const addr = linux.mmap(null, len, prot, flags, -1, 0);
+        if (linux.errno(addr) != .SUCCESS) return null;
+        if (resident) populateWrite(@ptrFromInt(addr), len);
+        return @ptrFromInt(addr);
+    }
+    // Over-map by one huge page, then unmap the unaligned head and the tail beyond `len`.
+    const addr = linux.mmap(null, len + huge_page, prot, flags, -1, 0);
+    if (linux.errno(addr) != .SUCCESS) return null;
+    const start = std.mem.alignForward(usize, addr, huge_page);
+    if (start > addr) _ = linux.munmap(@ptrFromInt(addr), start - addr);
+    const tail = addr + len + huge_page - (start + len);
+    if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
+    _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
+    populateWrite(@ptrFromInt(start), len);
+    return @ptrFromInt(start);
+}
+
+/// Frees memory from `allocPages` (the same `len`).
+pub fn freePages(ptr: PagePtr, len: usize) void {
+    if (is_windows) return windows.freePages(ptr);
+    unmapPosix(ptr, len);
+}
+
+/// Faults `[ptr, ptr + len)` (page-aligned memory about to be written in full) in with one call:
+/// cheaper than a fault per page. Linux ≥ 5.14 (MADV_POPULATE_WRITE); elsewhere, and on older
+/// kernels, pages fault in as they are written.
+pub fn populateWrite(ptr: PagePtr, len: usize) void {
+    if (is_linux) _ = linux.madvise(ptr, len, madv_populate_write);
+}
+
+const madv_populate_write = 23;
+
+/// Writes one zero per page (the memory is already zero): the portable way to fault pages in now.
+fn touchPages(p: PagePtr, len: usize) void {
+    const page = pageSize();
+    var at: usize = 0;
+    while (at < len) : (at += page) @as(*volatile u8, @ptrCast(p + at)).* = 0;
+}
+
+fn unmapPosix(ptr: PagePtr, len: usize) void {
+    if (is_linux) {
+        _ = linux.munmap(ptr, len);
+    } else {
+        _ = std.c.munmap(ptr, len);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sleeping and waking threads on a 32-bit word (futex, __ulock, WaitOnAddress).
+
+/// Sleeps while `word` holds `expect`. Returns when woken, or at once if the word already differs
+/// (no lost wake-up); may also return spuriously, so callers re-check in a loop.
+pub fn wait(word: *const std.atomic.Value(u32), expect: u32) void {
+    if (is_linux) {
+        _ = linux.futex_4arg(&word.raw, .{ .cmd = .WAIT, .private = true }, expect, null);
+    } else if (is_darwin) {
+        _ = std.c.__ulock_wait(.{ .op = .COMPARE_AND_WAIT, .NO_ERRNO = true }, &word.raw, expect, 0);
+    } else {
+        _ = std.os.windows.ntdll.RtlWaitOnAddress(&word.raw, &expect, @sizeOf(u32), null);
+    }
+}
+
+/// Wakes every thread in `wait` on `word`.
+pub fn wakeAll(word: *const std.atomic.Value(u32)) void {
+    if (is_linux) {
+        _ = linux.futex_3arg(&word.raw, .{ .cmd = .WAKE, .private = true }, std.math.maxInt(i32));
+    } else if (is_darwin) {
+        _ = std.c.__ulock_wake(.{ .op = .COMPARE_AND_WAIT, .WAKE_ALL = true, .NO_ERRNO = true }, &word.raw, 0);
+    } else {
+        std.os.windows.ntdll.RtlWakeAddressAll(&word.raw);
+    }
+}
+
+/// Worker threads: `std.Thread` is pthreads where libc is linked (the library always links it: a
+/// library dlopen'ed into Deno never runs Zig's start code, which the libc-free `spawn` relies
+/// on) and CreateThread on Windows.
+pub const Thread = std.Thread;
+
+// ---------------------------------------------------------------------------------------------
+// Time and environment.
+
+/// Nanoseconds from an arbitrary start, never going backwards.
+pub fn monotonicNanos() u64 {
+    if (is_windows) return windows.monotonicNanos();
+    var ts: linux.timespec = undefined;
+    if (is_linux) {
+        _ = linux.clock_gettime(.MONOTONIC, &ts);
+    } else {
+        _ = std.c.clock_gettime(.MONOTONIC, @ptrCast(&ts));
+    }
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
+
+/// The value of an environment variable, or null (also when libc is not linked, as in tests).
+pub fn getenv(name: [*:0]const u8) ?[:0]const u8 {
+    if (!builtin.link_libc) return null;
+    const v = std.c.getenv(name) orelse return null;
+    return std.mem.span(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Windows: kernel32 and ntdll.
+
+const windows = struct {
+    const W = std.os.windows;
+    const HANDLE = W.HANDLE;
+    const BOOL = c_int;
+    const DWORD = u32;
+    const winapi: std.builtin.CallingConvention = .winapi;
+
+    const GENERIC_READ: DWORD = 0x80000000;
+    const FILE_SHARE_READ: DWORD = 1;
+    const FILE_SHARE_DELETE: DWORD = 4;
+    const OPEN_EXISTING: DWORD = 3;
+    const FILE_ATTRIBUTE_NORMAL: DWORD = 0x80;
+    const PAGE_NOACCESS: DWORD = 0x01;
+    const PAGE_READONLY: DWORD = 0x02;
+    const PAGE_READWRITE: DWORD = 0x04;
+    const FILE_MAP_READ: DWORD = 0x04;
+    const MEM_COMMIT: DWORD = 0x1000;
+    const MEM_RESERVE: DWORD = 0x2000;
+    const MEM_RELEASE: DWORD = 0x8000;
+    const invalid_handle: usize = std.math.maxInt(usize);
+
+    const MemoryRange = extern struct { addr: *anyopaque, len: usize };
+
+    extern "kernel32" fn CreateFileW(name: [*:0]const u16, access: DWORD, share: DWORD, security: ?*anyopaque, disposition: DWORD, flags: DWORD, template: ?HANDLE) callconv(winapi) usize;
+    extern "kernel32" fn GetFileSizeEx(file: HANDLE, size: *i64) callconv(winapi) BOOL;
+    extern "kernel32" fn GetFileAttributesW(name: [*:0]const u16) callconv(winapi) DWORD;
+    extern "kernel32" fn CreateFileMappingW(file: HANDLE, security: ?*anyopaque, protect: DWORD, size_hi: DWORD, size_lo: DWORD, name: ?[*:0]const u16) callconv(winapi) ?HANDLE;
+    extern "kernel32" fn MapViewOfFile(mapping: HANDLE, access: DWORD, off_hi: DWORD, off_lo: DWORD, len: usize) callconv(winapi) ?*anyopaque;
+    extern "kernel32" fn UnmapViewOfFile(base: *const anyopaque) callconv(winapi) BOOL;
+    extern "kernel32" fn CloseHandle(h: HANDLE) callconv(winapi) BOOL;
+    extern "kernel32" fn GetLastError() callconv(winapi) DWORD;
+    extern "kernel32" fn GetCurrentProcess() callconv(winapi) HANDLE;
+    extern "kernel32" fn PrefetchVirtualMemory(process: HANDLE, n: usize, ranges: [*]const MemoryRange, flags: u32) callconv(winapi) BOOL;
+    extern "kernel32" fn VirtualAlloc(addr: ?*anyopaque, len: usize, kind: DWORD, protect: DWORD) callconv(winapi) ?*anyopaque;
+    extern "kernel32" fn VirtualFree(addr: *anyopaque, len: usize, kind: DWORD) callconv(winapi) BOOL;
+    extern "kernel32" fn VirtualProtect(addr: *anyopaque, len: usize, protect: DWORD, old: *DWORD) callconv(winapi) BOOL;
+    extern "kernel32" fn VirtualUnlock(addr: *anyopaque, len: usize) callconv(winapi) BOOL;
+
+    fn mapFile(path: [*:0]const u8) MapError!Mapping {
+        // Paths arrive as UTF-8; the wide API takes UTF-16 (any length, forward slashes work).
+        const wide = std.unicode.utf8ToUtf16LeAllocZ(std.heap.page_allocator, std.mem.span(path)) catch return error.NotFound;
+        defer std.heap.page_allocator.free(wide);
+        const file = CreateFileW(wide, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_DELETE, null, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, null);
+        if (file == invalid_handle) {
+            return switch (GetLastError()) {
+                2, 3 => error.NotFound, // ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND
+                // Opening a directory without FILE_FLAG_BACKUP_SEMANTICS is "access denied".
+                5 => if (GetFileAttributesW(wide) & 0x10 != 0 and GetFileAttributesW(wide) != 0xffffffff) error.IsDirectory else error.AccessDenied,
+                else => error.Unexpected,
+            };
+        }
+        const h: HANDLE = @ptrFromInt(file);
+        defer _ = CloseHandle(h);
+        var size: i64 = 0;
+        if (GetFileSizeEx(h, &size) == 0) return error.Unexpected;
+        if (size == 0) return error.Empty;
+        const len = std.math.cast(usize, size) orelse return error.TooLarge;
+        const mapping = CreateFileMappingW(h, null, PAGE_READONLY, 0, 0, null) orelse return error.Unexpected;
+        defer _ = CloseHandle(mapping); // the view keeps the mapping alive
+        const view = MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0) orelse return error.Unexpected;
+        const range = [1]MemoryRange{.{ .addr = view, .len = len }};
+        _ = PrefetchVirtualMemory(GetCurrentProcess(), 1, &range, 0);
+        return .{ .ptr = @ptrCast(@alignCast(view)), .len = len };
+    }
+
+    fn unmapFile(ptr: PagePtr) void {
+        _ = UnmapViewOfFile(ptr);
+    }
+
+    fn release(ptr: PagePtr, len: usize) void {
+        var old: DWORD = 0;
+        _ = VirtualProtect(ptr, len, PAGE_NOACCESS, &old);
+        // Unlocking pages that are not locked removes them from the working set.
+        _ = VirtualUnlock(ptr, len);
+    }
+
+    fn allocPages(len: usize) ?PagePtr {
+        const p = VirtualAlloc(null, len, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE) orelse return null;
+        return @ptrCast(@alignCast(p));
+    }
+
+    fn freePages(ptr: PagePtr) void {
+        _ = VirtualFree(ptr, 0, MEM_RELEASE);
+    }
+
+    fn monotonicNanos() u64 {
+        var counter: i64 = 0;
+        var freq: i64 = 1;
+        _ = W.ntdll.RtlQueryPerformanceCounter(&counter);
+        _ = W.ntdll.RtlQueryPerformanceFrequency(&freq);
+        const c: u128 = @intCast(counter);
+        return @intCast(c * std.time.ns_per_s / @as(u128, @intCast(freq)));
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+test "file mapping: contents, empty and missing files, release" {
+    const page = pageSize();
+    try std.testing.expect(std.math.isPowerOfTwo(page) and page >= page_align);
+    const missing = mapFile("/nonexistent/deltaq-os-test");
+    try std.testing.expectError(error.NotFound, missing);
+}
+
+test "anonymous pages are zeroed and writable, resident or not" {
+    for ([_]bool{ false, true }) |resident| for ([_]usize{ pageSize(), 3 << 20 }) |len| {
+        const p = allocPages(len, resident) orelse return error.OutOfMemory;
+        defer freePages(p, len);
+        try std.testing.expect(@intFromPtr(p) % pageSize() == 0);
+        try std.testing.expectEqual(@as(u8, 0), p[0]);
+        try std.testing.expectEqual(@as(u8, 0), p[len - 1]);
+        p[len - 1] = 7;
+        populateWrite(p, len);
+        try std.testing.expectEqual(@as(u8, 7), p[len - 1]);
+    };
+}
+
+test "wait returns at once when the word already differs; wakeAll wakes a sleeper" {
+    var word = std.atomic.Value(u32).init(1);
+    wait(&word, 0);
+    const Sleeper = struct {
+        fn run(w: *std.atomic.Value(u32)) void {
+            while (w.load(.acquire) == 1) wait(w, 1);
+        }
+    };
+    const t = try Thread.spawn(.{}, Sleeper.run, .{&word});
+    const start = monotonicNanos();
+    while (monotonicNanos() - start < 2 * std.time.ns_per_ms) std.atomic.spinLoopHint();
+    word.store(2, .release);
+    wakeAll(&word);
+    t.join();
+    try std.testing.expect(monotonicNanos() >= start);
+}
