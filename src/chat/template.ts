@@ -27,8 +27,10 @@
  *
  * @module
  */
-import { Environment, Interpreter, Template } from "npm:@huggingface/jinja@0.5.11";
+import { Environment, Template } from "npm:@huggingface/jinja@0.5.11";
 import { DeltaqError } from "../errors.ts";
+import { parseJson } from "./json.ts";
+import { pythonInterpreter, type RuntimeValue, toRuntime, Values } from "./python.ts";
 
 /** A text part of a multi-part message content (other part types pass through to the template). */
 export interface ChatTextPart {
@@ -141,23 +143,31 @@ export class ChatTemplate {
 
   render(messages: readonly ChatMessage[], options: RenderOptions = {}): RenderedPrompt {
     if (!Array.isArray(messages)) throw new DeltaqError(`${this.origin}: messages must be an array`);
-    let inputs: { messages: unknown; tools: unknown } = {
-      messages: messages.map((m, i) => normalizeMessage(m, i, this.isFallback, this.origin)),
-      tools: options.tools && options.tools.length > 0 ? options.tools : undefined,
-    };
-    const guard = new LiteralGuard(options.literalTokens ?? [], [this.source, inputs, options.variables]);
-    if (guard.active) inputs = guard.protect(inputs) as typeof inputs;
+    // Inputs become runtime values here, the way Python holds them (see ./python.ts).
+    let messageValues = toRuntime(messages.map((m, i) => normalizeMessage(m, i, this.isFallback, this.origin)));
+    let toolValues = toRuntime(options.tools && options.tools.length > 0 ? options.tools : undefined);
+    const variables = Object.entries(options.variables ?? {}).map(([k, v]) => [k, toRuntime(v)] as const);
+    const guard = new LiteralGuard(options.literalTokens ?? [], [
+      new Values.String(this.source),
+      messageValues,
+      toolValues,
+      ...variables.map(([, v]) => v),
+    ]);
+    if (guard.active) {
+      messageValues = guard.protect(messageValues);
+      toolValues = guard.protect(toolValues);
+    }
 
     let raw: string;
     try {
       raw = this.#run({
-        ...options.variables,
-        messages: inputs.messages,
-        tools: inputs.tools,
-        add_generation_prompt: options.addGenerationPrompt ?? true,
-        enable_thinking: options.enableThinking,
-        bos_token: this.#bosToken,
-        eos_token: this.#eosToken,
+        ...Object.fromEntries(variables),
+        messages: messageValues,
+        tools: toolValues,
+        add_generation_prompt: toRuntime(options.addGenerationPrompt ?? true),
+        enable_thinking: toRuntime(options.enableThinking),
+        bos_token: toRuntime(this.#bosToken),
+        eos_token: toRuntime(this.#eosToken),
       }, options.now);
     } catch (e) {
       if (e instanceof TemplateRaised) {
@@ -168,7 +178,7 @@ export class ChatTemplate {
     return guard.active ? guard.restore(raw) : { text: raw, literalSpans: [] };
   }
 
-  #run(variables: Record<string, unknown>, now: Date | undefined): string {
+  #run(variables: Record<string, RuntimeValue>, now: Date | undefined): string {
     // Our own globals rather than Template.render's: theirs cannot be overridden, and we want
     // raise_exception to be recognisable and strftime_now to be testable and locale-independent.
     const env = new Environment();
@@ -184,9 +194,9 @@ export class ChatTemplate {
     });
     env.set("strftime_now", (format: unknown) => strftime(now ?? new Date(), String(format)));
     for (const [name, value] of Object.entries(variables)) {
-      if (value !== undefined) env.set(name, value);
+      if (value.type !== "UndefinedValue") env.setVariable(name, value as Parameters<Environment["setVariable"]>[1]);
     }
-    const result = new Interpreter(env).run(this.#compiled.parsed);
+    const result = pythonInterpreter(env).run(this.#compiled.parsed);
     return String(result.value);
   }
 }
@@ -214,13 +224,14 @@ function normalizeMessage(
     return out;
   }
   if (Array.isArray(m.tool_calls)) {
-    // Templates iterate `arguments|items`; OpenAI clients send arguments as a JSON string.
+    // Templates iterate `arguments|items`; OpenAI clients send arguments as a JSON string, which
+    // Python servers `json.loads` into a dict (key order and number kinds kept: see ./json.ts).
     out.tool_calls = m.tool_calls.map((call) => {
       const args = call?.function?.arguments;
       if (typeof args !== "string") return call;
       let parsed: unknown;
       try {
-        parsed = JSON.parse(args);
+        parsed = parseJson(args);
       } catch {
         return call;
       }
@@ -327,7 +338,7 @@ class LiteralGuard {
   readonly #placeholderOf = new Map<string, string>(); // protected text → placeholder
   readonly #textOf = new Map<string, string>(); // placeholder → protected text
 
-  constructor(tokens: readonly string[], scanned: unknown[]) {
+  constructor(tokens: readonly string[], scanned: RuntimeValue[]) {
     this.#tokens = [...new Set(tokens.filter((t) => typeof t === "string" && t.length > 0))]
       .sort((a, b) => b.length - a.length);
     this.#longest = this.#tokens[0]?.length ?? 0;
@@ -343,15 +354,20 @@ class LiteralGuard {
     for (const v of scanned) this.#collectUsed(v);
   }
 
-  protect(value: unknown): unknown {
-    if (typeof value === "string") return this.#protectString(value);
-    if (Array.isArray(value)) return value.map((v) => this.protect(v));
-    if (value !== null && typeof value === "object") {
-      const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(value)) out[this.#protectString(k)] = this.protect(v);
-      return out;
+  /** A copy of `value` with protected text replaced (strings, object keys, nested). */
+  protect(value: RuntimeValue): RuntimeValue {
+    switch (value.type) {
+      case "StringValue":
+        return new Values.String(this.#protectString(value.value));
+      case "ArrayValue":
+        return new Values.Array((value.value as RuntimeValue[]).map((v) => this.protect(v)));
+      case "ObjectValue": {
+        const entries = [...(value.value as Map<string, RuntimeValue>)];
+        return new Values.Object(new Map(entries.map(([k, v]) => [this.#protectString(k), this.protect(v)])));
+      }
+      default:
+        return value;
     }
-    return value;
   }
 
   restore(rendered: string): RenderedPrompt {
@@ -411,16 +427,18 @@ class LiteralGuard {
     return p;
   }
 
-  #collectUsed(value: unknown): void {
+  #collectUsed(value: RuntimeValue | string): void {
     if (typeof value === "string") {
       for (let i = 0; i < value.length; i++) {
         const c = value.charCodeAt(i);
         if (c >= PRIVATE_USE_FIRST && c <= PRIVATE_USE_LAST) this.#used.add(c);
       }
-    } else if (Array.isArray(value)) {
-      for (const v of value) this.#collectUsed(v);
-    } else if (value !== null && typeof value === "object") {
-      for (const [k, v] of Object.entries(value)) {
+    } else if (value.type === "StringValue") {
+      this.#collectUsed(value.value as string);
+    } else if (value.type === "ArrayValue") {
+      for (const v of value.value as RuntimeValue[]) this.#collectUsed(v);
+    } else if (value.type === "ObjectValue") {
+      for (const [k, v] of value.value as Map<string, RuntimeValue>) {
         this.#collectUsed(k);
         this.#collectUsed(v);
       }
