@@ -10,6 +10,7 @@
 import { DeltaqError } from "../errors.ts";
 import type { Session } from "../model/session.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { type ResponseFormat, responseFormatConstraint } from "./constraint.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
 import { StopStringFilter, ThinkingSplitter } from "./stream.ts";
 
@@ -24,6 +25,13 @@ export interface GenerateOptions extends SamplerOptions {
   session?: Session;
   /** Called while the prompt is evaluated, with tokens done and total. */
   onPromptProgress?: (done: number, total: number) => void;
+  /**
+   * Structured output, in OpenAI's `response_format` shape: `{type: "json_object"}` or
+   * `{type: "json_schema", json_schema: {schema}}` keep the answer to JSON (that schema) while
+   * sampling, so it always parses and validates unless the token limit cuts it short. With
+   * thinking on, the thinking is free and the JSON starts after it.
+   */
+  responseFormat?: ResponseFormat;
 }
 
 /** A piece of generated text. */
@@ -141,6 +149,7 @@ export function generateTokens(
     throw new DeltaqError(`maxTokens must be a non-negative integer, got ${opts.maxTokens}`);
   }
   const sampler = new Sampler(ctx.nVocab, opts);
+  const constraint = responseFormatConstraint(ctx.tokenizer, opts.responseFormat, { afterThinking: opts.startInThinking });
   const stops = new StopStringFilter(opts.stop ?? []);
   const splitter = new ThinkingSplitter({ startInThinking: opts.startInThinking });
   const decoder = ctx.tokenizer.decoder({ special: false });
@@ -210,6 +219,7 @@ export function generateTokens(
           stopReason = "abort";
           break;
         }
+        constraint?.mask(logits);
         const id = sampler.sample(logits);
         if (generated.length === 0) firstTokenMs = performance.now() - start;
         generated.push(id);
@@ -217,6 +227,7 @@ export function generateTokens(
           stopReason = "eog";
           break;
         }
+        constraint?.accept(id);
         const piece = stops.push(decoder.push(id));
         yield* emit(piece.text);
         if (piece.stop !== undefined) {

@@ -12,6 +12,7 @@
  * described in /work/coord/server-interface.md; keep it stable.
  */
 import { DeltaqError } from "../errors.ts";
+import type { TokenConstraint } from "../generate/constraint.ts";
 import { Sampler, type SamplerOptions } from "../generate/sampler.ts";
 import type { Model } from "../model/model.ts";
 import type { Session } from "../model/session.ts";
@@ -25,16 +26,8 @@ export interface EngineOptions {
   checkpointInterval?: number;
 }
 
-/**
- * Restricts which tokens may be sampled (structured output). The engine calls `mask` on each
- * step's logits (a private copy) before sampling and `accept` with the token it chose.
- */
-export interface TokenConstraint {
-  /** Sets the logit of every token that cannot continue the output to -Infinity, in place. */
-  mask(logits: Float32Array): void;
-  /** Advances the constraint past the sampled token. */
-  accept(token: number): void;
-}
+/** Restricts which tokens may be sampled (structured output); see src/generate/constraint.ts. */
+export type { TokenConstraint };
 
 export interface EngineJob {
   /** Prompt token ids (at least one; at most the context length). */
