@@ -49,6 +49,8 @@ export {
   type TokenConstraint,
   type TokenLogprob,
 } from "./src/server/engine.ts";
+export { serve, type ServeOptions, type ServerHandle } from "./src/server/server.ts";
+export type { ResponseFormat } from "./src/generate/constraint.ts";
 
 /**
  * Loads a Qwen3.5 GGUF model. The file is memory-mapped (weights are never copied into the JS

@@ -17,6 +17,7 @@ usage:
   deno run -A cli.ts --hf user/repo[:QUANT] -p …   download from Hugging Face first
   deno run -A cli.ts info MODEL.gguf                metadata, tensors and layer schedule
   deno run -A cli.ts bench -m MODEL.gguf            speed against llama.cpp (see bench --help)
+  deno run -A cli.ts serve -m MODEL.gguf            OpenAI-compatible server (see serve --help)
 
 Without -m or --hf, Qwen3.5-4B Q4_K_M is downloaded once into the Hugging Face cache.
 
@@ -36,6 +37,10 @@ export async function main(args: string[]): Promise<number> {
       }
       runInfo(args[1]);
       return 0;
+    }
+    if (args[0] === "serve") {
+      const { runServe } = await import("./serve.ts");
+      return await runServe(args.slice(1));
     }
     if (args[0] === "bench") {
       const { runBench } = await import("./bench.ts");

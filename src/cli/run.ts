@@ -45,7 +45,7 @@ async function readPrompt(flags: ParsedFlags): Promise<string | undefined> {
 }
 
 /** The model file: -m, --hf, or the default Qwen3.5-4B download. */
-async function modelPath(flags: ParsedFlags, signal: AbortSignal): Promise<string> {
+export async function modelPath(flags: ParsedFlags, signal: AbortSignal): Promise<string> {
   if (flags.model !== undefined && flags.hf !== undefined) throw new DeltaqError("give the model with -m or --hf, not both");
   if (typeof flags.model === "string") return flags.model;
   const ref = typeof flags.hf === "string" ? parseHfRef(flags.hf) : { ...DEFAULT_MODEL };
@@ -161,7 +161,7 @@ function promptProgress(): ((done: number, total: number) => void) | undefined {
 }
 
 /** Loads the model, with a status line on a terminal (mapping reads the whole file from disk). */
-function loadWithStatus(path: string, flags: ParsedFlags): Model {
+export function loadWithStatus(path: string, flags: ParsedFlags): Model {
   const tty = Deno.stderr.isTerminal();
   if (tty) {
     let size = "";

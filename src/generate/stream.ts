@@ -221,7 +221,7 @@ export function promptOpensThinking(prompt: string, openTag = "<think>"): boolea
 }
 
 /** Length of the longest end of `text` that is a proper beginning of `tag`. */
-function partialAtEnd(text: string, tag: string): number {
+export function partialAtEnd(text: string, tag: string): number {
   for (let k = Math.min(text.length, tag.length - 1); k > 0; k--) {
     if (tag.startsWith(text.slice(text.length - k))) return k;
   }
