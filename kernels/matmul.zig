@@ -61,10 +61,20 @@ pub const Config = struct {
     /// and software prefetches useful, several items per worker absorb uneven progress.
     row_chunk_decode: usize = 0,
     row_chunk_gemm: usize = 16,
+    /// Use the one-token kernels for every token (`matvec`) rather than GEMM tiles.
+    each_token_alone: bool = false,
 };
 
 pub fn matmul(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize) error{Failed}!void {
     return matmulWith(ctx, w, x, x_stride, y, y_stride, n_tokens, .{});
+}
+
+/// `matmul` where every token is multiplied exactly as a lone token would be (the one-token
+/// kernels, bit for bit), in one pass over `w` that serves them all: a decode step of several
+/// sequences, whose logits must not depend on what else is in the batch. (`matmul` of several
+/// tokens uses GEMM tiles, whose rounding differs from the one-token kernels'.)
+pub fn matvec(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize) error{Failed}!void {
+    return matmulWith(ctx, w, x, x_stride, y, y_stride, n_tokens, .{ .each_token_alone = true });
 }
 
 pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize, cfg: Config) error{Failed}!void {
@@ -171,6 +181,11 @@ const Problem = struct {
         return &p.y[t * p.y_stride + r];
     }
 
+    /// GEMM tiles (several tokens) rather than the one-token kernels run per token.
+    fn tiled(p: Problem) bool {
+        return p.n_tokens > 1 and !p.cfg.each_token_alone;
+    }
+
     /// Tokens per chunk: a multiple of the tile, with `row_bytes` of activations per token.
     fn tokenChunk(p: Problem, row_bytes: usize) usize {
         const fit = p.cfg.token_chunk_bytes / row_bytes;
@@ -200,7 +215,8 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
 
 /// Runs a kernel over the pool. A kernel type `K` holds `p: Problem` and `chunks: *Chunks` and
 /// provides, for rows r.. and tokens t..:
-///   dotRows(k, R, r) [R]f32                   one token (decode), R = `matvecRows(K)`
+///   dotRows(k, R, r, t) [R]f32                one token (decode), R = `matvecRows(K)`
+///   dotRowsTokens(k, R, T, r, t) [T][R]f32    if `fuses_tokens`: T tokens in one pass, each as dotRows
 ///   prepare(k, worker, r, n_rows)              before the tiles of a row group (K-quants unpack)
 ///   tile(k, worker, R, T, r, i, t) [R][T]f32   several tokens; row r is row i of its group
 /// Workers take row chunks; within one, token chunks sized for L2 come first, then row groups of
@@ -210,18 +226,13 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
     const Driver = struct {
         fn work(kk: *const K, worker: usize, _: usize) void {
             const p = kk.p;
-            if (p.n_tokens == 1) {
+            if (!p.tiled()) {
                 while (kk.chunks.take()) |range| {
                     var r = range.begin;
                     const m = comptime matvecRows(K);
-                    while (r + m <= range.end) : (r += m) {
-                        const s = kk.dotRows(m, r);
-                        inline for (0..m) |i| p.out(0, r + i).* = s[i];
-                    }
+                    while (r + m <= range.end) : (r += m) rowsForEachToken(kk, m, r);
                     // Repacked weights come in whole groups, so this never runs for them.
-                    if (m == matvec_rows) while (r < range.end) : (r += 1) {
-                        p.out(0, r).* = kk.dotRows(1, r)[0];
-                    };
+                    if (m == matvec_rows) while (r < range.end) : (r += 1) rowsForEachToken(kk, 1, r);
                 }
                 return;
             }
@@ -244,6 +255,29 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
         }
     };
     ctx.pool.run(K, k, Driver.work);
+}
+
+/// Tokens fused per pass over a row group by kernels with `dotRowsTokens`.
+const fused_tokens = 4;
+
+/// Rows [r, r+R) times every token with the one-token kernel: the rows stay in L1 from the first
+/// token to the last, so memory sees one pass over the weights.
+inline fn rowsForEachToken(kk: anytype, comptime R: usize, r: usize) void {
+    const p = kk.p;
+    var t: usize = 0;
+    const K = @TypeOf(kk.*);
+    if (comptime @hasDecl(K, "fuses_tokens") and K.fuses_tokens) {
+        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) {
+            const s = kk.dotRowsTokens(R, fused_tokens, r, t);
+            inline for (0..fused_tokens) |ti| inline for (0..R) |i| {
+                p.out(t + ti, r + i).* = s[ti][i];
+            };
+        }
+    }
+    while (t < p.n_tokens) : (t += 1) {
+        const s = kk.dotRows(R, r, t);
+        inline for (0..R) |i| p.out(t, r + i).* = s[i];
+    }
 }
 
 /// Tiles of R rows (row r = row i of the prepared group) over tokens [t0, t1).
@@ -275,12 +309,12 @@ fn groupRows(comptime K: type) usize {
 /// Rows per work item: a multiple of `multiple` (whole repacked groups).
 fn rowChunk(ctx: *root.Context, p: Problem, multiple: usize) usize {
     const rows = blk: {
-        if (p.n_tokens > 1) break :blk p.cfg.row_chunk_gemm;
+        if (p.tiled()) break :blk p.cfg.row_chunk_gemm;
         if (p.cfg.row_chunk_decode != 0) break :blk p.cfg.row_chunk_decode;
         const bytes = std.math.clamp(p.w.ne1 * p.w.row_bytes / (8 * nWorkers(ctx)), 64 << 10, 1 << 20);
         break :blk bytes / p.w.row_bytes;
     };
-    const m = @max(multiple, if (p.n_tokens > 1) @as(usize, 1) else matvec_rows);
+    const m = @max(multiple, if (p.tiled()) @as(usize, 1) else matvec_rows);
     return @max(m, (rows + m - 1) / m * m);
 }
 
@@ -332,14 +366,24 @@ fn KQuantKernel(comptime F: type) type {
             return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
         }
 
-        fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+        fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             if (repacked) {
                 if (R != q4_k_x8.rows) unreachable; // whole groups only (see `run`)
-                return q4_k_x8.dotRowGroup(self.groups(r), self.act(0), self.p.w.ne0 / 256, self.p.prefetchAhead());
+                return q4_k_x8.dotRowGroup(self.groups(r), self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
             }
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
-            return kquants.dotRows(F, R, rows, self.act(0), self.p.w.ne0 / 256, self.p.prefetchAhead());
+            return kquants.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
+        }
+
+        /// Repacked Q4_K: T tokens per pass over a row group (`q4_k_x8.dotRowGroupTokens`).
+        pub const fuses_tokens = repacked;
+
+        fn dotRowsTokens(self: *const Self, comptime R: usize, comptime T: usize, r: usize, t: usize) [T][R]f32 {
+            if (!repacked or R != q4_k_x8.rows) unreachable;
+            var acts: [T]q8_k.Row = undefined;
+            inline for (0..T) |i| acts[i] = self.act(t + i);
+            return q4_k_x8.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
@@ -391,8 +435,8 @@ fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!voi
     const act_bytes = K.actRowBytes(k);
     const panel_bytes = std.mem.alignForward(usize, kquants.Panel.bytes(K.group_rows, k / 256), 64);
     const acts_total = p.n_tokens * act_bytes;
-    const scratch = try ctx.scratchBytes(acts_total + if (p.n_tokens > 1) nWorkers(ctx) * panel_bytes else 0);
-    if (p.n_tokens > 1) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
+    const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
+    if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
     var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) q4_k_x8.rows else 1));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
@@ -423,10 +467,10 @@ const Q8_0Kernel = struct {
         return q8_0.Row.at(self.acts, self.p.w.ne0, t);
     }
 
-    fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+    fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
         var rows: [R][*]const q8_0.Block = undefined;
         inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        return q8_0.dotRows(R, rows, self.act(0), self.p.w.ne0 / 32, self.p.prefetchAhead());
+        return q8_0.dotRows(R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
     }
 
     fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
@@ -474,10 +518,10 @@ fn FloatKernel(comptime W: type) type {
             return @ptrCast(@alignCast(self.p.w.row(r)));
         }
 
-        fn dotRows(self: *const Self, comptime R: usize, r: usize) [R]f32 {
+        fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
-            return float.dotRows(W, R, rows, self.xs, self.p.w.ne0, self.p.prefetchAhead());
+            return float.dotRows(W, R, rows, self.xs + t * self.x_stride, self.p.w.ne0, self.p.prefetchAhead());
         }
 
         fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
@@ -716,6 +760,45 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
             try testing.expectEqualSlices(f32, m.ref[r * k ..][0..k], row[0..k]);
         }
     }
+}
+
+test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K)" {
+    var prng = common.testRng(41);
+    const rand = prng.random();
+    const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
+    const max_tokens = 9; // two fused passes of 4 and a single token
+    const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
+    defer for (contexts) |c| freeTestContext(c);
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f32, .f16, .bf16 };
+    for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
+        if (repack_it and kind != .q4_k) continue;
+        const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(bytes);
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(packed_bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        var w = testMatrix(kind, n, k, rand, bytes, ref).w;
+        if (repack_it) w = repack(contexts[0], &w, packed_bytes.ptr);
+        const x_stride = k + 3;
+        var x: [max_tokens * (512 + 3)]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        const y_stride = n + 1;
+        for (contexts) |ctx| for ([_]usize{ 2, max_tokens }) |n_tokens| {
+            var together: [max_tokens * (n + 1)]f32 = undefined;
+            const cfg = Config{ .row_chunk_decode = 16, .each_token_alone = true };
+            try matmulWith(ctx, &w, &x, x_stride, &together, y_stride, n_tokens, cfg);
+            for (0..n_tokens) |t| {
+                var alone: [n]f32 = undefined;
+                try matmul(ctx, &w, x[t * x_stride ..].ptr, x_stride, &alone, n, 1);
+                testing.expectEqualSlices(f32, &alone, together[t * y_stride ..][0..n]) catch |err| {
+                    std.debug.print("{s} (repacked: {}): token {d} of {d}\n", .{ @tagName(kind), repack_it, t, n_tokens });
+                    return err;
+                };
+            }
+        };
+    };
 }
 
 test "matmul rejects a weight whose rows do not match its type" {

@@ -33,7 +33,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 4;
+pub const abi_version: u32 = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -404,6 +404,9 @@ pub const Op = enum(u32) {
     gated_norm = 12,
     /// label — names the part of the model the following commands belong to, for profiling only.
     label = 13,
+    /// Operands as `matmul`; every token is multiplied exactly as a lone token would be (the
+    /// one-token kernels, bit for bit) in one pass over w: a decode step of several sequences.
+    matvec = 14,
     _,
 };
 
@@ -511,7 +514,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
         };
         if (ctx.profile) |p| {
             // matmul and embed are split by weight type: their first operand is the weight id
-            const kind: u32 = if ((op == .matmul or op == .embed) and len > 2)
+            const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed) and len > 2)
                 if (lookupWeight(cmds[at + 2])) |w| @intFromEnum(w.kind) else |_| 31
             else
                 0;
@@ -544,7 +547,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
                 matmul.getRow(w, @intCast(id), out + t * out_stride);
             }
         },
-        .matmul => {
+        .matmul, .matvec => {
             const w = try r.weight();
             const x_ref = try r.deferred();
             const x_stride = try r.int();
@@ -553,7 +556,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const n_tokens = try r.int();
             const x = try x_ref.get(f32, try span(n_tokens, x_stride, w.ne0));
             const y = try y_ref.get(f32, try span(n_tokens, y_stride, w.ne1));
-            try matmul.matmul(ctx, w, x, x_stride, y, y_stride, n_tokens);
+            if (op == .matvec) try matmul.matvec(ctx, w, x, x_stride, y, y_stride, n_tokens) else try matmul.matmul(ctx, w, x, x_stride, y, y_stride, n_tokens);
         },
         .norm => {
             const x_ref = try r.deferred();

@@ -88,36 +88,54 @@ inline fn scalesAndMins(g: *const Group) ScalesAndMins {
 /// Dot products of the 8 rows of a row group (`nb` groups from `groups`) with one Q8_K row,
 /// prefetching what lies `ahead` bytes past each group it reads.
 pub fn dotRowGroup(groups: [*]const Group, act: q8_k.Row, nb: usize, ahead: usize) [rows]f32 {
-    var acc: F32x8 = @splat(0);
+    return dotRowGroupTokens(1, groups, .{act}, nb, ahead)[0];
+}
+
+/// `dotRowGroup` for T activation rows in one pass over the weights: each group's nibbles and
+/// scales are unpacked once and serve every token. Each token's products are computed by the
+/// same operations in the same order as `dotRowGroup` would for it alone, so they are the same
+/// bits: a sequence's logits do not depend on what else is decoded with it.
+pub fn dotRowGroupTokens(comptime T: usize, groups: [*]const Group, acts: [T]q8_k.Row, nb: usize, ahead: usize) [T][rows]f32 {
+    @setEvalBranchQuota(20000); // the unrolled loops below
+    var acc: [T]F32x8 = @splat(@splat(0));
     const nibble: U8x32 = @splat(15);
     for (0..nb) |b| {
         const g = &groups[b];
         common.prefetchSpan(@as([*]const u8, @ptrCast(g)) + ahead, @sizeOf(Group));
-        const x = act.qs + b * 256;
         const sm = scalesAndMins(g);
-        var isum: I32x8 = @splat(0);
+        var isum: [T]I32x8 = @splat(@splat(0));
         inline for (0..4) |gi| {
-            var lo: I32x8 = @splat(0);
-            var hi: I32x8 = @splat(0);
+            var lo: [T]I32x8 = @splat(@splat(0));
+            var hi: [T]I32x8 = @splat(@splat(0));
             inline for (0..8) |v| {
                 const w: U8x32 = @bitCast(@as(U32x8, g.qs[gi][v]));
-                lo = common.dotBytes(lo, w & nibble, broadcastWord(x + 64 * gi + 4 * v));
-                hi = common.dotBytes(hi, w >> @splat(4), broadcastWord(x + 64 * gi + 32 + 4 * v));
+                const w_lo = w & nibble;
+                const w_hi = w >> @splat(4);
+                inline for (0..T) |t| {
+                    const x = acts[t].qs + b * 256;
+                    lo[t] = common.dotBytes(lo[t], w_lo, broadcastWord(x + 64 * gi + 4 * v));
+                    hi[t] = common.dotBytes(hi[t], w_hi, broadcastWord(x + 64 * gi + 32 + 4 * v));
+                }
             }
-            isum +%= lo *% sm.sc[2 * gi] +% hi *% sm.sc[2 * gi + 1];
+            inline for (0..T) |t| isum[t] +%= lo[t] *% sm.sc[2 * gi] +% hi[t] *% sm.sc[2 * gi + 1];
         }
-        var imin: I32x8 = @splat(0);
-        inline for (0..8) |j| {
-            const s: i32 = @as(i32, act.bsums[b * 16 + 2 * j]) + act.bsums[b * 16 + 2 * j + 1];
-            imin +%= sm.m[j] *% @as(I32x8, @splat(s));
-        }
-        const dx: F32x8 = @splat(act.d[b]);
         const d: F32x8 = @floatCast(@as(@Vector(8, f16), g.d));
         const dmin: F32x8 = @floatCast(@as(@Vector(8, f16), g.dmin));
-        acc = @mulAdd(F32x8, @floatFromInt(isum), d * dx, acc);
-        acc = @mulAdd(F32x8, @floatFromInt(imin), -dmin * dx, acc);
+        inline for (0..T) |t| {
+            const act = acts[t];
+            var imin: I32x8 = @splat(0);
+            inline for (0..8) |j| {
+                const s: i32 = @as(i32, act.bsums[b * 16 + 2 * j]) + act.bsums[b * 16 + 2 * j + 1];
+                imin +%= sm.m[j] *% @as(I32x8, @splat(s));
+            }
+            const dx: F32x8 = @splat(act.d[b]);
+            acc[t] = @mulAdd(F32x8, @floatFromInt(isum[t]), d * dx, acc[t]);
+            acc[t] = @mulAdd(F32x8, @floatFromInt(imin), -dmin * dx, acc[t]);
+        }
     }
-    return acc;
+    var out: [T][rows]f32 = undefined;
+    inline for (0..T) |t| out[t] = acc[t];
+    return out;
 }
 
 /// Four activation bytes repeated across a 32-byte vector (one `vpbroadcastd`).
@@ -176,9 +194,17 @@ test "Q4_K x8: repacking round-trips, the row-group dot matches blockDotRef, unp
     var act_buf: [q8_k.Row.bytes(k)]u8 align(64) = undefined;
     const act = q8_k.Row.at(&act_buf, k, 0);
     q8_k.quantize(&x, k, act);
+    var act2_buf: [q8_k.Row.bytes(k)]u8 align(64) = undefined;
+    const act2 = q8_k.Row.at(&act2_buf, k, 0);
+    for (&x) |*v| v.* = rand.floatNorm(f32) * 3;
+    q8_k.quantize(&x, k, act2);
 
     for (0..n_rows / rows) |rg| {
         const got = dotRowGroup(&packed_groups[rg], act, nb, 0);
+        // several tokens in one pass: each token's products are the lone token's, bit for bit
+        const many = dotRowGroupTokens(3, &packed_groups[rg], .{ act2, act, act2 }, nb, 0);
+        try std.testing.expectEqualSlices(f32, &got, &many[1]);
+        try std.testing.expectEqualSlices(f32, &dotRowGroup(&packed_groups[rg], act2, nb, 0), &many[2]);
         for (0..rows) |r| {
             const row = &natural[rows * rg + r];
             var want: f32 = 0;

@@ -6,8 +6,9 @@
  * Rather than copying the halves apart, every kernel below walks the query or gate half with a
  * head stride of 2·Dh. The attention output is multiplied by sigmoid(gate) before `attn_output`.
  */
-import type { CommandList, Ref } from "../native/kernels.ts";
+import { type CommandList, type Ref, rowsOf } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
+import type { SequenceRows } from "./qwen35.ts";
 import type { RopeSchedule } from "./rope.ts";
 import type { AttentionWeights } from "./weights.ts";
 
@@ -34,9 +35,8 @@ export function gatedAttention(
   w: AttentionWeights,
   rope: RopeSchedule,
   b: AttentionBuffers,
-  cache: KvCache,
   n: number,
-  pos: number,
+  seqs: SequenceRows<KvCache>[],
 ): void {
   const E = cfg.nEmbd, Dh = cfg.headDim, Hq = cfg.nHead, Hkv = cfg.nHeadKv;
   const qgStride = 2 * Hq * Dh;
@@ -54,15 +54,18 @@ export function gatedAttention(
   rope.rotate(cmds, b.qg, n, qgStride, Hq, 2 * Dh, b.ropeTable);
   rope.rotate(cmds, b.k, n, kvDim, Hkv, Dh, b.ropeTable);
 
-  cmds.kvStore(b.k, b.v, n, kvDim, cache.k, cache.v, pos);
-  cmds.attention(b.qg, qgStride, 2 * Dh, cache.k, cache.v, b.attn, {
-    nTokens: n,
-    pos,
-    nHead: Hq,
-    nHeadKv: Hkv,
-    headDim: Dh,
-    scale: cfg.attentionScale,
-  });
+  // each sequence's rows against its own cache
+  for (const { state: cache, row, n: rows, pos } of seqs) {
+    cmds.kvStore(rowsOf(b.k, row, kvDim), rowsOf(b.v, row, kvDim), rows, kvDim, cache.k, cache.v, pos);
+    cmds.attention(rowsOf(b.qg, row, qgStride), qgStride, 2 * Dh, cache.k, cache.v, rowsOf(b.attn, row, Hq * Dh), {
+      nTokens: rows,
+      pos,
+      nHead: Hq,
+      nHeadKv: Hkv,
+      headDim: Dh,
+      scale: cfg.attentionScale,
+    });
+  }
 
   // o = attn ⊙ sigmoid(gate), row (t, h) of attn against the gate half of head h of token t
   cmds.sigmoidGate(b.attn, gate, n * Hq, Dh, Dh, 2 * Dh);

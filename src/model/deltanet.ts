@@ -7,8 +7,9 @@
  *   recurrence with decay g = ssm_a·softplus(alpha + dt_bias) and beta = sigmoid(ssm_beta·x)
  *   out = ssm_out · (rmsnorm(o_j)·ssm_norm ⊙ silu(z_j)) per V head j
  */
-import type { CommandList, Ref } from "../native/kernels.ts";
+import { type CommandList, type Ref, rowsOf } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
+import type { SequenceRows } from "./qwen35.ts";
 import type { DeltaNetWeights } from "./weights.ts";
 
 export interface DeltaNetBuffers {
@@ -37,8 +38,8 @@ export function gatedDeltaNet(
   cfg: Qwen35Config,
   w: DeltaNetWeights,
   b: DeltaNetBuffers,
-  state: DeltaNetState,
   n: number,
+  seqs: SequenceRows<DeltaNetState>[],
 ): void {
   const E = cfg.nEmbd, D = cfg.ssmHeadDim, Hk = cfg.nKHeads, Hv = cfg.nVHeads;
   const C = convDim(cfg);
@@ -48,7 +49,9 @@ export function gatedDeltaNet(
   cmds.matmul(w.beta, b.x, E, b.beta, Hv, n);
   cmds.matmul(w.alpha, b.x, E, b.alpha, Hv, n);
 
-  cmds.conv1dSilu(b.mixed, state.conv, w.conv, b.conv, n, C, C);
+  for (const { state, row, n: rows } of seqs) {
+    cmds.conv1dSilu(rowsOf(b.mixed, row, C), state.conv, w.conv, rowsOf(b.conv, row, C), rows, C, C);
+  }
   // the 2·Hk q and k heads sit contiguously at the start of each conv row
   cmds.norm(b.conv, b.conv, {
     nTokens: n,
@@ -60,12 +63,20 @@ export function gatedDeltaNet(
     dim: D,
   }, null, cfg.eps, "l2");
 
-  cmds.deltanet(b.conv, C, b.beta, b.alpha, Hv, w.ssmA, w.dtBias, state.ssm, b.o, {
-    nTokens: n,
-    nKHeads: Hk,
-    nVHeads: Hv,
-    headDim: D,
-  });
+  for (const { state, row, n: rows } of seqs) {
+    cmds.deltanet(
+      rowsOf(b.conv, row, C),
+      C,
+      rowsOf(b.beta, row, Hv),
+      rowsOf(b.alpha, row, Hv),
+      Hv,
+      w.ssmA,
+      w.dtBias,
+      state.ssm,
+      rowsOf(b.o, row, Hv * D),
+      { nTokens: rows, nKHeads: Hk, nVHeads: Hv, headDim: D },
+    );
+  }
   cmds.gatedNorm(b.o, b.z, w.ssmNorm, b.o, n * Hv, D, cfg.eps);
   cmds.matmul(w.ssmOut, b.o, Hv * D, b.out, E, n);
 }

@@ -9,9 +9,9 @@ import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { allocate, CommandList, Context, type ProfileEntry, type Region } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
-import { Activations, encodeForward, type LayerState, type LogitRows } from "./qwen35.ts";
+import { Activations, type Batch, encodeForward, type LayerState, type LogitRows, singleSequence } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
-import { recurrentStateBytes, Session, type SessionHost } from "./session.ts";
+import { type DecodeStep, recurrentStateBytes, Session, type SessionHost } from "./session.ts";
 import { loadWeights, type ModelWeights, repackWeights } from "./weights.ts";
 import { fnv1a } from "../util/hash.ts";
 
@@ -69,6 +69,10 @@ export class Model implements SessionHost {
   #spareState: Region | undefined;
   /** The Q4_K matrices, repacked for the kernels (see repackWeights). */
   #repacked: Region | undefined;
+  /** Set while a forward pass runs off the JS thread (`…Async`): the activations are in use. */
+  #busy = false;
+  /** The last off-thread pass queued: the next one starts when it has settled. */
+  #lastAsync: Promise<void> = Promise.resolve();
   /** Wall time inside native exec calls and in JS preparing them, while profiling. */
   #profile: { execMs: number; jsMs: number; execs: number } | null = null;
 
@@ -236,6 +240,72 @@ export class Model implements SessionHost {
 
   /** Runs the forward pass in batches; see SessionHost. */
   run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void {
+    this.#drive(this.#promptPasses(state, tokens, pos, allLogits, out));
+  }
+
+  /** `run` with the native calls off the JS thread; see SessionHost. */
+  runAsync(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): Promise<void> {
+    return this.#driveAsync(this.#promptPasses(state, tokens, pos, allLogits, out));
+  }
+
+  /** One decode step of several sequences in one forward pass; see SessionHost. */
+  decode(steps: DecodeStep[], outs: Float32Array[]): void {
+    this.#drive(this.#decodePass(steps, outs));
+  }
+
+  /** `decode` with the native call off the JS thread; see SessionHost. */
+  decodeAsync(steps: DecodeStep[], outs: Float32Array[]): Promise<void> {
+    return this.#driveAsync(this.#decodePass(steps, outs));
+  }
+
+  /** Runs each command list a pass yields, on this thread. */
+  #drive(passes: Generator<CommandList, void, void>): void {
+    if (this.#busy) throw new DeltaqError("the model is busy with another forward pass (a serving engine's step)");
+    for (let r = passes.next(); !r.done; r = passes.next()) this.#exec(r.value);
+  }
+
+  /**
+   * Runs each command list a pass yields in a native call that does not block the JS thread
+   * (FFI nonblocking), so a server keeps accepting and streaming while a prompt is evaluated.
+   * Off-thread passes queue behind each other; a synchronous pass meanwhile is refused.
+   */
+  #driveAsync(passes: Generator<CommandList, void, void>): Promise<void> {
+    const run = this.#lastAsync.then(() => this.#runAsync(passes));
+    this.#lastAsync = run.catch(() => {});
+    return run;
+  }
+
+  async #runAsync(passes: Generator<CommandList, void, void>): Promise<void> {
+    this.assertLive();
+    this.#busy = true;
+    try {
+      for (let r = passes.next(); !r.done; r = passes.next()) {
+        await this.#context.execAsync(r.value);
+        this.assertLive(); // disposed while the call ran
+      }
+    } finally {
+      this.#busy = false;
+      if (this.#disposed) this.#free();
+    }
+  }
+
+  #exec(cmds: CommandList): void {
+    const t1 = this.#profile ? performance.now() : 0;
+    this.#context.exec(cmds);
+    if (this.#profile) {
+      this.#profile.execMs += performance.now() - t1;
+      this.#profile.execs++;
+    }
+  }
+
+  /** The command lists of a prompt (or one token) in batches; logits of the chosen rows into `out`. */
+  *#promptPasses(
+    state: LayerState[],
+    tokens: ArrayLike<number>,
+    pos: number,
+    allLogits: boolean,
+    out: Float32Array,
+  ): Generator<CommandList, void, void> {
     const V = this.config.nVocab;
     let batch = this.#batch;
     if (allLogits) {
@@ -253,19 +323,36 @@ export class Model implements SessionHost {
       const rows = allLogits ? { first: 0, count: n } : last ? { first: n - 1, count: 1 } : null;
       const t0 = this.#profile ? performance.now() : 0;
       const cmds = this.#commandsFor(state, tokens.length === 1 && !allLogits, n, pos + done, rows);
-      const t1 = this.#profile ? performance.now() : 0;
-      this.#context.exec(cmds);
-      if (this.#profile) {
-        const t2 = performance.now();
-        this.#profile.jsMs += t1 - t0;
-        this.#profile.execMs += t2 - t1;
-        this.#profile.execs++;
-      }
+      if (this.#profile) this.#profile.jsMs += performance.now() - t0;
+      yield cmds;
       if (rows) {
         const logits = a.region.f32(a.logits.offset, rows.count * V);
         out.set(logits, allLogits ? done * V : 0);
       }
     }
+  }
+
+  /** The command list of one decode step over several sequences; each one's logits into its `outs` row. */
+  *#decodePass(steps: DecodeStep[], outs: Float32Array[]): Generator<CommandList, void, void> {
+    const V = this.config.nVocab, nRot = this.config.nRot;
+    const n = steps.length;
+    if (n > this.#batch) throw new DeltaqError(`a decode step of ${n} sequences exceeds the batch size ${this.#batch}`);
+    if (this.#activations.logitRows < n) this.#resizeActivations(n);
+    const a = this.#activations;
+    const tokenView = a.region.i32(a.tokens.offset, n);
+    const ropeView = a.region.f32(a.ropeTable.offset, n * nRot);
+    const batch: Batch = { n, seqs: [], eachTokenAlone: true };
+    steps.forEach((s, i) => {
+      tokenView[i] = s.token;
+      this.#rope.fill(ropeView.subarray(i * nRot), s.pos, 1);
+      batch.seqs.push({ state: s.state, row: i, n: 1, pos: s.pos });
+    });
+    const t0 = this.#profile ? performance.now() : 0;
+    encodeForward(this.#cmds.clear(), this.config, this.weights, this.#rope, a, batch, { first: 0, count: n });
+    if (this.#profile) this.#profile.jsMs += performance.now() - t0;
+    yield this.#cmds;
+    const logits = a.region.f32(a.logits.offset, n * V);
+    outs.forEach((o, i) => o.set(logits.subarray(i * V, (i + 1) * V)));
   }
 
   /** Starts timing every kernel command (adds a clock read per command; for benchmarks). */
@@ -296,7 +383,7 @@ export class Model implements SessionHost {
    */
   #commandsFor(state: LayerState[], decode: boolean, n: number, pos: number, rows: LogitRows | null): CommandList {
     const encode = (cmds: CommandList) =>
-      encodeForward(cmds, this.config, this.weights, this.#rope, this.#activations, state, n, pos, rows);
+      encodeForward(cmds, this.config, this.weights, this.#rope, this.#activations, singleSequence(state, n, pos), rows);
     if (!decode) {
       encode(this.#cmds.clear());
       return this.#cmds;
@@ -320,10 +407,17 @@ export class Model implements SessionHost {
     if (this.#disposed) throw new DeltaqError("this model was disposed");
   }
 
-  /** Frees the model, its sessions and the file mapping. Calling it twice is harmless. */
+  /**
+   * Frees the model, its sessions and the file mapping. Calling it twice is harmless. During a
+   * forward pass running off the JS thread the memory is freed when that pass ends.
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    if (!this.#busy) this.#free();
+  }
+
+  #free(): void {
     for (const s of this.#sessions) s.dispose();
     this.#sessions.clear();
     this.#spareState?.free();

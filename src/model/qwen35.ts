@@ -13,8 +13,13 @@
  * it with a single native call. Weights live in the file mapping (weights.ts), activations in one
  * region owned by the model (below), and per-sequence state (KV cache, conv and DeltaNet state)
  * in a region owned by each session (session.ts).
+ *
+ * A batch holds the rows of one or several sequences (a prompt chunk of one, or one decoded token
+ * of each of several): the matmuls, norms and element-wise steps run over all rows at once — one
+ * pass over the weights serves every sequence — while the steps that read a sequence's state
+ * (KV store and attention, conv and DeltaNet recurrence) run per sequence on its rows.
  */
-import { allocate, type CommandList, type Ref, type Region } from "../native/kernels.ts";
+import { allocate, type CommandList, type Ref, type Region, rowsOf } from "../native/kernels.ts";
 import { type AttentionBuffers, gatedAttention, type KvCache } from "./attention.ts";
 import type { Qwen35Config } from "./config.ts";
 import { convDim, type DeltaNetBuffers, type DeltaNetState, gatedDeltaNet } from "./deltanet.ts";
@@ -108,38 +113,57 @@ export interface LogitRows {
   count: number;
 }
 
-/**
- * Encodes the forward pass of `n` tokens (already in `a.tokens`, RoPE table already filled for
- * positions pos..pos+n) continuing a sequence at position `pos`; logits for `rows` land in
- * `a.logits`.
- */
+/** One sequence's part of a batch: `n` tokens in rows [row, row + n), at positions pos.. . */
+export interface SequenceRows<S = LayerState[]> {
+  state: S;
+  row: number;
+  n: number;
+  pos: number;
+}
+
+/** The rows of one forward pass, by sequence (rows of a sequence are contiguous). */
+export interface Batch {
+  /** Rows in all (tokens in `a.tokens`, RoPE table rows filled with each token's position). */
+  n: number;
+  seqs: SequenceRows[];
+  /**
+   * A decode step of several sequences: each row is multiplied as a lone token would be, so each
+   * sequence's logits are those of decoding it alone (CommandList.eachTokenAlone).
+   */
+  eachTokenAlone: boolean;
+}
+
+/** A batch of one sequence: `n` tokens continuing it at `pos`. */
+export function singleSequence(state: LayerState[], n: number, pos: number): Batch {
+  return { n, seqs: [{ state, row: 0, n, pos }], eachTokenAlone: false };
+}
+
+/** Encodes the forward pass of a batch; logits for `rows` land in `a.logits`. */
 export function encodeForward(
   cmds: CommandList,
   cfg: Qwen35Config,
   w: ModelWeights,
   rope: RopeSchedule,
   a: Activations,
-  state: LayerState[],
-  n: number,
-  pos: number,
+  batch: Batch,
   rows: LogitRows | null,
 ): void {
   const E = cfg.nEmbd, F = cfg.nFf;
-  const rowsOf = (ref: Ref, first: number, width: number): Ref => ({ region: ref.region, offset: ref.offset + first * width });
+  const n = batch.n;
+  cmds.eachTokenAlone(batch.eachTokenAlone);
 
   cmds.label("other").embed(w.tokenEmbd, a.tokens, n, a.h, E);
 
   for (let i = 0; i < cfg.nLayer; i++) {
     const layer = w.layers[i];
-    const s = state[i];
 
     cmds.label(layer.kind).norm(a.h, a.x, rowGrid(n, E), layer.attnNorm, cfg.eps);
-    if (layer.kind === "attention" && s.kind === "attention") {
-      gatedAttention(cmds, cfg, layer, rope, a.attention, s.cache, n, pos);
-    } else if (layer.kind === "deltanet" && s.kind === "deltanet") {
-      gatedDeltaNet(cmds, cfg, layer, a.deltanet, s.state, n);
+    if (layer.kind === "attention") {
+      const seqs = batch.seqs.map((s) => ({ ...s, state: kvCacheOf(s.state[i], i) }));
+      gatedAttention(cmds, cfg, layer, rope, a.attention, n, seqs);
     } else {
-      throw new Error(`layer ${i}: weights and state disagree on the layer type`);
+      const seqs = batch.seqs.map((s) => ({ ...s, state: deltaNetStateOf(s.state[i], i) }));
+      gatedDeltaNet(cmds, cfg, layer, a.deltanet, n, seqs);
     }
     cmds.add(a.h, a.out, n * E);
 
@@ -155,6 +179,16 @@ export function encodeForward(
     cmds.label("lm_head").norm(rowsOf(a.h, rows.first, E), a.x, rowGrid(rows.count, E), w.outputNorm, cfg.eps);
     cmds.matmul(w.output, a.x, E, a.logits, cfg.nVocab, rows.count);
   }
+}
+
+function kvCacheOf(s: LayerState, layer: number): KvCache {
+  if (s.kind !== "attention") throw new Error(`layer ${layer}: weights and state disagree on the layer type`);
+  return s.cache;
+}
+
+function deltaNetStateOf(s: LayerState, layer: number): DeltaNetState {
+  if (s.kind !== "deltanet") throw new Error(`layer ${layer}: weights and state disagree on the layer type`);
+  return s.state;
 }
 
 /** n contiguous rows of `dim` values, one "head" per token. */

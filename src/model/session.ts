@@ -9,6 +9,9 @@
  * A snapshot is the whole sequence state as bytes (only the KV rows in use), restorable into any
  * session of the same model: `restore(s.snapshot())`, or through a file with `saveSnapshot` /
  * `loadSnapshot`.
+ *
+ * Several sessions of one model decode together with `Session.decode` (one forward pass, one read
+ * of the weights for all); the `…Async` forms run the native work off the JS thread.
  */
 import { DeltaqError } from "../errors.ts";
 import { allocate, type Ref, type Region } from "../native/kernels.ts";
@@ -28,6 +31,13 @@ export interface EvalOptions {
   out?: Float32Array;
 }
 
+/** One sequence's part of a decode step: its state, the token it continues with, its position. */
+export interface DecodeStep {
+  state: LayerState[];
+  token: number;
+  pos: number;
+}
+
 /** The model-side operations a session needs (implemented by Model). */
 export interface SessionHost {
   readonly config: Qwen35Config;
@@ -35,6 +45,15 @@ export interface SessionHost {
   readonly fingerprint: number;
   /** Runs tokens at `pos` with `state`; writes logits of the chosen rows into `out`. */
   run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void;
+  /** `run` with the native work off the JS thread. */
+  runAsync(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): Promise<void>;
+  /**
+   * One token for each of several sequences in one forward pass; sequence i's logits into
+   * `outs[i]`, the same as running it alone.
+   */
+  decode(steps: DecodeStep[], outs: Float32Array[]): void;
+  /** `decode` with the native work off the JS thread. */
+  decodeAsync(steps: DecodeStep[], outs: Float32Array[]): Promise<void>;
   assertLive(): void;
   /** A zeroed, resident buffer for a new session's recurrent state (`recurrentStateBytes`). */
   takeRecurrentState(): Region;
@@ -88,6 +107,9 @@ export class Session {
   #epoch = 0;
   #checkpoint: Checkpoint | undefined;
   #disposed = false;
+  /** Set while an `…Async` evaluation runs: the state is in use off the JS thread. */
+  #inFlight = false;
+  #disposeWhenLanded = false;
   readonly #regions: Region[] = [];
   readonly #state: LayerState[];
   readonly #layout: ReturnType<typeof stateLayout>;
@@ -136,6 +158,71 @@ export class Session {
    * throw before any state changes.
    */
   eval(tokens: ArrayLike<number>, opts: EvalOptions = {}): Float32Array {
+    const out = this.#prepareEval(tokens, opts);
+    this.host.run(this.#state, tokens, this.#position, !!opts.allLogits, out);
+    this.#advance(tokens);
+    return out;
+  }
+
+  /**
+   * `eval` with the native work off the JS thread (the event loop keeps running). Until it
+   * settles the session refuses other calls; a `dispose` meanwhile takes effect when it lands.
+   */
+  async evalAsync(tokens: ArrayLike<number>, opts: EvalOptions = {}): Promise<Float32Array> {
+    const out = this.#prepareEval(tokens, opts);
+    await Session.#whileInFlight([this], () => this.host.runAsync(this.#state, tokens, this.#position, !!opts.allLogits, out));
+    this.#advance(tokens);
+    return out;
+  }
+
+  /**
+   * Evaluates one token on each of several sessions of one model in a single forward pass (the
+   * weights are read once for all of them) and returns each one's logits, in `outs[i]` if given.
+   * Each session's logits and state are exactly (bit for bit) what `eval([tokens[i]])` would give.
+   */
+  static decode(sessions: Session[], tokens: number[], outs?: Float32Array[]): Float32Array[] {
+    const { host, steps, logits } = Session.#prepareDecode(sessions, tokens, outs);
+    host.decode(steps, logits);
+    sessions.forEach((s, i) => s.#advance([tokens[i]]));
+    return logits;
+  }
+
+  /** `Session.decode` with the native work off the JS thread (see `evalAsync`). */
+  static async decodeAsync(sessions: Session[], tokens: number[], outs?: Float32Array[]): Promise<Float32Array[]> {
+    const { host, steps, logits } = Session.#prepareDecode(sessions, tokens, outs);
+    await Session.#whileInFlight(sessions, () => host.decodeAsync(steps, logits));
+    sessions.forEach((s, i) => s.#advance([tokens[i]]));
+    return logits;
+  }
+
+  static #prepareDecode(sessions: Session[], tokens: number[], outs?: Float32Array[]) {
+    if (sessions.length === 0) throw new DeltaqError("decode needs at least one session");
+    if (tokens.length !== sessions.length || (outs && outs.length !== sessions.length)) {
+      throw new DeltaqError(`decode got ${sessions.length} sessions, ${tokens.length} tokens and ${outs?.length} outputs`);
+    }
+    const host = sessions[0].host;
+    if (new Set(sessions).size !== sessions.length) throw new DeltaqError("decode got the same session twice");
+    if (sessions.some((s) => s.host !== host)) throw new DeltaqError("decode needs sessions of one model");
+    const logits = sessions.map((s, i) => s.#prepareEval([tokens[i]], { out: outs?.[i] }));
+    const steps = sessions.map((s, i): DecodeStep => ({ state: s.#state, token: tokens[i], pos: s.#position }));
+    return { host, steps, logits };
+  }
+
+  /** Marks sessions busy while `work` runs off the JS thread. */
+  static async #whileInFlight(sessions: Session[], work: () => Promise<void>): Promise<void> {
+    for (const s of sessions) s.#inFlight = true;
+    try {
+      await work();
+    } finally {
+      for (const s of sessions) {
+        s.#inFlight = false;
+        if (s.#disposeWhenLanded) s.dispose();
+      }
+    }
+  }
+
+  /** Checks an evaluation of `tokens` (nothing changes when it throws); returns the logits array. */
+  #prepareEval(tokens: ArrayLike<number>, opts: EvalOptions): Float32Array {
     this.#assertLive();
     const cfg = this.host.config;
     const n = tokens.length;
@@ -151,11 +238,13 @@ export class Session {
         `${n} tokens at position ${this.#position} would pass the context length ${this.contextLength}`,
       );
     }
-    const out = logitsOutput(opts.out, (opts.allLogits ? n : 1) * cfg.nVocab);
-    this.host.run(this.#state, tokens, this.#position, !!opts.allLogits, out);
+    return logitsOutput(opts.out, (opts.allLogits ? n : 1) * cfg.nVocab);
+  }
+
+  #advance(tokens: ArrayLike<number>): void {
+    const n = tokens.length;
     for (let i = 0; i < n; i++) this.#history[this.#position + i] = tokens[i];
     this.#position += n;
-    return out;
   }
 
   /** Forgets everything: position 0, recurrent state cleared. */
@@ -177,15 +266,7 @@ export class Session {
    * whole history.
    */
   checkpoint(): void {
-    this.#assertLive();
-    const parts = this.#stateParts(this.#position, true);
-    const recurrent = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      recurrent.set(p.bytes.subarray(p.from, p.from + p.length), at);
-      at += p.length;
-    }
-    this.#checkpoint = { position: this.#position, epoch: this.#epoch, recurrent };
+    this.#checkpoint = { position: this.#position, epoch: this.#epoch, recurrent: this.recurrentState() };
   }
 
   /** The position of the checkpoint the session can roll back to, if any. */
@@ -205,6 +286,92 @@ export class Session {
       at += p.length;
     }
     this.#position = c.position;
+  }
+
+  /** The conv and DeltaNet state at the current position, as bytes (what `checkpoint` keeps). */
+  recurrentState(): Uint8Array {
+    this.#assertLive();
+    return concatParts(this.#stateParts(this.#position, true));
+  }
+
+  /** Bytes per row of each block of a `kvRows` buffer, in order: each attention layer's K, V. */
+  get kvRowLayout(): number[] {
+    return this.#layout.layers.flatMap((l) => l.kind === "attention" ? [l.rowBytes, l.rowBytes] : []);
+  }
+
+  /**
+   * The KV rows [from, to) of every attention layer as one buffer: layer by layer, its K rows
+   * then its V rows. With `recurrentState` and the tokens, what a prompt cache keeps of a prefix.
+   */
+  kvRows(from: number, to: number): Uint8Array {
+    this.#assertLive();
+    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= this.#position)) {
+      throw new DeltaqError(`KV rows [${from}, ${to}) are not within the ${this.#position} evaluated positions`);
+    }
+    return concatParts(this.#kvParts(from, to));
+  }
+
+  /**
+   * Puts the session at the end of `tokens` with `recurrent` (from `recurrentState`) as its conv
+   * and DeltaNet state. KV rows below `keep` stay as they are: the caller knows they already hold
+   * these tokens' keys and values (the session held the same prefix). Rows from `keep` on come from
+   * `kv`: buffers from `kvRows`, each with the position it starts at, in order, covering
+   * [keep, tokens.length) (they may start before `keep` and end after the tokens).
+   */
+  resume(tokens: ArrayLike<number>, recurrent: Uint8Array, keep: number, kv: { from: number; bytes: Uint8Array }[]): void {
+    this.#assertLive();
+    const n = tokens.length;
+    const bad = (why: string): never => {
+      throw new DeltaqError(`cannot resume the session: ${why}`);
+    };
+    if (n > this.contextLength) bad(`${n} tokens exceed the context length ${this.contextLength}`);
+    if (!(Number.isInteger(keep) && keep >= 0 && keep <= n)) bad(`kept rows ${keep} are not within the ${n} tokens`);
+    const recurrentParts = this.#stateParts(n, true);
+    if (recurrent.byteLength !== recurrentParts.reduce((t, p) => t + p.length, 0)) bad("the recurrent state's size does not match the model");
+    const perToken = this.kvRowLayout.reduce((a, b) => a + b, 0);
+    let at = keep;
+    for (const chunk of kv) {
+      if (perToken === 0) break;
+      const rows = chunk.bytes.byteLength / perToken;
+      if (!Number.isInteger(rows) || chunk.from > at) bad(`KV rows from ${chunk.from} (${rows} rows) do not continue row ${at}`);
+      const to = Math.min(n, chunk.from + rows);
+      if (to > at) this.#writeKvRows(chunk.bytes, chunk.from, rows, at, to);
+      at = Math.max(at, to);
+    }
+    if (perToken > 0 && at < n) bad(`KV rows [${at}, ${n}) are missing`);
+    let offset = 0;
+    for (const p of recurrentParts) {
+      p.bytes.set(recurrent.subarray(offset, offset + p.length), p.from);
+      offset += p.length;
+    }
+    for (let i = 0; i < n; i++) this.#history[i] = tokens[i];
+    this.#position = n;
+    this.#epoch++;
+    this.#checkpoint = undefined;
+  }
+
+  /** Rows [from, to) of a `kvRows` buffer that starts at `chunkFrom` and holds `chunkRows` rows. */
+  #writeKvRows(chunk: Uint8Array, chunkFrom: number, chunkRows: number, from: number, to: number): void {
+    const regions = this.#regions.map((r) => r.bytes());
+    let offset = 0;
+    for (const l of this.#layout.layers) {
+      if (l.kind !== "attention") continue;
+      for (const base of [l.k, l.v]) {
+        const src = offset + (from - chunkFrom) * l.rowBytes;
+        regions[l.region].set(chunk.subarray(src, src + (to - from) * l.rowBytes), base + from * l.rowBytes);
+        offset += chunkRows * l.rowBytes;
+      }
+    }
+  }
+
+  /** Each attention layer's K rows then V rows [from, to), in `kvRows` order. */
+  #kvParts(from: number, to: number): { bytes: Uint8Array; from: number; length: number }[] {
+    const regions = this.#regions.map((r) => r.bytes());
+    return this.#layout.layers.flatMap((l) =>
+      l.kind === "attention"
+        ? [l.k, l.v].map((base) => ({ bytes: regions[l.region], from: base + from * l.rowBytes, length: (to - from) * l.rowBytes }))
+        : []
+    );
   }
 
   /** The sequence state as bytes: position, tokens, the used KV rows and the recurrent state. */
@@ -285,6 +452,10 @@ export class Session {
   /** Frees the session's memory. Calling it twice is harmless. */
   dispose(): void {
     if (this.#disposed) return;
+    if (this.#inFlight) {
+      this.#disposeWhenLanded = true;
+      return;
+    }
     this.#disposed = true;
     this.#releaseRegions();
     this.#checkpoint = undefined;
@@ -323,7 +494,19 @@ export class Session {
   }
 
   #assertLive(): void {
-    if (this.#disposed) throw new DeltaqError("this session was disposed");
+    if (this.#disposed || this.#disposeWhenLanded) throw new DeltaqError("this session was disposed");
+    if (this.#inFlight) throw new DeltaqError("this session is busy with an evaluation (evalAsync or decodeAsync)");
     this.host.assertLive();
   }
+}
+
+/** The bytes of `parts`, one after another, in a new buffer. */
+function concatParts(parts: { bytes: Uint8Array; from: number; length: number }[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p.bytes.subarray(p.from, p.from + p.length), at);
+    at += p.length;
+  }
+  return out;
 }

@@ -14,6 +14,11 @@ export interface Ref {
   offset: number;
 }
 
+/** Row `first` (and those after it) of a [rows][width] buffer at `ref`. */
+export function rowsOf(ref: Ref, first: number, width: number): Ref {
+  return { region: ref.region, offset: ref.offset + first * width };
+}
+
 /** GGML type ids the kernels compute with. */
 export const GgmlType = {
   F32: 0,
@@ -138,14 +143,40 @@ export class Context {
   }
 
   exec(list: CommandList): void {
+    const words = this.#words(list);
+    if (words.length === 0) return;
+    const rc = this.native.dq_exec(this.id, words, words.length);
+    if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
+  }
+
+  /**
+   * `exec` on another thread: the promise settles when the commands have run, and the JS thread
+   * is free meanwhile. Until then the list, and the memory its commands touch, must not change;
+   * nothing else may run on this context.
+   */
+  async execAsync(list: CommandList): Promise<void> {
+    const words = this.#words(list);
+    if (words.length === 0) return;
+    this.#inFlight = true;
+    try {
+      const rc = await this.native.dq_exec_nonblocking(this.id, words, words.length);
+      if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
+    } finally {
+      this.#inFlight = false;
+    }
+  }
+
+  /** Set while `execAsync` runs: freeing the context then would pull the pool from under it. */
+  #inFlight = false;
+
+  #words(list: CommandList): Uint32Array {
     if (this.#freed) throw new DeltaqError("this model was disposed");
-    if (list.length === 0) return;
+    if (this.#inFlight) throw new DeltaqError("this context is running commands on another thread");
     // The native side reads `length` words: never let it run past the buffer.
     if (!Number.isInteger(list.length) || list.length < 0 || list.length > list.words.length) {
       throw new DeltaqError(`command list length ${list.length} does not fit its ${list.words.length}-word buffer`);
     }
-    const rc = this.native.dq_exec(this.id, list.words.subarray(0, list.length), list.length);
-    if (rc < 0) throw new DeltaqError(`kernel error: ${lastError(this.native)}`);
+    return list.words.subarray(0, list.length);
   }
 
   /**
@@ -205,6 +236,7 @@ const OP_NAMES: Record<number, string> = {
   11: "deltanet",
   12: "gated_norm",
   13: "label",
+  14: "matvec",
 };
 
 export interface ProfileEntry {
@@ -237,6 +269,7 @@ export class CommandList {
   clear(): this {
     this.length = 0;
     this.positionWords.length = 0;
+    this.#eachTokenAlone = false;
     return this;
   }
 
@@ -286,7 +319,20 @@ export class CommandList {
 
   /** y[t][r] = Σ_c W[r][c]·x[t][c] for t < nTokens. */
   matmul(weight: number, x: Ref, xStride: number, y: Ref, yStride: number, nTokens: number): this {
-    return this.#op(2, weight, x, xStride, y, yStride, nTokens);
+    return this.#op(this.#eachTokenAlone ? 14 : 2, weight, x, xStride, y, yStride, nTokens);
+  }
+
+  #eachTokenAlone = false;
+
+  /**
+   * From now on (until `clear` or the next call), `matmul` multiplies every token exactly as a
+   * lone token would be (kernel op `matvec`): the one-token kernels, bit for bit, in one pass over
+   * the weights. For a decode step of several sequences, whose logits must then equal each
+   * sequence's logits decoded alone; GEMM tiles (several tokens of one prompt) round differently.
+   */
+  eachTokenAlone(on: boolean): this {
+    this.#eachTokenAlone = on;
+    return this;
   }
 
   /** RMS (or L2) norm of `dim`-value rows on a tokens × heads grid, times `weight` if given. */

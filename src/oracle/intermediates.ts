@@ -16,7 +16,7 @@
  */
 import { allocate, CommandList, Context, type Ref, type Region } from "../native/kernels.ts";
 import { LlamaReference } from "./llama.ts";
-import { Activations, encodeForward, type LayerState } from "../model/qwen35.ts";
+import { Activations, encodeForward, type LayerState, singleSequence } from "../model/qwen35.ts";
 import { convDim } from "../model/deltanet.ts";
 import { RopeSchedule } from "../model/rope.ts";
 import { loadWeights, type ModelWeights } from "../model/weights.ts";
@@ -467,7 +467,7 @@ export function dumpOurs(
       const list = new TapList(ctx, a, cfg, info, force ? force[c] : null);
       a.region.i32(a.tokens.offset, b.length).set(b);
       rope.fill(a.region.f32(a.ropeTable.offset, b.length * cfg.nRot), pos, b.length);
-      encodeForward(list, cfg, w, rope, a, state, b.length, pos, { first: 0, count: b.length });
+      encodeForward(list, cfg, w, rope, a, singleSequence(state, b.length, pos), { first: 0, count: b.length });
       logits.set(a.region.f32(a.logits.offset, b.length * V), pos * V);
       calls.push(list.tensors);
       pos += b.length;
