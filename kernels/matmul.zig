@@ -769,7 +769,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
     const max_tokens = 9; // two fused passes of 4 and a single token
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
         if (repack_it and kind != .q4_k) continue;
         const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;

@@ -3,10 +3,23 @@
  * ids out) run on a fixed number of slots of one model. The HTTP layer renders chats, tokenizes,
  * detokenizes, applies stop strings and parses tool calls; the engine only evaluates and samples.
  *
- *   submit(job) → queue → slot (one Session each)
- *     prompt: the slot continues from what it holds, or restores the prompt cache's longest prefix,
- *             then evaluates the rest (checkpoints saved where the job asks)
- *     decode: every decoding slot advances one token per step
+ *   submit(job) → queue → a free slot (one Session each)
+ *     start:  resume at the prompt cache's deepest checkpoint on the prompt (prompt_cache.ts)
+ *     prompt: evaluate the rest in passes, stopping at checkpoint positions to save them
+ *     decode: every decoding slot advances one token per step, all in one forward pass
+ *   steps alternate between one prompt pass (of the oldest prompting slot) and one decode step,
+ *   so a long prompt does not stall the replies being streamed.
+ *
+ * Exactness. A cached reply must equal an uncached one token for token, and a reply must not
+ * depend on what else is decoded with it. The kernels give that if two rules hold: (1) a prompt
+ * pass always holds at least two tokens — GEMM tiles compute each token the same way whatever the
+ * batch, while a one-token pass takes the one-token kernels, which round differently; (2) only
+ * state computed from prompts is reused — KV rows of generated tokens (decode kernels) are not,
+ * and checkpoints are only taken inside prompts. Decode steps of several sequences use `matvec`,
+ * the one-token kernels for every row (Session.decode), so batching changes no bits either.
+ *
+ * Native calls run off the JS thread (FFI `nonblocking`), so the HTTP server keeps accepting,
+ * streaming and noticing disconnects while a pass runs.
  *
  * The interface (EngineJob, EngineRequest, EngineResult) is the contract with the HTTP layer,
  * described in /work/coord/server-interface.md; keep it stable.
@@ -15,7 +28,8 @@ import { DeltaqError } from "../errors.ts";
 import type { TokenConstraint } from "../generate/constraint.ts";
 import { Sampler, type SamplerOptions } from "../generate/sampler.ts";
 import type { Model } from "../model/model.ts";
-import type { Session } from "../model/session.ts";
+import { Session } from "../model/session.ts";
+import { PromptCache } from "./prompt_cache.ts";
 
 export interface EngineOptions {
   /** Slots: sequences decoded together. More requests wait in the queue. Default 1. */
@@ -24,6 +38,11 @@ export interface EngineOptions {
   cacheMiB?: number;
   /** Long prompts also get a checkpoint every this many tokens. Default 2048. */
   checkpointInterval?: number;
+  /**
+   * Run native calls off the JS thread (FFI nonblocking; default true). Off, each prompt pass or
+   * decode step blocks the event loop while it runs (kept for measuring the difference).
+   */
+  nonblocking?: boolean;
 }
 
 /** Restricts which tokens may be sampled (structured output); see src/generate/constraint.ts. */
@@ -121,6 +140,19 @@ export interface EngineStats {
 
 const DEFAULT_CHECKPOINT_INTERVAL = 2048;
 const MAX_LOGPROBS = 20;
+/** Tokens per prompt pass: alone, and while other slots decode (their next token waits for it). */
+const PROMPT_PASS = 512;
+const PROMPT_PASS_SHARED = 64;
+
+/** The default prompt-cache budget: a quarter of the memory available now, 512 MiB to 16 GiB. */
+export function defaultCacheMiB(): number {
+  let availableMiB = 4096;
+  try {
+    const m = /MemAvailable:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/meminfo"));
+    if (m) availableMiB = Number(m[1]) / 1024;
+  } catch { /* not Linux: assume 4 GiB available */ }
+  return Math.round(Math.min(16384, Math.max(512, availableMiB / 4)));
+}
 
 /** The engine's view of one job in flight. */
 class Job {
@@ -128,7 +160,6 @@ class Job {
   #wake: (() => void) | undefined;
   done = false;
   error: unknown;
-  finishReason: FinishReason = "abort";
   readonly submitted = performance.now();
   started = 0;
   firstToken = 0;
@@ -145,6 +176,8 @@ class Job {
   readonly result: Promise<EngineResult>;
   /** Set when the consumer stopped iterating. */
   abandoned = false;
+  /** Called once when the job ends (the engine detaches its abort listener). */
+  onEnd: (() => void) | undefined;
 
   constructor(readonly spec: EngineJob, nVocab: number, contextLength: number) {
     const prompt = spec.prompt;
@@ -156,7 +189,6 @@ class Job {
         `the prompt has ${prompt.length} tokens, more than the context length ${contextLength}`,
       );
     }
-    this.prompt = Int32Array.from(prompt as ArrayLike<number>);
     for (let i = 0; i < prompt.length; i++) {
       const t = prompt[i];
       if (!Number.isInteger(t) || t < 0 || t >= nVocab) {
@@ -165,6 +197,7 @@ class Job {
         );
       }
     }
+    this.prompt = Int32Array.from(prompt as ArrayLike<number>);
     const max = spec.maxTokens ?? Infinity;
     if (!(max === Infinity || (Number.isInteger(max) && max >= 0))) {
       throw new DeltaqError(`maxTokens must be a non-negative integer, got ${spec.maxTokens}`);
@@ -200,7 +233,6 @@ class Job {
   finish(reason: FinishReason): void {
     if (this.done) return;
     this.done = true;
-    this.finishReason = reason;
     const end = performance.now();
     this.resolve({
       finishReason: reason,
@@ -217,7 +249,7 @@ class Job {
         decodeMs: this.firstToken ? end - this.firstToken : 0,
       },
     });
-    this.#notify();
+    this.#ended();
   }
 
   fail(e: unknown): void {
@@ -225,6 +257,12 @@ class Job {
     this.done = true;
     this.error = e;
     this.reject(e);
+    this.#ended();
+  }
+
+  #ended(): void {
+    this.onEnd?.();
+    this.onEnd = undefined;
     this.#notify();
   }
 
@@ -241,18 +279,44 @@ class Job {
   }
 }
 
+/** One sequence of the engine: a session and the job it runs. */
+class Slot {
+  job: Job | null = null;
+  /** Its first validKv positions hold KV rows computed from a prompt (reusable; see the top). */
+  validKv = 0;
+  /** Positions where the prompt passes stop, ascending: checkpoints, then the prompt's end. */
+  stops: number[] = [];
+  /** The sampled token the next decode step evaluates. */
+  pending = -1;
+  lastUsed = 0;
+  readonly logits: Float32Array;
+  /** Scratch for a constraint's mask (the logits stay as the model gave them). */
+  readonly masked: Float32Array;
+
+  constructor(readonly session: Session, nVocab: number) {
+    this.logits = new Float32Array(nVocab);
+    this.masked = new Float32Array(nVocab);
+  }
+
+  get decoding(): boolean {
+    return this.pending >= 0;
+  }
+}
+
 export class Engine {
   readonly model: Model;
   readonly parallel: number;
   readonly checkpointInterval: number;
+  readonly nonblocking: boolean;
+  /** The prompt cache (null when `cacheMiB` is 0). */
+  readonly cache: PromptCache | null;
   readonly #queue: Job[] = [];
-  readonly #sessions: Session[];
+  readonly #slots: Slot[] = [];
   #running = false;
   #closed = false;
-  /** Wakes the loop when it waits for work. */
-  #wake: (() => void) | undefined;
+  #clock = 0;
+  #lastStepDecoded = false;
   #stats = { requests: 0, promptTokens: 0, cachedTokens: 0, evaluatedTokens: 0, generatedTokens: 0 };
-  #active = 0;
 
   constructor(model: Model, opts: EngineOptions = {}) {
     model.assertLive();
@@ -261,13 +325,26 @@ export class Engine {
       throw new DeltaqError(`parallel must be an integer from 1 to 64, got ${opts.parallel}`);
     }
     const interval = opts.checkpointInterval ?? DEFAULT_CHECKPOINT_INTERVAL;
-    if (!Number.isInteger(interval) || interval < 1) {
-      throw new DeltaqError(`checkpointInterval must be a positive integer, got ${opts.checkpointInterval}`);
+    if (!Number.isInteger(interval) || interval < 2) {
+      throw new DeltaqError(`checkpointInterval must be an integer ≥ 2, got ${opts.checkpointInterval}`);
+    }
+    const cacheMiB = opts.cacheMiB ?? defaultCacheMiB();
+    if (!(Number.isFinite(cacheMiB) && cacheMiB >= 0)) {
+      throw new DeltaqError(`cacheMiB must be a non-negative number, got ${opts.cacheMiB}`);
     }
     this.model = model;
     this.parallel = parallel;
     this.checkpointInterval = interval;
-    this.#sessions = [model.createSession()];
+    this.nonblocking = opts.nonblocking ?? true;
+    this.cache = cacheMiB > 0 ? new PromptCache(Math.floor(cacheMiB * 2 ** 20)) : null;
+    try {
+      for (let i = 0; i < parallel; i++) {
+        this.#slots.push(new Slot(model.createSession(), model.config.nVocab));
+      }
+    } catch (e) {
+      this.#release();
+      throw e;
+    }
   }
 
   /**
@@ -277,25 +354,37 @@ export class Engine {
   submit(spec: EngineJob): EngineRequest {
     if (this.#closed) throw new DeltaqError("the engine is closed");
     const job = new Job(spec, this.model.config.nVocab, this.model.info.contextLength);
+    this.#stats.requests++;
     if (spec.signal?.aborted) {
       job.finish("abort");
-    } else {
-      this.#queue.push(job);
-      this.#stats.requests++;
-      spec.signal?.addEventListener("abort", () => this.#kick(), { once: true });
-      this.#kick();
+      return request(job, () => {});
     }
-    return request(job);
+    const cancel = () => this.#cancel(job);
+    if (spec.signal) {
+      const signal = spec.signal;
+      signal.addEventListener("abort", cancel, { once: true });
+      job.onEnd = () => signal.removeEventListener("abort", cancel);
+    }
+    this.#queue.push(job);
+    this.#kick();
+    return request(job, cancel);
   }
 
   /** Counters and gauges for metrics. */
   stats(): EngineStats {
+    const c = this.cache;
     return {
       slots: this.parallel,
-      active: this.#active,
+      active: this.#slots.filter((s) => s.job).length,
       queued: this.#queue.length,
       ...this.#stats,
-      cache: { entries: 0, bytes: 0, capacityBytes: 0, hits: 0, misses: 0 },
+      cache: {
+        entries: c?.entries ?? 0,
+        bytes: c?.bytes ?? 0,
+        capacityBytes: c?.capacityBytes ?? 0,
+        hits: c?.hits ?? 0,
+        misses: c?.misses ?? 0,
+      },
     };
   }
 
@@ -304,89 +393,222 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     for (const job of this.#queue.splice(0)) job.finish("abort");
-    this.#kick();
+    for (const slot of this.#slots) if (slot.job) this.#end(slot, "abort");
+    this.cache?.clear();
     if (!this.#running) this.#release();
   }
 
   #release(): void {
-    for (const s of this.#sessions) s.dispose();
+    for (const s of this.#slots) s.session.dispose();
+  }
+
+  /** A queued job leaves the queue at once; a running one ends at the loop's next look. */
+  #cancel(job: Job): void {
+    job.abandoned = true;
+    const i = this.#queue.indexOf(job);
+    if (i >= 0) {
+      this.#queue.splice(i, 1);
+      job.finish("abort");
+    }
   }
 
   #kick(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-    if (!this.#running) {
-      this.#running = true;
-      this.#loop().finally(() => {
+    if (this.#running || this.#closed) return;
+    this.#running = true;
+    this.#loop()
+      .catch((e) => {
+        // a failure outside any one job's work: fail everything rather than hang
+        for (const slot of this.#slots) this.#guard(slot, () => Promise.reject(e));
+        for (const job of this.#queue.splice(0)) job.fail(e);
+      })
+      .finally(() => {
         this.#running = false;
         if (this.#closed) this.#release();
+        else if (this.#queue.length > 0) this.#kick();
       });
-    }
   }
 
+  /** Runs steps while there is work: admit queued jobs, then one prompt pass or one decode step. */
   async #loop(): Promise<void> {
     while (!this.#closed) {
-      const job = this.#queue.shift();
-      if (!job) return;
-      if (job.aborted) {
-        job.finish("abort");
-        continue;
+      this.#admit();
+      for (const slot of this.#slots) if (slot.job?.aborted) this.#end(slot, "abort");
+      const prompting = this.#slots.filter((s) => s.job && !s.decoding);
+      const decoding = this.#slots.filter((s) => s.job && s.decoding);
+      if (prompting.length === 0 && decoding.length === 0) return;
+      if (prompting.length > 0 && (decoding.length === 0 || this.#lastStepDecoded)) {
+        // the oldest job first
+        const slot = prompting.reduce((a, b) => (a.job!.submitted <= b.job!.submitted ? a : b));
+        await this.#guard(slot, () => this.#promptPass(slot, decoding.length > 0));
+        this.#lastStepDecoded = false;
+      } else {
+        await this.#decodeStep(decoding);
+        this.#lastStepDecoded = true;
       }
-      this.#active = 1;
-      try {
-        await this.#run(job, this.#sessions[0]);
-      } catch (e) {
-        job.fail(e);
-      } finally {
-        this.#active = 0;
-      }
+      if (!this.nonblocking) await breathe();
     }
   }
 
-  /** Serial implementation: one slot, no prompt cache beyond what the slot holds. */
-  async #run(job: Job, session: Session): Promise<void> {
-    job.started = performance.now();
-    const prompt = job.prompt;
-    const held = session.tokens;
-    let common = 0;
-    while (common < held.length && common < prompt.length && held[common] === prompt[common]) common++;
-    const reusable = Math.min(common, prompt.length - 1);
-    if (reusable < session.position) session.reset();
-    job.cachedTokens = session.position;
-    let logits!: Float32Array;
-    while (session.position < prompt.length) {
-      if (job.aborted) return job.finish("abort");
-      const to = Math.min(prompt.length, session.position + 256);
-      logits = session.eval(prompt.subarray(session.position, to));
-      await breathe();
-    }
-    this.#stats.promptTokens += prompt.length;
-    this.#stats.cachedTokens += job.cachedTokens;
-    this.#stats.evaluatedTokens += prompt.length - job.cachedTokens;
-    job.promptEnd = performance.now();
-    job.sampler.accept(prompt);
-    const tokenizer = this.model.tokenizer;
-    const V = this.model.config.nVocab;
-    const work = new Float32Array(V);
-    while (true) {
-      if (job.aborted) return job.finish("abort");
-      if (job.generated >= job.maxTokens) return job.finish("length");
-      work.set(logits);
-      job.spec.constraint?.mask(work);
-      const id = job.sampler.sample(work);
-      if (!job.firstToken) job.firstToken = performance.now();
-      if (tokenizer.isEndOfGeneration(id)) return job.finish("eog");
-      job.spec.constraint?.accept(id);
-      job.generated++;
-      this.#stats.generatedTokens++;
-      job.push(job.logprobs === undefined ? { id } : { id, ...logprobsOf(work, id, job.logprobs) });
-      if (job.generated >= job.maxTokens) return job.finish("length");
-      if (session.position >= session.contextLength) return job.finish("context");
-      logits = session.eval([id], { out: logits });
-      await breathe();
+  /** Runs a slot's work; an error fails that slot's job only. */
+  async #guard(slot: Slot, work: () => void | Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (e) {
+      const job = slot.job;
+      slot.job = null;
+      slot.pending = -1;
+      slot.validKv = 0;
+      job?.fail(e);
     }
   }
+
+  /** Gives queued jobs to free slots: the slot already holding most of the prompt's KV rows. */
+  #admit(): void {
+    while (this.#queue.length > 0) {
+      const free = this.#slots.filter((s) => !s.job);
+      if (free.length === 0) return;
+      const job = this.#queue.shift()!;
+      const overlap = (s: Slot) => commonPrefix(s.session.tokens.subarray(0, s.validKv), job.prompt);
+      const slot = free.reduce((a, b) => {
+        const oa = overlap(a), ob = overlap(b);
+        return ob > oa || (ob === oa && b.lastUsed < a.lastUsed) ? b : a;
+      });
+      slot.job = job;
+      slot.lastUsed = ++this.#clock;
+      job.started = performance.now();
+      this.#guard(slot, () => this.#start(slot, job));
+    }
+  }
+
+  /**
+   * Brings a slot to the prompt's longest cached prefix and plans the prompt passes. The resume
+   * point leaves at least two prompt tokens to evaluate (see the top: one-token passes round
+   * differently), and so does every stop after it.
+   */
+  #start(slot: Slot, job: Job): void {
+    const prompt = job.prompt, n = prompt.length;
+    const session = slot.session;
+    const hit = n >= 3 ? this.cache?.lookup(prompt, n - 2) : undefined;
+    if (hit) {
+      const keep = Math.min(hit.position, commonPrefix(session.tokens.subarray(0, slot.validKv), prompt));
+      session.resume(prompt.subarray(0, hit.position), hit.recurrent, keep, hit.kv);
+    } else {
+      session.reset();
+    }
+    job.cachedTokens = session.position;
+    slot.validKv = session.position;
+    slot.pending = -1;
+    const wanted = [...job.checkpoints];
+    if (this.cache) {
+      for (let p = this.checkpointInterval; p < n; p += this.checkpointInterval) wanted.push(p);
+    } else {
+      wanted.length = 0;
+    }
+    const stops: number[] = [];
+    let last = session.position;
+    for (const p of [...new Set(wanted)].sort((a, b) => a - b)) {
+      if (p - last >= 2 && n - p >= 2) stops.push(last = p);
+    }
+    stops.push(n);
+    slot.stops = stops;
+  }
+
+  /** Evaluates the next piece of a slot's prompt (up to its next stop). */
+  async #promptPass(slot: Slot, othersDecoding: boolean): Promise<void> {
+    const job = slot.job!, session = slot.session;
+    const from = session.position, stop = slot.stops[0];
+    const limit = othersDecoding ? PROMPT_PASS_SHARED : PROMPT_PASS;
+    let to = Math.min(stop, from + limit);
+    if (stop - to === 1) to--; // never leave a one-token piece
+    const piece = job.prompt.subarray(from, to);
+    if (this.nonblocking) await session.evalAsync(piece, { out: slot.logits });
+    else session.eval(piece, { out: slot.logits });
+    slot.validKv = to;
+    if (to < stop) return;
+    slot.stops.shift();
+    if (to < job.prompt.length) {
+      this.#saveCheckpoint(slot, job.prompt.subarray(0, to));
+      return;
+    }
+    // the prompt is in: sample the first token
+    const evaluated = job.prompt.length - job.cachedTokens;
+    this.#stats.promptTokens += job.prompt.length;
+    this.#stats.cachedTokens += job.cachedTokens;
+    this.#stats.evaluatedTokens += evaluated;
+    job.promptEnd = performance.now();
+    job.sampler.accept(job.prompt);
+    if (job.aborted) return this.#end(slot, "abort");
+    if (job.maxTokens === 0) return this.#end(slot, "length");
+    this.#sample(slot);
+  }
+
+  #saveCheckpoint(slot: Slot, prefix: Int32Array): void {
+    const cache = this.cache;
+    if (!cache || cache.has(prefix)) return;
+    const session = slot.session;
+    cache.save(prefix, {
+      recurrent: () => session.recurrentState(),
+      kvRows: (from, to) => session.kvRows(from, to),
+      kvRowLayout: session.kvRowLayout,
+    });
+  }
+
+  /** One token for every decoding slot, in one forward pass. */
+  async #decodeStep(slots: Slot[]): Promise<void> {
+    const sessions = slots.map((s) => s.session);
+    const tokens = slots.map((s) => s.pending);
+    const outs = slots.map((s) => s.logits);
+    try {
+      if (this.nonblocking) await Session.decodeAsync(sessions, tokens, outs);
+      else Session.decode(sessions, tokens, outs);
+    } catch (e) {
+      for (const slot of slots) await this.#guard(slot, () => Promise.reject(e));
+      return;
+    }
+    for (const slot of slots) {
+      if (!slot.job) continue; // closed meanwhile
+      if (slot.job.aborted) this.#end(slot, "abort");
+      else await this.#guard(slot, () => this.#sample(slot));
+    }
+  }
+
+  /** Samples a slot's next token from its logits and hands it to the job. */
+  #sample(slot: Slot): void {
+    const job = slot.job!;
+    let logits = slot.logits;
+    const constraint = job.spec.constraint;
+    if (constraint) {
+      logits = slot.masked;
+      logits.set(slot.logits);
+      constraint.mask(logits);
+    }
+    const id = job.sampler.sample(logits);
+    if (!job.firstToken) job.firstToken = performance.now();
+    if (this.model.tokenizer.isEndOfGeneration(id)) return this.#end(slot, "eog");
+    constraint?.accept(id);
+    job.generated++;
+    this.#stats.generatedTokens++;
+    job.push(job.logprobs === undefined ? { id } : { id, ...logprobsOf(logits, id, job.logprobs) });
+    if (job.generated >= job.maxTokens) return this.#end(slot, "length");
+    if (slot.session.position >= slot.session.contextLength) return this.#end(slot, "context");
+    slot.pending = id;
+  }
+
+  #end(slot: Slot, reason: FinishReason): void {
+    const job = slot.job;
+    slot.job = null;
+    slot.pending = -1;
+    slot.stops = [];
+    job?.finish(reason);
+  }
+}
+
+/** Length of the common prefix of two token arrays. */
+function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }
 
 /** The log-probability of `id` and the `top` most likely tokens, from (masked) logits. */
@@ -424,7 +646,7 @@ function breathe(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-function request(job: Job): EngineRequest {
+function request(job: Job, cancel: () => void): EngineRequest {
   let iterated = false;
   return {
     result: job.result,
@@ -444,7 +666,7 @@ function request(job: Job): EngineRequest {
           }
         },
         return(): Promise<IteratorResult<EngineToken>> {
-          job.abandoned = true;
+          if (!job.done) cancel();
           return Promise.resolve({ done: true, value: undefined });
         },
       };
