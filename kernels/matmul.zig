@@ -33,6 +33,14 @@ const q2_k = @import("quant/q2_k.zig");
 const q3_k = @import("quant/q3_k.zig");
 const iq4_xs = @import("quant/iq4_xs.zig");
 const q4_k_x8 = @import("quant/q4_k_x8.zig");
+const iq3_s = @import("quant/iq3_s.zig");
+const iq3_xxs = @import("quant/iq3_xxs.zig");
+const iq2_xxs = @import("quant/iq2_xxs.zig");
+const iq2_xs = @import("quant/iq2_xs.zig");
+const iq2_s = @import("quant/iq2_s.zig");
+const iq1_s = @import("quant/iq1_s.zig");
+const iq1_m = @import("quant/iq1_m.zig");
+const iquants = @import("quant/iquants.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
 
@@ -90,6 +98,13 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .q2_k => try runKQuant(q2_k, ctx, p),
         .q3_k => try runKQuant(q3_k, ctx, p),
         .iq4_xs => try runKQuant(iq4_xs, ctx, p),
+        .iq3_s => try runKQuant(iq3_s.kernels, ctx, p),
+        .iq3_xxs => try runKQuant(iq3_xxs.kernels, ctx, p),
+        .iq2_xxs => try runKQuant(iq2_xxs.kernels, ctx, p),
+        .iq2_xs => try runKQuant(iq2_xs.kernels, ctx, p),
+        .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
+        .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
+        .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
         .q8_0 => try runQ8_0(ctx, p),
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
@@ -144,6 +159,13 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
         .q2_k => dequantizeRow(q2_k, row, out, w.ne0),
         .q3_k => dequantizeRow(q3_k, row, out, w.ne0),
         .iq4_xs => dequantizeRow(iq4_xs, row, out, w.ne0),
+        .iq3_s => dequantizeRow(iq3_s.kernels, row, out, w.ne0),
+        .iq3_xxs => dequantizeRow(iq3_xxs.kernels, row, out, w.ne0),
+        .iq2_xxs => dequantizeRow(iq2_xxs.kernels, row, out, w.ne0),
+        .iq2_xs => dequantizeRow(iq2_xs.kernels, row, out, w.ne0),
+        .iq2_s => dequantizeRow(iq2_s.kernels, row, out, w.ne0),
+        .iq1_s => dequantizeRow(iq1_s.kernels, row, out, w.ne0),
+        .iq1_m => dequantizeRow(iq1_m.kernels, row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
     }
@@ -566,7 +588,7 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
         const row = bytes[r * row_bytes ..];
         const out = ref[r * k ..];
         switch (kind) {
-            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0 => |q| {
+            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
                 const F = switch (q) {
                     .q4_k => q4_k,
                     .q5_k => q5_k,
@@ -574,6 +596,13 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
                     .q2_k => q2_k,
                     .q3_k => q3_k,
                     .iq4_xs => iq4_xs,
+                    .iq3_s => iq3_s.kernels,
+                    .iq3_xxs => iq3_xxs.kernels,
+                    .iq2_xxs => iq2_xxs.kernels,
+                    .iq2_xs => iq2_xs.kernels,
+                    .iq2_s => iq2_s.kernels,
+                    .iq1_s => iq1_s.kernels,
+                    .iq1_m => iq1_m.kernels,
                     else => q8_0,
                 };
                 const blocks: [*]F.Block = @ptrCast(@alignCast(row));
@@ -606,7 +635,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
     const k = x.len;
     var buf: [q8_k.Row.bytes(1024)]u8 align(64) = undefined;
     switch (kind) {
-        .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs => {
+        .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => {
             const row = q8_k.Row.at(&buf, k, 0);
             q8_k.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
@@ -691,10 +720,10 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
 
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| {
         const k: usize = switch (kind) {
-            .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs => 512,
+            .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => 512,
             .q8_0 => 96,
             else => 45,
         };
@@ -825,4 +854,12 @@ test {
     _ = iq4_xs;
     _ = kquants;
     _ = float;
+    _ = iquants;
+    _ = iq3_s;
+    _ = iq3_xxs;
+    _ = iq2_xxs;
+    _ = iq2_xs;
+    _ = iq2_s;
+    _ = iq1_s;
+    _ = iq1_m;
 }

@@ -485,8 +485,8 @@ export function dumpOurs(
 // What a matmul actually multiplies: the activation as the weight type's dot partner holds it.
 
 const F16 = 1, Q8_0 = 8, BF16 = 30;
-/** Weight types llama.cpp multiplies against Q8_K activations: Q2_K … Q6_K, IQ4_XS. */
-const Q8_K_PARTNERED = [10, 11, 12, 13, 14, 23];
+/** Weight types llama.cpp multiplies against Q8_K activations: Q2_K … Q6_K, IQ4_XS and the grid IQ types. */
+const Q8_K_PARTNERED = [10, 11, 12, 13, 14, 23, 16, 17, 18, 19, 21, 22, 29];
 
 /** Rounds to nearest, ties to even (as the AVX quantizers do). */
 function rint(x: number): number {

@@ -49,6 +49,13 @@ const TYPES: FileType[] = [
   "Q3_K_M",
   "Q3_K_L",
   "IQ4_XS",
+  "IQ3_S",
+  "IQ3_XXS",
+  "IQ2_XXS",
+  "IQ2_XS",
+  "IQ2_M",
+  "IQ1_S",
+  "IQ1_M",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
