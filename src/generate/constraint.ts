@@ -296,6 +296,45 @@ function dedupe(states: Stack[]): Stack[] {
   return [...seen.values()];
 }
 
+/**
+ * Makes the answer begin with one of `prefixes` (after the thinking, with `afterThinking`), then
+ * leaves it free: `tool_choice` "required" or a named function opens the reply with a tool call
+ * (`<tool_call>\n<function=NAME>\n`). Each prefix is forced as its canonical tokens, so a special
+ * token such as `<tool_call>` is the token the model was trained on, not its text spelled out.
+ */
+export function prefixConstraint(
+  tokenizer: Tokenizer,
+  prefixes: string[],
+  opts: { afterThinking?: boolean } = {},
+): TokenConstraint {
+  let open = prefixes.map((p) => tokenizer.tokenize(p, { special: true })).filter((t) => t.length > 0);
+  const thinkEnd = opts.afterThinking ? tokenizer.specialTokenId("</think>") : undefined;
+  let thinking = thinkEnd !== undefined;
+  let at = 0; // tokens of the prefix written so far
+  const eog = tokenizer.endOfGenerationIds;
+  return {
+    mask(logits: Float32Array): void {
+      if (thinking) {
+        for (const id of eog) logits[id] = -Infinity;
+        return;
+      }
+      if (open.length === 0) return;
+      const allowed = new Set(open.map((t) => t[at]));
+      for (let i = 0; i < logits.length; i++) if (!allowed.has(i)) logits[i] = -Infinity;
+    },
+    accept(token: number): void {
+      if (thinking) {
+        if (token === thinkEnd) thinking = false;
+        return;
+      }
+      if (open.length === 0) return;
+      open = open.filter((t) => t[at] === token);
+      at++;
+      open = open.some((t) => t.length === at) ? [] : open; // a whole prefix is written: free from here
+    },
+  };
+}
+
 /** The constraint a `response_format` asks for (undefined for text), or a DeltaqError naming the problem. */
 export function responseFormatConstraint(
   tokenizer: Tokenizer,

@@ -14,8 +14,9 @@
  * `$comment`, `strict`, `nullable`, `deprecated`, `readOnly`, `writeOnly`).
  *
  * Whitespace between tokens is what compact and pretty-printed JSON use, as llama.cpp's JSON
- * grammar allows it: nothing, one space, or one newline and up to MAX_INDENT spaces or tabs, so a
- * model cannot stall in an endless run of blank lines. Strings must be valid UTF-8 and escapes
+ * grammar allows it: nothing, one space, or one newline and up to MAX_INDENT spaces or tabs (and
+ * up to LEADING_WHITESPACE bytes of any whitespace before the document), so a model cannot stall
+ * in an endless run of blank lines. Strings must be valid UTF-8 and escapes
  * valid JSON escapes.
  *
  * @module
@@ -43,6 +44,8 @@ interface Bounds {
 const ANY: Node = { kind: "any" };
 /** Indentation after a newline: at most this many spaces or tabs. */
 const MAX_INDENT = 20;
+/** Whitespace bytes allowed before the document. */
+const LEADING_WHITESPACE = 4;
 
 const ANNOTATIONS = new Set([
   "title",
@@ -324,7 +327,9 @@ export function step(state: Stack, byte: number): Stack[] {
       return isWs(byte) && moreWhitespace(f.ws, byte) >= 0 ? [{ frame: { t: "done", ws: moreWhitespace(f.ws, byte) }, parent }] : [];
     case "value": {
       if (isWs(byte)) {
-        const ws = moreWhitespace(f.ws, byte);
+        // Before the document any few whitespace bytes (a model's answer often starts after a
+        // blank line); between tokens inside it, the compact/pretty rule.
+        const ws = parent!.frame.t === "done" ? (f.ws < LEADING_WHITESPACE ? f.ws + 1 : -1) : moreWhitespace(f.ws, byte);
         return ws >= 0 ? [{ frame: { ...f, ws }, parent }] : [];
       }
       return startValue(f.node, byte, parent!);

@@ -67,6 +67,8 @@ export interface ChatRequest extends Common {
   tools: ChatTool[];
   /** Parse tool calls out of the reply. */
   parseToolCalls: boolean;
+  /** `tool_choice` "required" or a named function: the reply must open with a call to one of `tools`. */
+  forceToolCall: boolean;
   enableThinking: boolean | undefined;
 }
 
@@ -300,16 +302,21 @@ export function parseChatRequest(raw: unknown, limits: RequestLimits): ChatReque
   let tools = parseTools(body.tools);
   let parseToolCalls = tools.length > 0;
   const choice = body.tool_choice;
+  let forceToolCall = false;
   if (choice === "none") {
     tools = [];
     parseToolCalls = false;
-  } else if (choice !== undefined && choice !== null && choice !== "auto" && choice !== "required") {
+  } else if (choice === "required") {
+    if (tools.length === 0) bad("tool_choice", `"required" needs tools`);
+    forceToolCall = true;
+  } else if (choice !== undefined && choice !== null && choice !== "auto") {
     const named = (choice as Body)?.function as Body | undefined;
     if (typeof choice !== "object" || !named || typeof named.name !== "string") {
       bad("tool_choice", `expected "none", "auto", "required" or {type: "function", function: {name}}`);
     }
     tools = tools.filter((t) => t.function.name === named!.name);
     if (tools.length === 0) bad("tool_choice", `no tool named ${JSON.stringify(named!.name)} in tools`);
+    forceToolCall = true;
   }
   const logprobs = optionalBoolean(body, "logprobs") ?? false;
   const top = optionalNumber(body, "top_logprobs", { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
@@ -318,7 +325,10 @@ export function parseChatRequest(raw: unknown, limits: RequestLimits): ChatReque
   let enableThinking = kwargs ? optionalBoolean(kwargs, "enable_thinking") : undefined;
   // llama.cpp's and vLLM's spellings of the same switch
   if (enableThinking === undefined && typeof body.enable_thinking === "boolean") enableThinking = body.enable_thinking;
-  return { ...base, messages, tools, parseToolCalls, enableThinking, logprobs: logprobs ? top ?? 0 : undefined };
+  if (forceToolCall && base.responseFormat && base.responseFormat.type !== "text") {
+    bad("tool_choice", "a required tool call and response_format cannot be combined");
+  }
+  return { ...base, messages, tools, parseToolCalls, forceToolCall, enableThinking, logprobs: logprobs ? top ?? 0 : undefined };
 }
 
 /** Checks a `POST /v1/completions` body. */

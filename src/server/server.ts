@@ -13,9 +13,11 @@
  */
 import { parseJson } from "../chat/json.ts";
 import { DeltaqError } from "../errors.ts";
-import { prepareConstraints, responseFormatConstraint, type TokenConstraint } from "../generate/constraint.ts";
+import type { ChatTool } from "../chat/template.ts";
+import { prefixConstraint, prepareConstraints, responseFormatConstraint, type TokenConstraint } from "../generate/constraint.ts";
 import { SchemaError } from "../generate/json_schema.ts";
 import type { Model } from "../model/model.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { Engine, type EngineRequest, type EngineResult } from "./engine.ts";
 import { Metrics } from "./metrics.ts";
 import {
@@ -322,7 +324,9 @@ class Handler {
     this.#checkCapacity();
     const rendered = this.model.renderChat(req.messages, { enableThinking: req.enableThinking, tools: req.tools });
     this.#checkPromptLength(rendered.tokens.length);
-    const constraint = this.#constraint(req, rendered.opensThinking);
+    const constraint = req.forceToolCall
+      ? toolCallConstraint(this.model.tokenizer, req.tools, rendered.opensThinking)
+      : this.#constraint(req, rendered.opensThinking);
     const reply = new ReplyAssembler(this.model.tokenizer, {
       stop: req.stop,
       splitThinking: true,
@@ -599,6 +603,16 @@ class Handler {
       reasoningTokens,
     };
   }
+}
+
+/**
+ * `tool_choice` "required" or a named function: the answer opens with `<tool_call>` and
+ * `<function=NAME>` for one of the tools (after the thinking and the blank line the template puts
+ * after it, when the prompt opened a think block), then continues freely.
+ */
+function toolCallConstraint(tokenizer: Tokenizer, tools: ChatTool[], afterThinking: boolean): TokenConstraint {
+  const lead = afterThinking ? "\n\n" : "";
+  return prefixConstraint(tokenizer, tools.map((t) => `${lead}<tool_call>\n<function=${t.function.name}>\n`), { afterThinking });
 }
 
 function finishReason(result: EngineResult, reply: ReplyAssembler, stopped: boolean): FinishReason {

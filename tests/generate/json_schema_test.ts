@@ -37,7 +37,7 @@ const PERSON = {
 Deno.test("json automaton: documents in and out of a schema", () => {
   const yes = [
     '{"name": "Ada", "age": 36, "ok": true, "kind": "person"}',
-    ' {"kind":"person","ok":false,"age":0,"name":"é\\u00e9\\n"}\n',
+    '\n\n{"kind":"person","ok":false,"age":0,"name":"é\\u00e9\\n"}\n',
     '{\n  "name": "E",\n  "age": 1,\n\t"ok": true,\n  "kind": "person"\n}',
     '{"name": "B", "age": 150, "ok": true, "kind": "person", "score": -0.5, "tags": ["a", 3, null], "nick": null}',
     '{"name": "C", "age": 7, "ok": true, "kind": "person", "where": {"x": -3}, "nick": "abcd", "score": 1}',
@@ -65,6 +65,7 @@ Deno.test("json automaton: documents in and out of a schema", () => {
     '{"name": "Ada", "age": 3, "ok": true, "kind": "person"} x',
     "{" + " ".repeat(2) + "}", // whitespace: nothing, one space, or a newline and indentation
     "{\n\n}",
+    "\n\n\n\n\n{}",
     "{\n" + " ".repeat(21) + "}",
   ];
   for (const t of yes) assert.ok(accepts(PERSON, t), `should accept ${t}`);

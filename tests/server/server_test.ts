@@ -163,6 +163,30 @@ Deno.test("structured output through the engine: the reply parses and validates"
     assert.match(obj.choices[0].message.content, /^\{/);
   }));
 
+Deno.test("tool_choice required / a named function: the reply opens with a call to that tool", () =>
+  withServer({}, async (server) => {
+    const tool = (name: string) => ({ type: "function", function: { name, parameters: { type: "object", properties: { q: { type: "string" } } } } });
+    for (const [choice, names] of [["required", "lookup|other"], [{ type: "function", function: { name: "other" } }, "other"]] as const) {
+      const r = await (await post(server, "/v1/chat/completions", {
+        messages: USER,
+        tools: [tool("lookup"), tool("other")],
+        tool_choice: choice,
+        max_tokens: 24,
+        ...GREEDY,
+      })).json() as Json;
+      // a random model does not close the call in 24 tokens, so its opening comes back as text
+      assert.match(r.choices[0].message.content, new RegExp(`^<tool_call>\n<function=(${names})>\n`));
+    }
+    const both = await post(server, "/v1/chat/completions", {
+      messages: USER,
+      tools: [tool("lookup")],
+      tool_choice: "required",
+      response_format: { type: "json_object" },
+    });
+    assert.equal(both.status, 400);
+    await both.body?.cancel();
+  }));
+
 Deno.test("bad requests get OpenAI error objects with the right status; unknown fields are ignored", () =>
   withServer({ limits: { maxBodyBytes: 20_000, maxMessages: 4, maxTokens: 64, maxPromptTokens: 300 } }, async (server) => {
     const expect = async (body: unknown, status: number, match: RegExp, param?: string) => {
@@ -277,6 +301,16 @@ Deno.test("abuse: garbage bytes, a stalled body and clients leaving mid-stream l
     // garbage, a truncated request line, a huge header
     for (const junk of ["\x00\x01\x02garbage\r\n\r\n", "GET", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX: " + "a".repeat(20000) + "\r\n\r\n"]) {
       await raw(server, enc.encode(junk), 300);
+    }
+    // connections that stall inside the request line do not hold up anyone else
+    const stalls = await Promise.all(Array.from({ length: 20 }, () => Deno.connect({ hostname: "127.0.0.1", port: server.port })));
+    try {
+      for (const c of stalls) await c.write(enc.encode("GET /health HTT"));
+      const health = await fetch(`${server.url}/health`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+    } finally {
+      for (const c of stalls) c.close();
     }
     // a body that stops arriving
     const stalled = await raw(server, enc.encode("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"messa"), 3000);
