@@ -166,6 +166,13 @@ class Handler {
   /** Aborts of the generations in flight. */
   readonly #running = new Set<AbortController>();
 
+  /**
+   * Characters a prompt's text may have before tokenizing: a token covers at most the longest
+   * piece in the vocabulary, so a longer text cannot fit in maxPromptTokens and is refused
+   * before the tokenizer spends seconds on it.
+   */
+  readonly #maxPromptChars: number;
+
   constructor(
     readonly model: Model,
     readonly engine: EngineLike,
@@ -173,6 +180,10 @@ class Handler {
     readonly config: HandlerConfig,
   ) {
     this.#keyDigest = config.apiKey !== undefined ? sha256(config.apiKey) : undefined;
+    const tokenizer = model.tokenizer;
+    let longest = 1;
+    for (let id = 0; id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.tokenToPiece(id).length);
+    this.#maxPromptChars = config.limits.maxPromptTokens * longest;
   }
 
   async handle(request: Request): Promise<Response> {
@@ -307,13 +318,25 @@ class Handler {
     }
   }
 
-  #checkPromptLength(n: number): void {
+  #checkPromptLength(n: number, param: string): void {
     const max = this.config.limits.maxPromptTokens;
     if (n > max) {
       throw new ApiError(
         400,
         `the prompt has ${n} tokens, more than the ${max} this server accepts (context ${this.model.info.contextLength})`,
-        "messages",
+        param,
+        "context_length_exceeded",
+      );
+    }
+  }
+
+  /** Refuses a prompt whose text alone is too long to fit, without tokenizing it. */
+  #checkPromptChars(chars: number, param: string): void {
+    if (chars > this.#maxPromptChars) {
+      throw new ApiError(
+        400,
+        `the prompt's text (${chars} characters) is longer than ${this.config.limits.maxPromptTokens} tokens can be`,
+        param,
         "context_length_exceeded",
       );
     }
@@ -322,8 +345,9 @@ class Handler {
   async #chat(request: Request): Promise<Response> {
     const req = parseChatRequest(await this.#body(request), this.config.limits);
     this.#checkCapacity();
+    this.#checkPromptChars(textLength(req.messages) + textLength(req.tools), "messages");
     const rendered = this.model.renderChat(req.messages, { enableThinking: req.enableThinking, tools: req.tools });
-    this.#checkPromptLength(rendered.tokens.length);
+    this.#checkPromptLength(rendered.tokens.length, "messages");
     const constraint = req.forceToolCall
       ? toolCallConstraint(this.model.tokenizer, req.tools, rendered.opensThinking)
       : this.#constraint(req, rendered.opensThinking);
@@ -386,9 +410,10 @@ class Handler {
   async #completions(request: Request): Promise<Response> {
     const req = parseCompletionRequest(await this.#body(request), this.config.limits);
     this.#checkCapacity();
+    if (typeof req.prompt === "string") this.#checkPromptChars(req.prompt.length, "prompt");
     const tokens = typeof req.prompt === "string" ? this.model.tokenize(req.prompt) : req.prompt;
     if (tokens.length === 0) throw new ApiError(400, "the prompt is empty", "prompt");
-    this.#checkPromptLength(tokens.length);
+    this.#checkPromptLength(tokens.length, "prompt");
     const constraint = this.#constraint(req, false);
     const reply = new ReplyAssembler(this.model.tokenizer, { stop: req.stop, splitThinking: false });
     const job = this.#submit(req, tokens, undefined, constraint);
@@ -613,6 +638,18 @@ class Handler {
 function toolCallConstraint(tokenizer: Tokenizer, tools: ChatTool[], afterThinking: boolean): TokenConstraint {
   const lead = afterThinking ? "\n\n" : "";
   return prefixConstraint(tokenizer, tools.map((t) => `${lead}<tool_call>\n<function=${t.function.name}>\n`), { afterThinking });
+}
+
+/** Characters in all the strings of a value (keys included): a lower bound of its rendered text. */
+function textLength(value: unknown): number {
+  if (typeof value === "string") return value.length;
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + textLength(v), 0);
+  if (value !== null && typeof value === "object") {
+    let n = 0;
+    for (const [k, v] of Object.entries(value)) n += k.length + textLength(v);
+    return n;
+  }
+  return 0;
 }
 
 function finishReason(result: EngineResult, reply: ReplyAssembler, stopped: boolean): FinishReason {

@@ -188,7 +188,7 @@ Deno.test("tool_choice required / a named function: the reply opens with a call 
   }));
 
 Deno.test("bad requests get OpenAI error objects with the right status; unknown fields are ignored", () =>
-  withServer({ limits: { maxBodyBytes: 20_000, maxMessages: 4, maxTokens: 64, maxPromptTokens: 300 } }, async (server) => {
+  withServer({ limits: { maxBodyBytes: 20_000, maxMessages: 4, maxTokens: 64, maxPromptTokens: 300 } }, async (server, model) => {
     const expect = async (body: unknown, status: number, match: RegExp, param?: string) => {
       const r = await post(server, "/v1/chat/completions", body);
       const j = await r.json() as Json;
@@ -224,7 +224,11 @@ Deno.test("bad requests get OpenAI error objects with the right status; unknown 
     await expect({ messages: Array(5).fill(USER[0]) }, 400, /at most 4 messages/);
     await expect({ messages: [{ role: "assistant", content: "only" }] }, 400, /No user query/); // the template refuses
     await expect({ messages: [{ role: "user", content: "word ".repeat(5000) }] }, 413, /larger than 20000 bytes/);
-    await expect({ messages: [{ role: "user", content: "x".repeat(1000) + " y".repeat(1500) }] }, 400, /more than the 300/);
+    // too many tokens; and refused before tokenizing when the text alone is too long (a token
+    // covers at most the longest piece of the vocabulary)
+    const longest = Math.max(...Array.from({ length: model.tokenizer.vocabSize }, (_, id) => model.tokenizer.tokenToPiece(id).length));
+    await expect({ messages: [{ role: "user", content: " y".repeat(Math.floor(300 * longest / 2) - 20) }] }, 400, /more than the 300/);
+    await expect({ messages: [{ role: "user", content: "a".repeat(300 * longest + 1) }] }, 400, /characters\) is longer than 300 tokens/);
     const completions = await post(server, "/v1/completions", { prompt: 7 });
     assert.equal(completions.status, 400);
     // vendor extensions and unknown fields do not matter
