@@ -8,6 +8,7 @@
 //!   zig build -Dcpu=x86_64_v3        portable AVX2/FMA/F16C build
 //!   zig build test                              kernel tests (ReleaseSafe: bounds and overflow checked)
 //!   zig build bench-kernels [-- types…]         matmul micro-benchmark (ReleaseFast)
+//!   zig build bench-attention [-- options…]     attention micro-benchmark (ReleaseFast)
 const std = @import("std");
 
 pub fn build(b: *std.Build) void {
@@ -68,4 +69,22 @@ pub fn build(b: *std.Build) void {
     const run_bench = b.addRunArtifact(bench);
     run_bench.addPassthruArgs();
     b.step("bench-kernels", "time matmul for every weight type at Qwen3.5-4B shapes").dependOn(&run_bench.step);
+
+    // Attention micro-benchmark (see bench/attention.zig).
+    const attention_bench_module = b.createModule(.{
+        .root_source_file = b.path("bench/attention.zig"),
+        .target = target,
+        .optimize = .fast,
+        .omit_frame_pointer = true,
+    });
+    attention_bench_module.addImport("attention", b.createModule(.{
+        .root_source_file = b.path("kernels/attention.zig"),
+        .target = target,
+        .optimize = .fast,
+        .omit_frame_pointer = true,
+    }));
+    const attention_bench = b.addExecutable(.{ .name = "bench-attention", .root_module = attention_bench_module, .use_llvm = true });
+    const run_attention_bench = b.addRunArtifact(attention_bench);
+    run_attention_bench.addPassthruArgs();
+    b.step("bench-attention", "time attention at Qwen3.5-4B shapes and several cache depths").dependOn(&run_attention_bench.step);
 }

@@ -23,7 +23,8 @@
 import { type LoadOptions, Model } from "./src/model/model.ts";
 
 export { DeltaqError } from "./src/errors.ts";
-export { type ChatOptions, type LoadOptions, Model, type ModelInfo } from "./src/model/model.ts";
+export { type ChatOptions, type ContextMemory, type LoadOptions, Model, type ModelInfo } from "./src/model/model.ts";
+export type { CacheType } from "./src/native/kernels.ts";
 export type { EvalOptions, Session } from "./src/model/session.ts";
 export type { LayerType, Qwen35Config } from "./src/model/config.ts";
 export type {

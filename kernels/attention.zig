@@ -1,13 +1,71 @@
-//! Causal softmax attention over an F16 KV cache, with grouped-query heads.
+//! Causal softmax attention over a KV cache in F16, Q8_0 or Q4_0, with grouped-query heads,
+//! computed the flash-attention way: no score matrix larger than (query rows × 64 keys) ever
+//! exists, so memory stays linear in the depth of the cache.
 //!
-//! Cache layout: K and V each `[position][n_head_kv · head_dim]` f16, row-major; positions are
-//! absolute (0 = first token of the session). Query head h reads KV head h / (n_head / n_head_kv).
-//! Queries are f32 at `q + t·q_tok_stride + h·q_head_stride` (strided so the query half of
-//! attn_q's per-head [query | gate] output is read in place); output is `[t][h][head_dim]` f32.
+//! Cache layout: K and V each `[position][n_head_kv · head_dim]` values of the cache type, one row
+//! per position (`CacheType.rowBytes(n_head_kv · head_dim)` bytes), positions absolute (0 = first
+//! token of the session); KV head h's slice of a row starts `rowBytes(h · head_dim)` bytes in:
+//!   f16    2 bytes per value
+//!   q8_0   blocks of 32 values in 34 bytes, `{f16 d; i8 q[32]}`   (quant/q8_0.zig)
+//!   q4_0   blocks of 32 values in 18 bytes, `{f16 d; u8 q[16]}`   (quant/q4_0.zig)
+//! (quantized caches need head dims that are whole blocks). Query head h reads KV head
+//! h / (n_head / n_head_kv). Queries are f32 at `q + t·q_tok_stride + h·q_head_stride` (strided, so
+//! the query half of attn_q's per-head [query | gate] output is read in place); the output is
+//! `[t][h][head_dim]` f32.
+//!
+//! Work. The query rows of one KV head — its group of query heads times a tile of tokens — meet
+//! the keys they may see (token t: cache rows 0..pos+t) in blocks of 64, with an online softmax:
+//! each row keeps its running maximum M, sum S and unnormalised output O, rescaled by
+//! exp(M_old − M_new) when the maximum grows. Items are (KV head, token tile, key split); when
+//! there are too few to keep the workers busy (one decoded token is one tile per KV head), each
+//! key range is split and the splits' (M, S, O) are merged at the end, as flash-decoding does.
+//!
+//! Inside an item, one decoded token's rows take dot products of key rows with query rows, four
+//! query rows × L/4 keys per pass with one (row, key) sum per vector lane, folded into one vector
+//! at the end (`sumLanes`), so a key row is widened from the cache type once per four query rows
+//! and no per-score reduction is paid; it streams through the cache with prefetches ahead. Several
+//! tokens (a prompt chunk) widen and transpose a block of 64 keys once, then compute the scores
+//! as a register-tiled GEMM (rows × 64 keys, query values broadcast against key vectors). Either
+//! way the values go into O by a register tile of rows × 64 dims, V widened per key on the fly
+//! (or once per block for several tokens).
+//!
+//! Numerics follow llama.cpp's CPU flash attention: f32 scores, softmax and accumulators, exp
+//! through `simd.expv`. With a quantized K cache llama.cpp rounds each query head through Q8_0
+//! before its integer dot products; the query rows are rounded the same way here (and multiplied
+//! as floats — the same products, summed in another order). llama.cpp rounds the query to F16 for
+//! an F16 cache when decoding one token and keeps V·softmax in an F16 accumulator there; this
+//! kernel stays in f32 (see tests/parity/nodes_test.ts for what that costs in agreement).
 const std = @import("std");
-const simd = @import("simd.zig");
+const builtin = @import("builtin");
 const pool_mod = @import("pool.zig");
 const root = @import("root.zig");
+const simd = @import("simd.zig");
+const q8_0 = @import("quant/q8_0.zig");
+const q4_0 = @import("quant/q4_0.zig");
+
+pub const Context = root.Context;
+
+/// KV cache element types, by GGML type id.
+pub const CacheType = enum(u32) {
+    f16 = 1,
+    q4_0 = 2,
+    q8_0 = 8,
+    _,
+
+    /// Bytes of `n` values, or null for an unknown type or a partial block.
+    pub fn rowBytes(self: CacheType, n: usize) ?usize {
+        return switch (self) {
+            .f16 => n * 2,
+            .q8_0 => if (n % 32 == 0) n / 32 * 34 else null,
+            .q4_0 => if (n % 32 == 0) n / 32 * 18 else null,
+            _ => null,
+        };
+    }
+
+    pub fn name(self: CacheType) []const u8 {
+        return std.enums.tagName(CacheType, self) orelse "unknown";
+    }
+};
 
 pub const Shape = struct {
     q_tok_stride: usize,
@@ -19,157 +77,957 @@ pub const Shape = struct {
     n_head_kv: usize,
     head_dim: usize,
     scale: f32,
+    k_type: CacheType = .f16,
+    v_type: CacheType = .f16,
 };
 
-const H8 = @Vector(8, f16);
+pub const max_head_dim = 512;
+/// Keys per block of the online softmax.
+const block_keys = 64;
+/// Query rows a token tile aims for (tokens × query heads per KV head).
+const tile_rows_target = 64;
+/// How many key rows ahead decoding prefetches.
+const prefetch_keys = 16;
+/// Key splits are at least this long.
+const min_split_keys = 512;
 
-/// Converts rows of k and v to f16 and writes them at cache rows pos..pos+n_tokens.
-pub fn store(k: [*]const f32, v: [*]const f32, n_tokens: usize, kv_dim: usize, k_cache: [*]f16, v_cache: [*]f16, pos: usize) void {
-    toHalf(k, k_cache + pos * kv_dim, n_tokens * kv_dim);
-    toHalf(v, v_cache + pos * kv_dim, n_tokens * kv_dim);
+const has_avx512 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f);
+
+/// Converts rows of k and v (f32, `kv_dim` values each, heads of `head_dim`) to the cache types
+/// and writes them at cache rows pos..pos+n_tokens; quantized rows are rotated first (`rotation`).
+pub fn store(k: [*]const f32, v: [*]const f32, n_tokens: usize, kv_dim: usize, head_dim: usize, k_type: CacheType, v_type: CacheType, k_cache: [*]u8, v_cache: [*]u8, pos: usize) void {
+    const k_row = k_type.rowBytes(kv_dim).?;
+    const v_row = v_type.rowBytes(kv_dim).?;
+    for (0..n_tokens) |t| {
+        storeRow(k_type, rotation(k_type, head_dim, .k), k + t * kv_dim, kv_dim, head_dim, k_cache + (pos + t) * k_row);
+        storeRow(v_type, rotation(v_type, head_dim, .v), v + t * kv_dim, kv_dim, head_dim, v_cache + (pos + t) * v_row);
+    }
 }
 
-fn toHalf(src: [*]const f32, dst: [*]f16, n: usize) void {
+fn storeRow(t: CacheType, rot: usize, x: [*]const f32, n: usize, head_dim: usize, out: [*]u8) void {
+    switch (t) {
+        .f16 => toHalf(x, out, n),
+        inline .q8_0, .q4_0 => |q| {
+            // head by head: rotated into a copy, then quantized in place in the row
+            var tmp: [max_head_dim]f32 = undefined;
+            var h: usize = 0;
+            while (h < n) : (h += head_dim) {
+                @memcpy(tmp[0..head_dim], x[h..][0..head_dim]);
+                if (rot != 0) rotate(&tmp, head_dim, rot);
+                const dst = out + q.rowBytes(h).?;
+                if (q == .q8_0) q8_0.quantizeRow(&tmp, head_dim, dst) else q4_0.quantizeRow(&tmp, head_dim, dst);
+            }
+        },
+        _ => unreachable, // checked by the caller
+    }
+}
+
+/// llama.cpp (the pinned build) rotates what it keeps in a quantized cache by an orthonormal
+/// Walsh–Hadamard matrix, which spreads outliers across a block and so shrinks the rounding error:
+/// K (and, to keep Q·K, the query) in chunks of the largest power of two dividing the head dim,
+/// V in chunks of 64 (and the attention output back, H·H = I) — only for head dims that are
+/// multiples of 64 (`llama_kv_cache`'s `attn_rot_k`/`attn_rot_v`). This returns the chunk size,
+/// or 0 for no rotation.
+pub fn rotation(t: CacheType, head_dim: usize, which: enum { k, v }) usize {
+    if (t == .f16 or head_dim % 64 != 0) return 0;
+    if (which == .v) return 64;
+    var n: usize = 64;
+    while (head_dim % (2 * n) == 0) n *= 2;
+    return n;
+}
+
+/// x ← H·x in chunks of n (a power of two) values: the fast Walsh–Hadamard transform (Sylvester
+/// order, as ggml_gen_hadamard builds H), scaled by 1/√n.
+pub fn rotate(x: [*]f32, len: usize, n: usize) void {
+    var c: usize = 0;
+    while (c < len) : (c += n) {
+        const v = x + c;
+        var h: usize = 1;
+        while (h < n) : (h *= 2) {
+            var i: usize = 0;
+            while (i < n) : (i += 2 * h) {
+                if (h >= simd.lanes) {
+                    var j: usize = i;
+                    while (j < i + h) : (j += simd.lanes) {
+                        const a = simd.load(v + j);
+                        const b = simd.load(v + j + h);
+                        simd.store(v + j, a + b);
+                        simd.store(v + j + h, a - b);
+                    }
+                } else for (i..i + h) |j| {
+                    const a = v[j];
+                    const b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+            }
+        }
+        simd.scale(v, v, 1 / @sqrt(@as(f32, @floatFromInt(n))), n);
+    }
+}
+
+fn toHalf(src: [*]const f32, out: [*]u8, n: usize) void {
+    const dst: [*]align(1) f16 = @ptrCast(out);
     var i: usize = 0;
-    while (i + 8 <= n) : (i += 8) dst[i..][0..8].* = @as(H8, @floatCast(simd.load(src + i)));
+    while (i + 8 <= n) : (i += 8) dst[i..][0..8].* = @as(@Vector(8, f16), @floatCast(simd.load(src + i)));
     while (i < n) : (i += 1) dst[i] = @floatCast(src[i]);
 }
 
-fn toSingle(src: [*]const f16, dst: [*]f32, n: usize) void {
-    var i: usize = 0;
-    while (i + 8 <= n) : (i += 8) simd.store(dst + i, @as(simd.V, @floatCast(@as(H8, src[i..][0..8].*))));
-    while (i < n) : (i += 1) dst[i] = @floatCast(src[i]);
+/// L consecutive values of a row (or head slice) of cache type T, starting at value `at` (a
+/// multiple of L), widened to f32.
+inline fn widen(comptime T: CacheType, comptime L: usize, row: [*]const u8, at: usize) @Vector(L, f32) {
+    return switch (T) {
+        .f16 => @floatCast(@as(@Vector(L, f16), @as(*align(1) const [L]f16, @ptrCast(row + 2 * at)).*)),
+        .q8_0 => q8_0.widen(L, row + at / 32 * 34, at % 32),
+        .q4_0 => q4_0.widen(L, row + at / 32 * 18, at % 32),
+        else => @compileError("not a cache type"),
+    };
 }
 
-/// Largest head dim and GQA group the per-worker stack buffers hold.
-const max_head_dim = 512;
-const max_group = 16;
+/// Checks a shape against what the kernel handles; the message names the problem.
+pub fn validate(s: Shape) error{Failed}!void {
+    if (s.head_dim == 0 or s.head_dim > max_head_dim or s.head_dim % 8 != 0) return root.fail("head dim {d} must be a multiple of 8 up to {d}", .{ s.head_dim, max_head_dim });
+    if (s.n_head_kv == 0 or s.n_head % s.n_head_kv != 0) return root.fail("{d} query heads cannot share {d} KV heads", .{ s.n_head, s.n_head_kv });
+    inline for (.{ s.k_type, s.v_type }, .{ "K", "V" }) |t, which| {
+        if (t.rowBytes(0) == null) return root.fail("unknown {s} cache type {d}", .{ which, @intFromEnum(t) });
+        if (t.rowBytes(s.head_dim) == null) return root.fail("a {s} {s} cache needs a head dim that is a multiple of 32, not {d}", .{ t.name(), which, s.head_dim });
+    }
+}
 
-pub fn attend(ctx: *root.Context, s: Shape, q: [*]const f32, k_cache: [*]const f16, v_cache: [*]const f16, out: [*]f32) error{Failed}!void {
-    if (s.head_dim > max_head_dim or s.head_dim % 8 != 0) return root.fail("head dim {d} must be a multiple of 8 up to {d}", .{ s.head_dim, max_head_dim });
-    const group = s.n_head / s.n_head_kv;
-    if (group > max_group) return root.fail("{d} query heads per KV head exceeds {d}", .{ group, max_group });
-    const n_keys_max = s.pos + s.n_tokens;
-    const n_workers = ctx.pool.n_spawned + 1;
-    const per_worker = group * n_keys_max;
-    const scratch = try ctx.scratchBytes(n_workers * per_worker * @sizeOf(f32));
-    const Job = struct {
-        s: Shape,
-        group: usize,
-        q: [*]const f32,
-        kc: [*]const f16,
-        vc: [*]const f16,
-        out: [*]f32,
-        scores: [*]f32,
-        per_worker: usize,
-        chunks: *pool_mod.Chunks,
+pub fn attend(ctx: *root.Context, s: Shape, q: [*]const f32, k_cache: [*]const u8, v_cache: [*]const u8, out: [*]f32) error{Failed}!void {
+    try validate(s);
+    if (s.n_tokens == 0) return;
+    const wide = has_avx512 and s.head_dim % 16 == 0;
+    switch (s.k_type) {
+        inline .f16, .q8_0, .q4_0 => |kt| switch (s.v_type) {
+            inline .f16, .q8_0, .q4_0 => |vt| {
+                if (wide) return Kernel(kt, vt, 16).run(ctx, s, q, k_cache, v_cache, out);
+                return Kernel(kt, vt, 8).run(ctx, s, q, k_cache, v_cache, out);
+            },
+            else => unreachable,
+        },
+        else => unreachable,
+    }
+}
 
-        fn run(j: *const @This(), worker: usize, _: usize) void {
-            const scores = j.scores + worker * j.per_worker;
-            while (j.chunks.take()) |range| for (range.begin..range.end) |item| j.one(item / j.s.n_head_kv, item % j.s.n_head_kv, scores);
+/// The attention kernel for one pair of cache types and a vector width of L floats.
+fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) type {
+    return struct {
+        const Vec = @Vector(L, f32);
+        /// Score GEMM tile: rows × `qk_vecs` key vectors (6 × 4 = 24 of AVX-512's 32 registers).
+        const qk_rows = if (L == 16) 6 else 2;
+        const qk_vecs = 4;
+        /// Value tile: rows × `pv_vecs` vectors of dims.
+        const pv_rows = if (L == 16) 6 else 2;
+        const pv_vecs = 4;
+        /// Query rows × keys per pass of the key-row dot products (one sum per lane).
+        const dot_rows = 4;
+        const dot_keys = L / dot_rows;
+
+        /// Sizes of one run, shared by every item.
+        const Plan = struct {
+            s: Shape,
+            group: usize,
+            tile_tokens: usize,
+            n_tiles: usize,
+            splits: usize,
+            tile_rows: usize,
+            gemm: bool,
+            k_row: usize,
+            v_row: usize,
+            k_head: usize,
+            v_head: usize,
+            worker_floats: usize,
+
+            fn init(s: Shape, n_workers: usize) Plan {
+                const group = s.n_head / s.n_head_kv;
+                const tile_tokens = @max(1, @min(s.n_tokens, tile_rows_target / group));
+                const n_tiles = (s.n_tokens + tile_tokens - 1) / tile_tokens;
+                const tile_rows = tile_tokens * group;
+                // One token: split the keys until every worker has several items, keeping splits
+                // long. Several tokens are never split, and always take the GEMM path: then each
+                // token's result is the same whatever else is in the batch (the score and value
+                // sums run in one order per row, blocks start at key 0), which batched serving
+                // relies on (a prompt evaluated in one call or in chunks gives identical logits).
+                var splits: usize = 1;
+                const max_keys = s.pos + s.n_tokens;
+                if (s.n_tokens == 1) {
+                    while (n_workers > 1 and s.n_head_kv * splits < 4 * n_workers and max_keys / (2 * splits) >= min_split_keys) splits *= 2;
+                }
+                const gemm = s.n_tokens > 1;
+                const kv_dim = s.n_head_kv * s.head_dim;
+                const d = s.head_dim;
+                const padded = std.mem.alignForward(usize, tile_rows, dot_rows);
+                var floats = 2 * round(padded * d) + round(padded * block_keys) + 2 * round(padded);
+                if (gemm) floats += 2 * round(d * block_keys);
+                return .{
+                    .s = s,
+                    .group = group,
+                    .tile_tokens = tile_tokens,
+                    .n_tiles = n_tiles,
+                    .splits = splits,
+                    .tile_rows = tile_rows,
+                    .gemm = gemm,
+                    .k_row = KT.rowBytes(kv_dim).?,
+                    .v_row = VT.rowBytes(kv_dim).?,
+                    .k_head = KT.rowBytes(d).?,
+                    .v_head = VT.rowBytes(d).?,
+                    .worker_floats = floats,
+                };
+            }
+
+            fn items(p: Plan) usize {
+                return p.s.n_head_kv * p.n_tiles * p.splits;
+            }
+
+            fn partialFloats(p: Plan) usize {
+                return p.tile_rows * (p.s.head_dim + 2);
+            }
+        };
+
+        /// One worker's buffers, carved from the context's scratch memory.
+        const Scratch = struct {
+            q: [*]f32, // [rows][d] the tile's query rows (rounded through Q8_0 for a quantized K), then zero rows up to a multiple of dot_rows
+            o: [*]f32, // [rows][d] unnormalised outputs
+            sc: [*]f32, // [rows][block_keys] scores, then softmax numerators
+            m: [*]f32, // [rows] running maxima
+            l: [*]f32, // [rows] running sums
+            kt: [*]f32, // [d][block_keys] widened, transposed keys (GEMM tiles only)
+            vw: [*]f32, // [block_keys][d] widened values (GEMM tiles only)
+
+            fn at(base: [*]f32, p: Plan) Scratch {
+                var next = base;
+                const take = struct {
+                    fn f(n: *[*]f32, count: usize) [*]f32 {
+                        const here = n.*;
+                        n.* += round(count);
+                        return here;
+                    }
+                }.f;
+                const d = p.s.head_dim;
+                const padded = std.mem.alignForward(usize, p.tile_rows, dot_rows);
+                return .{
+                    .q = take(&next, padded * d),
+                    .o = take(&next, padded * d),
+                    .sc = take(&next, padded * block_keys),
+                    .m = take(&next, padded),
+                    .l = take(&next, padded),
+                    .kt = if (p.gemm) take(&next, d * block_keys) else undefined,
+                    .vw = if (p.gemm) take(&next, d * block_keys) else undefined,
+                };
+            }
+        };
+
+        const Job = struct {
+            plan: Plan,
+            q: [*]const f32,
+            kc: [*]const u8,
+            vc: [*]const u8,
+            out: [*]f32,
+            scratch: [*]f32,
+            partials: [*]f32,
+            chunks: *pool_mod.Chunks,
+
+            fn run(j: *const Job, worker: usize, _: usize) void {
+                const w = Scratch.at(j.scratch + worker * j.plan.worker_floats, j.plan);
+                while (j.chunks.take()) |range| for (range.begin..range.end) |i| j.item(i, w);
+            }
+
+            /// Item i: heaviest tiles (the last tokens see the most keys) first.
+            fn item(j: *const Job, i: usize, w: Scratch) void {
+                const p = j.plan;
+                const s = p.s;
+                const d = s.head_dim;
+                const split = i % p.splits;
+                const rest = i / p.splits;
+                const head = rest % s.n_head_kv;
+                const tile = p.n_tiles - 1 - rest / s.n_head_kv;
+                const t0 = tile * p.tile_tokens;
+                const t1 = @min(s.n_tokens, t0 + p.tile_tokens);
+                const rows = (t1 - t0) * p.group;
+                const visible = s.pos + t1; // keys any row of the tile may see
+                const split_len = std.mem.alignForward(usize, (visible + p.splits - 1) / p.splits, block_keys);
+                const k_begin = @min(visible, split * split_len);
+                const k_end = @min(visible, k_begin + split_len);
+
+                for (0..rows) |r| {
+                    const t = t0 + r / p.group;
+                    const h = head * p.group + r % p.group;
+                    loadQuery(j.q + t * s.q_tok_stride + h * s.q_head_stride, w.q + r * d, d);
+                }
+                @memset(w.q[rows * d .. std.mem.alignForward(usize, rows, dot_rows) * d], 0);
+                @memset(w.o[0 .. rows * d], 0);
+                @memset(w.m[0..rows], -std.math.inf(f32));
+                @memset(w.l[0..rows], 0);
+
+                const kc = j.kc + head * p.k_head;
+                const vc = j.vc + head * p.v_head;
+                var kb = k_begin;
+                while (kb < k_end) : (kb += block_keys) {
+                    const nk = @min(block_keys, k_end - kb);
+                    if (p.gemm) {
+                        transposeKeys(kc + kb * p.k_row, p, nk, w.kt);
+                        gemmScores(w, rows, d, s.scale);
+                        widenValues(vc + kb * p.v_row, p, nk, w.vw);
+                    } else {
+                        dotScores(kc + kb * p.k_row, vc + kb * p.v_row, p, nk, w, rows, s.scale);
+                    }
+                    for (0..rows) |r| {
+                        // token t sees keys < pos + t + 1
+                        const limit = s.pos + t0 + r / p.group + 1;
+                        softmaxStep(w, r, nk, if (limit > kb) @min(nk, limit - kb) else 0, d);
+                    }
+                    if (p.gemm) {
+                        valueTiles(true, w, rows, nk, d, w.vw, d);
+                    } else {
+                        valueTiles(false, w, rows, nk, d, vc + kb * p.v_row, p.v_row);
+                    }
+                }
+
+                if (p.splits == 1) {
+                    for (0..rows) |r| {
+                        const t = t0 + r / p.group;
+                        const h = head * p.group + r % p.group;
+                        const inv = if (w.l[r] == 0) 0 else 1 / w.l[r];
+                        const dst = j.out + (t * s.n_head + h) * d;
+                        simd.scale(w.o + r * d, dst, inv, d);
+                        unrotateOutput(dst, d);
+                    }
+                } else {
+                    const part = j.partials + i * p.partialFloats();
+                    for (0..rows) |r| {
+                        const row = part + r * (d + 2);
+                        row[0] = w.m[r];
+                        row[1] = w.l[r];
+                        @memcpy(row[2..][0..d], w.o[r * d ..][0..d]);
+                    }
+                }
+            }
+        };
+
+        fn run(ctx: *root.Context, s: Shape, q: [*]const f32, kc: [*]const u8, vc: [*]const u8, out: [*]f32) error{Failed}!void {
+            const n_workers = ctx.pool.n_spawned + 1;
+            const plan = Plan.init(s, n_workers);
+            const partial_floats = if (plan.splits > 1) plan.items() * round(plan.partialFloats()) else 0;
+            const scratch = try ctx.scratchBytes((n_workers * plan.worker_floats + partial_floats) * @sizeOf(f32));
+            const base: [*]f32 = @ptrCast(@alignCast(scratch.ptr));
+            var chunks = pool_mod.Chunks.init(plan.items(), 1);
+            const job = Job{ .plan = plan, .q = q, .kc = kc, .vc = vc, .out = out, .scratch = base, .partials = base + n_workers * plan.worker_floats, .chunks = &chunks };
+            ctx.pool.run(Job, &job, Job.run);
+            if (plan.splits > 1) merge(&job);
         }
 
-        /// All query heads of KV head `kvh` for token `t`: each K and V row is converted once
-        /// and used by the whole group.
-        fn one(j: *const @This(), t: usize, kvh: usize, scores: [*]f32) void {
-            const sh = j.s;
-            const d = sh.head_dim;
-            const kv_dim = sh.n_head_kv * d;
-            const n_keys = sh.pos + t + 1;
-            var row: [max_head_dim]f32 align(32) = undefined;
-            for (0..n_keys) |p| {
-                toSingle(j.kc + p * kv_dim + kvh * d, &row, d);
-                for (0..j.group) |g| {
-                    const h = kvh * j.group + g;
-                    const qh = j.q + t * sh.q_tok_stride + h * sh.q_head_stride;
-                    scores[g * n_keys + p] = simd.dot(qh, &row, d) * sh.scale;
+        /// Combines each (head, tile)'s key splits: M = max M_s, S = Σ S_s·e^(M_s−M), O likewise.
+        fn merge(j: *const Job) void {
+            const p = j.plan;
+            const s = p.s;
+            const d = s.head_dim;
+            var i: usize = 0;
+            while (i < p.items()) : (i += p.splits) {
+                const rest = i / p.splits;
+                const head = rest % s.n_head_kv;
+                const tile = p.n_tiles - 1 - rest / s.n_head_kv;
+                const t0 = tile * p.tile_tokens;
+                const t1 = @min(s.n_tokens, t0 + p.tile_tokens);
+                for (0..(t1 - t0) * p.group) |r| {
+                    var m: f32 = -std.math.inf(f32);
+                    for (0..p.splits) |sp| m = @max(m, (j.partials + (i + sp) * p.partialFloats() + r * (d + 2))[0]);
+                    const t = t0 + r / p.group;
+                    const h = head * p.group + r % p.group;
+                    const dst = j.out + (t * s.n_head + h) * d;
+                    @memset(dst[0..d], 0);
+                    var total: f32 = 0;
+                    for (0..p.splits) |sp| {
+                        const row = j.partials + (i + sp) * p.partialFloats() + r * (d + 2);
+                        if (row[1] == 0) continue;
+                        const f = @exp(row[0] - m);
+                        total += row[1] * f;
+                        axpy(dst, row + 2, f, d);
+                    }
+                    simd.scale(dst, dst, if (total == 0) 0 else 1 / total, d);
+                    unrotateOutput(dst, d);
                 }
             }
-            for (0..j.group) |g| softmax(scores + g * n_keys, n_keys);
-            var acc: [max_group * max_head_dim]f32 align(32) = undefined;
-            @memset(acc[0 .. j.group * d], 0);
-            for (0..n_keys) |p| {
-                toSingle(j.vc + p * kv_dim + kvh * d, &row, d);
-                for (0..j.group) |g| {
-                    const w: simd.V = @splat(scores[g * n_keys + p]);
-                    const a = acc[g * d ..];
-                    var i: usize = 0;
-                    while (i < d) : (i += simd.lanes) simd.store(a.ptr + i, @mulAdd(simd.V, simd.load(@as([*]const f32, &row) + i), w, simd.load(a.ptr + i)));
+        }
+
+        /// Values come out of a rotated V cache rotated: turn the output row back.
+        fn unrotateOutput(row: [*]f32, d: usize) void {
+            const rot = rotation(VT, d, .v);
+            if (rot != 0) rotate(row, d, rot);
+        }
+
+        /// A query head row into the tile, rounded through Q8_0 when K is quantized (llama.cpp
+        /// quantizes the query to K's dot-product partner before the integer dots).
+        fn loadQuery(src: [*]const f32, dst: [*]f32, d: usize) void {
+            @memcpy(dst[0..d], src[0..d]);
+            if (KT == .f16) return;
+            const rot = rotation(KT, d, .k);
+            if (rot != 0) rotate(dst, d, rot);
+            var buf: [max_head_dim / 32 * 34]u8 = undefined;
+            q8_0.quantizeRow(dst, d, &buf);
+            var c: usize = 0;
+            while (c < d) : (c += L) simd.storeN(L, dst + c, widen(.q8_0, L, &buf, c));
+        }
+
+        /// Scores of `nk` key rows against the tile's rows: `dot_rows` query rows × `dot_keys`
+        /// keys per pass, one (row, key) sum per lane, folded into one vector at the end
+        /// (`sumLanes`). Query rows are padded with zeros to whole passes. Decoding streams
+        /// through the cache: each key prefetches the key row `prefetch_keys` ahead and its own
+        /// value row (read by `valueTiles` right after).
+        fn dotScores(keys: [*]const u8, values: [*]const u8, p: Plan, nk: usize, w: Scratch, rows: usize, scale: f32) void {
+            const d = p.s.head_dim;
+            var k0: usize = 0;
+            while (k0 < nk) : (k0 += dot_keys) {
+                var krows: [dot_keys][*]const u8 = undefined;
+                inline for (0..dot_keys) |i| {
+                    const k = k0 + i;
+                    if (k < nk) {
+                        krows[i] = keys + k * p.k_row;
+                        prefetchSpan(keys + (k + prefetch_keys) * p.k_row, p.k_head);
+                        prefetchSpan(values + k * p.v_row, p.v_head);
+                    } else {
+                        krows[i] = &zero_row;
+                    }
+                }
+                var r: usize = 0;
+                while (r < rows) : (r += dot_rows) dotGroup(krows, w, r, k0, d, scale);
+            }
+        }
+
+        inline fn dotGroup(krows: [dot_keys][*]const u8, w: Scratch, r: usize, k0: usize, d: usize, scale: f32) void {
+            var acc: [L]Vec = @splat(@splat(0)); // lane j·dot_keys + i: row r+j, key k0+i
+            var c: usize = 0;
+            while (c < d) : (c += L) {
+                var kv: [dot_keys]Vec = undefined;
+                inline for (0..dot_keys) |i| kv[i] = widen(KT, L, krows[i], c);
+                inline for (0..dot_rows) |j| {
+                    const qv = simd.loadN(L, w.q + (r + j) * d + c);
+                    inline for (0..dot_keys) |i| acc[j * dot_keys + i] = @mulAdd(Vec, qv, kv[i], acc[j * dot_keys + i]);
                 }
             }
-            for (0..j.group) |g| {
-                const h = kvh * j.group + g;
-                @memcpy((j.out + (t * sh.n_head + h) * d)[0..d], acc[g * d ..][0..d]);
+            const sums = sumLanes(L, acc) * @as(Vec, @splat(scale));
+            inline for (0..dot_rows) |j| {
+                const part: @Vector(dot_keys, f32) = @shuffle(f32, sums, undefined, laneRange(dot_keys, j * dot_keys));
+                (w.sc + (r + j) * block_keys + k0)[0..dot_keys].* = part;
             }
+        }
+
+        /// Widens `nk` key rows into `kt` transposed ([dim][block_keys]), L keys × L dims at a time
+        /// by an in-register transpose; keys past nk are zero.
+        /// Prefetches the next block's key rows on the way.
+        fn transposeKeys(keys: [*]const u8, p: Plan, nk: usize, kt: [*]f32) void {
+            const d = p.s.head_dim;
+            const stride = p.k_row;
+            for (0..nk) |k| prefetchSpan(keys + (k + block_keys) * stride, p.k_head);
+            var k0: usize = 0;
+            while (k0 < nk) : (k0 += L) {
+                var c: usize = 0;
+                while (c < d) : (c += L) {
+                    var m: [L]Vec = undefined;
+                    inline for (0..L) |i| m[i] = if (k0 + i < nk) widen(KT, L, keys + (k0 + i) * stride, c) else @splat(0);
+                    const t = transpose(L, m);
+                    inline for (0..L) |i| simd.storeN(L, kt + (c + i) * block_keys + k0, t[i]);
+                }
+            }
+            // keys past the last whole vector stay as they were: their scores are masked
+        }
+
+        /// sc[r][k] = scale · Σ_c q[r][c]·kt[c][k] for all block_keys columns.
+        fn gemmScores(w: Scratch, rows: usize, d: usize, scale: f32) void {
+            var r: usize = 0;
+            while (r + qk_rows <= rows) : (r += qk_rows) gemmTile(qk_rows, w, r, d, scale);
+            switch (rows - r) {
+                inline 1...qk_rows - 1 => |n| gemmTile(n, w, r, d, scale),
+                else => {},
+            }
+        }
+
+        inline fn gemmTile(comptime n: usize, w: Scratch, r: usize, d: usize, scale: f32) void {
+            comptime var k0: usize = 0;
+            inline while (k0 < block_keys) : (k0 += qk_vecs * L) {
+                var acc: [n][qk_vecs]Vec = @splat(@splat(@splat(0)));
+                for (0..d) |c| {
+                    var kv: [qk_vecs]Vec = undefined;
+                    inline for (0..qk_vecs) |v| kv[v] = simd.loadN(L, w.kt + c * block_keys + k0 + v * L);
+                    inline for (0..n) |i| {
+                        const qv: Vec = @splat(w.q[(r + i) * d + c]);
+                        inline for (0..qk_vecs) |v| acc[i][v] = @mulAdd(Vec, qv, kv[v], acc[i][v]);
+                    }
+                }
+                const sv: Vec = @splat(scale);
+                inline for (0..n) |i| inline for (0..qk_vecs) |v| simd.storeN(L, w.sc + (r + i) * block_keys + k0 + v * L, acc[i][v] * sv);
+            }
+        }
+
+        fn widenValues(values: [*]const u8, p: Plan, nk: usize, vw: [*]f32) void {
+            const d = p.s.head_dim;
+            const stride = p.v_row;
+            for (0..nk) |k| {
+                prefetchSpan(values + (k + block_keys) * stride, p.v_head);
+                var c: usize = 0;
+                while (c < d) : (c += L) simd.storeN(L, vw + k * d + c, widen(VT, L, values + k * stride, c));
+            }
+        }
+
+        /// One block of the online softmax for row r: keys [0, visible) of the block's nk count,
+        /// the rest are masked. Leaves e^(s − M) in sc (0 where masked) and rescales O and S.
+        fn softmaxStep(w: Scratch, r: usize, nk: usize, visible: usize, d: usize) void {
+            const sc = w.sc + r * block_keys;
+            if (visible == 0) {
+                @memset(sc[0..nk], 0);
+                return;
+            }
+            var mxv: Vec = @splat(-std.math.inf(f32));
+            var i: usize = 0;
+            while (i + L <= visible) : (i += L) mxv = @max(mxv, simd.loadN(L, sc + i));
+            var mx = @reduce(.Max, mxv);
+            while (i < visible) : (i += 1) mx = @max(mx, sc[i]);
+            const m_old = w.m[r];
+            const m_new = @max(m_old, mx);
+            if (m_new > m_old) {
+                const f = @exp(m_old - m_new); // 0 on the first block (m_old = −inf)
+                simd.scale(w.o + r * d, w.o + r * d, f, d);
+                w.l[r] *= f;
+                w.m[r] = m_new;
+            }
+            const mv: Vec = @splat(m_new);
+            var total: Vec = @splat(0);
+            var k: usize = 0;
+            while (k + L <= visible) : (k += L) {
+                const e = simd.expv(L, simd.loadN(L, sc + k) - mv);
+                simd.storeN(L, sc + k, e);
+                total += e;
+            }
+            var sum = @reduce(.Add, total);
+            while (k < visible) : (k += 1) {
+                sc[k] = @exp(sc[k] - m_new);
+                sum += sc[k];
+            }
+            @memset(sc[visible..nk], 0);
+            w.l[r] += sum;
+        }
+
+        /// O[r] += Σ_k p[r][k]·V[k] for the block's nk keys: V from the widened block (`widened`)
+        /// or straight from the cache rows, one register tile of rows × pv_vecs·L dims at a time.
+        fn valueTiles(comptime widened: bool, w: Scratch, rows: usize, nk: usize, d: usize, values: anytype, stride: usize) void {
+            var r: usize = 0;
+            while (r + pv_rows <= rows) : (r += pv_rows) valueTile(widened, pv_rows, w, r, nk, d, values, stride);
+            switch (rows - r) {
+                inline 1...pv_rows - 1 => |n| valueTile(widened, n, w, r, nk, d, values, stride),
+                else => {},
+            }
+        }
+
+        inline fn valueTile(comptime widened: bool, comptime n: usize, w: Scratch, r: usize, nk: usize, d: usize, values: anytype, stride: usize) void {
+            var c: usize = 0;
+            while (c < d) {
+                // pv_vecs vectors of dims where they fit, else one
+                if (c + pv_vecs * L <= d) {
+                    valueStrip(widened, n, pv_vecs, w, r, nk, d, c, values, stride);
+                    c += pv_vecs * L;
+                } else {
+                    valueStrip(widened, n, 1, w, r, nk, d, c, values, stride);
+                    c += L;
+                }
+            }
+        }
+
+        inline fn valueStrip(comptime widened: bool, comptime n: usize, comptime nv: usize, w: Scratch, r: usize, nk: usize, d: usize, c: usize, values: anytype, stride: usize) void {
+            var acc: [n][nv]Vec = undefined;
+            inline for (0..n) |i| inline for (0..nv) |v| {
+                acc[i][v] = simd.loadN(L, w.o + (r + i) * d + c + v * L);
+            };
+            for (0..nk) |k| {
+                var vv: [nv]Vec = undefined;
+                inline for (0..nv) |v| vv[v] = if (widened) simd.loadN(L, values + k * d + c + v * L) else widen(VT, L, values + k * stride, c + v * L);
+                inline for (0..n) |i| {
+                    const pv: Vec = @splat(w.sc[(r + i) * block_keys + k]);
+                    inline for (0..nv) |v| acc[i][v] = @mulAdd(Vec, pv, vv[v], acc[i][v]);
+                }
+            }
+            inline for (0..n) |i| inline for (0..nv) |v| simd.storeN(L, w.o + (r + i) * d + c + v * L, acc[i][v]);
         }
     };
-    var chunks = pool_mod.Chunks.init(s.n_tokens * s.n_head_kv, 1);
-    const scores: [*]f32 = @ptrCast(@alignCast(scratch.ptr));
-    ctx.pool.run(Job, &.{ .s = s, .group = group, .q = q, .kc = k_cache, .vc = v_cache, .out = out, .scores = scores, .per_worker = per_worker, .chunks = &chunks }, Job.run);
 }
 
-/// In-place softmax of n values.
-fn softmax(x: [*]f32, n: usize) void {
-    const L = simd.lanes;
-    var mx: f32 = -std.math.inf(f32);
-    for (0..n) |i| mx = @max(mx, x[i]);
-    const mv: simd.V = @splat(mx);
-    var total_v: simd.V = @splat(0);
+/// Reads of keys past the end of a block (whole `dot_keys` passes) go here: zeros in every type.
+const zero_row: [max_head_dim * 2]u8 align(64) = @splat(0);
+
+/// Lanes [first, first + n) of a vector, as a shuffle mask.
+fn laneRange(comptime n: usize, comptime first: usize) @Vector(n, i32) {
+    var m: [n]i32 = undefined;
+    for (0..n) |i| m[i] = @intCast(first + i);
+    return m;
+}
+
+/// The sums of L vectors of L lanes: lane i of the result is Σ lanes of in[i]. A tree of
+/// log2 L levels; each level halves the vectors (pairs side by side) and the segment width
+/// (halves added), 3 operations per output vector instead of a full reduction per input. The
+/// tree leaves its sums in bit-reversed order, so the inputs go in bit-reversed.
+fn sumLanes(comptime L: usize, in: [L]@Vector(L, f32)) @Vector(L, f32) {
+    const bits = comptime std.math.log2_int(usize, L);
+    var x: [L]@Vector(L, f32) = undefined;
+    inline for (0..L) |j| x[j] = in[reverseBits(j, bits)];
+    inline for (0..bits) |level| {
+        const width = L >> level; // segment width in the inputs of this level
+        inline for (0..(L >> level) / 2) |j| {
+            const a = x[2 * j];
+            const b = x[2 * j + 1];
+            x[j] = @shuffle(f32, a, b, pairMask(L, width, false)) + @shuffle(f32, a, b, pairMask(L, width, true));
+        }
+    }
+    return x[0];
+}
+
+fn reverseBits(x: usize, bits: usize) usize {
+    var r: usize = 0;
+    for (0..bits) |i| r |= ((x >> @intCast(i)) & 1) << @intCast(bits - 1 - i);
+    return r;
+}
+
+/// Output segment 2s (width w/2) takes a's segment s, 2s+1 takes b's; `high` picks the upper halves.
+fn pairMask(comptime L: usize, comptime w: usize, comptime high: bool) @Vector(L, i32) {
+    var m: [L]i32 = undefined;
+    const half = w / 2;
+    for (0..L) |lane| {
+        const seg = lane / half;
+        const e = lane % half;
+        const src: i32 = @intCast((seg / 2) * w + e + (if (high) half else 0));
+        m[lane] = if (seg % 2 == 0) src else ~src;
+    }
+    return m;
+}
+
+fn round(n: usize) usize {
+    return std.mem.alignForward(usize, n, 16);
+}
+
+/// dst[i] += src[i]·f
+fn axpy(dst: [*]f32, src: [*]const f32, f: f32, n: usize) void {
+    const fv: simd.V = @splat(f);
     var i: usize = 0;
-    while (i + L <= n) : (i += L) {
-        const e = simd.exp(simd.load(x + i) - mv);
-        simd.store(x + i, e);
-        total_v += e;
-    }
-    var total = simd.sum(total_v);
-    while (i < n) : (i += 1) {
-        x[i] = @exp(x[i] - mx);
-        total += x[i];
-    }
-    simd.scale(x, x, 1.0 / total, n);
+    while (i + simd.lanes <= n) : (i += simd.lanes) simd.store(dst + i, @mulAdd(simd.V, simd.load(src + i), fv, simd.load(dst + i)));
+    while (i < n) : (i += 1) dst[i] += src[i] * f;
 }
 
-test "attention matches a scalar reference (GQA, causal, continuing positions)" {
-    var ctx = root.Context{ .pool = undefined };
-    try ctx.pool.init(2);
-    defer ctx.pool.deinit();
-    // KV cache of 5 positions, 2 KV heads of 16 dims, 4 query heads; 2 new tokens at pos 3.
-    const d = 16;
-    const n_kv = 2;
-    const n_head = 4;
-    const kv_dim = n_kv * d;
-    var kc: [5 * kv_dim]f16 = undefined;
-    var vc: [5 * kv_dim]f16 = undefined;
-    for (0..5 * kv_dim) |i| {
-        kc[i] = @floatCast(@sin(@as(f32, @floatFromInt(i)) * 0.37));
-        vc[i] = @floatCast(@cos(@as(f32, @floatFromInt(i)) * 0.11));
+fn prefetchSpan(base: [*]const u8, bytes: usize) void {
+    var at: usize = 0;
+    while (at < bytes) : (at += 64) @prefetch(base + at, .{ .locality = 3 });
+}
+
+/// The L×L transpose of L vectors: lane x of result i is lane i of input x. Each stage b swaps
+/// bit b of the row index with bit b of the lane index (L·log2 L two-input shuffles).
+fn transpose(comptime L: usize, in: [L]@Vector(L, f32)) [L]@Vector(L, f32) {
+    var r = in;
+    comptime var b: usize = L / 2;
+    inline while (b >= 1) : (b /= 2) {
+        const lo_mask = comptime swapMask(L, b, false);
+        const hi_mask = comptime swapMask(L, b, true);
+        inline for (0..L) |i| {
+            if (i & b == 0) {
+                const lo = r[i];
+                const hi = r[i + b];
+                r[i] = @shuffle(f32, lo, hi, lo_mask);
+                r[i + b] = @shuffle(f32, lo, hi, hi_mask);
+            }
+        }
     }
-    // queries strided: each head occupies 2·d (query then an unused gate half)
-    var q: [2 * n_head * 2 * d]f32 = undefined;
-    for (&q, 0..) |*v, i| v.* = @sin(@as(f32, @floatFromInt(i)) * 0.05);
-    const s = Shape{ .q_tok_stride = n_head * 2 * d, .q_head_stride = 2 * d, .n_tokens = 2, .pos = 3, .n_head = n_head, .n_head_kv = n_kv, .head_dim = d, .scale = 0.25 };
-    var out: [2 * n_head * d]f32 = undefined;
-    try attend(&ctx, s, &q, &kc, &vc, &out);
-    for (0..2) |t| for (0..n_head) |h| {
-        const kvh = h / (n_head / n_kv);
-        const n_keys = 3 + t + 1;
-        var sc: [5]f64 = undefined;
-        var mx: f64 = -1e30;
+    return r;
+}
+
+/// Stage masks of `transpose`: new_lo[x] = x&b ? hi[x−b] : lo[x]; new_hi[x] = x&b ? hi[x] : lo[x+b].
+fn swapMask(comptime L: usize, comptime b: usize, comptime high: bool) @Vector(L, i32) {
+    var m: [L]i32 = undefined;
+    for (0..L) |x| {
+        const xi: i32 = @intCast(x);
+        const bi: i32 = @intCast(b);
+        m[x] = if (x & b == 0)
+            (if (high) xi + bi else xi)
+        else
+            (if (high) ~xi else ~(xi - bi));
+    }
+    return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests: the kernel against a scalar f64 reference on every path (dot-product and GEMM tiles, key
+// splits, every cache type pair, 8- and 16-wide vectors), continuing positions and GQA.
+
+/// Scalar reference: the cache decoded value by value, softmax in f64.
+fn reference(s: Shape, q: []const f32, kc: []const u8, vc: []const u8, out: []f32) void {
+    const d = s.head_dim;
+    const group = s.n_head / s.n_head_kv;
+    const kv_dim = s.n_head_kv * d;
+    const k_row = s.k_type.rowBytes(kv_dim).?;
+    const v_row = s.v_type.rowBytes(kv_dim).?;
+    const n_keys_max = s.pos + s.n_tokens;
+    const scores = std.testing.allocator.alloc(f64, n_keys_max) catch unreachable;
+    defer std.testing.allocator.free(scores);
+    const kval = std.testing.allocator.alloc(f32, kv_dim) catch unreachable;
+    defer std.testing.allocator.free(kval);
+    const vval = std.testing.allocator.alloc(f32, kv_dim) catch unreachable;
+    defer std.testing.allocator.free(vval);
+    var qr: [max_head_dim]f32 = undefined;
+    for (0..s.n_tokens) |t| for (0..s.n_head) |h| {
+        const kvh = h / group;
+        const n_keys = s.pos + t + 1;
+        const qsrc = q[t * s.q_tok_stride + h * s.q_head_stride ..];
+        @memcpy(qr[0..d], qsrc[0..d]);
+        if (s.k_type != .f16) {
+            const rot = rotation(s.k_type, d, .k);
+            if (rot != 0) hadamardRef(&qr, d, rot);
+            for (0..d / 32) |b| {
+                var qs: [32]i8 = undefined;
+                const dq = q8_0.quantizeBlockRef(qr[32 * b ..][0..32], &qs);
+                for (0..32) |i| qr[32 * b + i] = @as(f32, dq) * @as(f32, @floatFromInt(qs[i]));
+            }
+        }
+        var mx: f64 = -std.math.inf(f64);
         for (0..n_keys) |p| {
+            decodeRow(s.k_type, kc[p * k_row ..].ptr, kv_dim, kval);
             var acc: f64 = 0;
-            for (0..d) |i| acc += @as(f64, q[t * s.q_tok_stride + h * s.q_head_stride + i]) * @as(f64, kc[p * kv_dim + kvh * d + i]);
-            sc[p] = acc * 0.25;
-            mx = @max(mx, sc[p]);
+            for (0..d) |i| acc += @as(f64, qr[i]) * kval[kvh * d + i];
+            scores[p] = acc * s.scale;
+            mx = @max(mx, scores[p]);
         }
         var total: f64 = 0;
         for (0..n_keys) |p| {
-            sc[p] = @exp(sc[p] - mx);
-            total += sc[p];
+            scores[p] = @exp(scores[p] - mx);
+            total += scores[p];
         }
-        for (0..d) |i| {
-            var o: f64 = 0;
-            for (0..n_keys) |p| o += sc[p] / total * @as(f64, vc[p * kv_dim + kvh * d + i]);
-            try std.testing.expectApproxEqAbs(@as(f32, @floatCast(o)), out[(t * n_head + h) * d + i], 1e-5);
+        var o: [max_head_dim]f64 = @splat(0);
+        for (0..n_keys) |p| {
+            decodeRow(s.v_type, vc[p * v_row ..].ptr, kv_dim, vval);
+            for (0..d) |i| o[i] += scores[p] / total * vval[kvh * d + i];
         }
+        var of: [max_head_dim]f32 = undefined;
+        for (0..d) |i| of[i] = @floatCast(o[i]);
+        const rot_v = rotation(s.v_type, d, .v);
+        if (rot_v != 0) hadamardRef(&of, d, rot_v);
+        @memcpy(out[(t * s.n_head + h) * d ..][0..d], of[0..d]);
     };
+}
+
+fn decodeRow(t: CacheType, row: [*]const u8, n: usize, out: []f32) void {
+    for (0..n) |i| out[i] = switch (t) {
+        .f16 => @as(*align(1) const f16, @ptrCast(row + 2 * i)).*,
+        .q8_0 => blk: {
+            const b = row + i / 32 * 34;
+            break :blk @as(f32, @as(*align(1) const f16, @ptrCast(b)).*) * @as(f32, @floatFromInt(@as(i8, @bitCast(b[2 + i % 32]))));
+        },
+        .q4_0 => blk: {
+            var vals: [32]f32 = undefined;
+            q4_0.dequantizeRef(@ptrCast(row + i / 32 * 18), &vals);
+            break :blk vals[i % 32];
+        },
+        else => unreachable,
+    };
+}
+
+fn testCase(pool_threads: usize, s: Shape, seed: u64) !void {
+    const gpa = std.testing.allocator;
+    var ctx = root.Context{ .pool = undefined };
+    try ctx.pool.init(pool_threads);
+    defer ctx.pool.deinit();
+    defer ctx.freeScratch();
+    var prng = std.Random.DefaultPrng.init(seed);
+    const rand = prng.random();
+    const kv_dim = s.n_head_kv * s.head_dim;
+    const n_pos = s.pos + s.n_tokens;
+    const kc = try gpa.alloc(u8, n_pos * s.k_type.rowBytes(kv_dim).?);
+    defer gpa.free(kc);
+    const vc = try gpa.alloc(u8, n_pos * s.v_type.rowBytes(kv_dim).?);
+    defer gpa.free(vc);
+    const kf = try gpa.alloc(f32, n_pos * kv_dim);
+    defer gpa.free(kf);
+    const vf = try gpa.alloc(f32, n_pos * kv_dim);
+    defer gpa.free(vf);
+    for (kf) |*x| x.* = rand.floatNorm(f32);
+    for (vf) |*x| x.* = rand.floatNorm(f32);
+    store(kf.ptr, vf.ptr, n_pos, kv_dim, s.head_dim, s.k_type, s.v_type, kc.ptr, vc.ptr, 0);
+    const q = try gpa.alloc(f32, s.n_tokens * s.q_tok_stride);
+    defer gpa.free(q);
+    for (q) |*x| x.* = rand.floatNorm(f32);
+    const out = try gpa.alloc(f32, s.n_tokens * s.n_head * s.head_dim);
+    defer gpa.free(out);
+    const want = try gpa.alloc(f32, out.len);
+    defer gpa.free(want);
+    try attend(&ctx, s, q.ptr, kc.ptr, vc.ptr, out.ptr);
+    reference(s, q, kc, vc, want);
+    for (want, out) |a, b| try std.testing.expectApproxEqAbs(a, b, 2e-5);
+}
+
+fn shapeOf(n_tokens: usize, pos: usize, n_head: usize, n_head_kv: usize, d: usize, kt: CacheType, vt: CacheType) Shape {
+    // queries strided as in the model: each head's query followed by an unused gate half
+    return .{ .q_tok_stride = n_head * 2 * d, .q_head_stride = 2 * d, .n_tokens = n_tokens, .pos = pos, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = d, .scale = 1 / @sqrt(@as(f32, @floatFromInt(d))), .k_type = kt, .v_type = vt };
+}
+
+test "attention (F16 cache) matches the reference: decode, short and long prompts, continuing positions" {
+    // decode-shaped: dot-product tiles; with 2 workers and > 1024 keys the keys are split
+    try testCase(2, shapeOf(1, 1500, 8, 2, 64, .f16, .f16), 1);
+    try testCase(1, shapeOf(2, 3, 4, 2, 16, .f16, .f16), 2);
+    // prompt-shaped: GEMM tiles (16+ rows), partial key blocks, causal edges inside blocks
+    try testCase(2, shapeOf(37, 70, 8, 2, 64, .f16, .f16), 3);
+    try testCase(2, shapeOf(130, 0, 4, 1, 128, .f16, .f16), 4);
+    // head dim 8 and 24: 8-wide vectors only
+    try testCase(2, shapeOf(20, 5, 2, 1, 8, .f16, .f16), 5);
+    try testCase(2, shapeOf(3, 600, 2, 2, 24, .f16, .f16), 6);
+    // a group larger than a tile's target rows
+    try testCase(2, shapeOf(3, 10, 80, 1, 16, .f16, .f16), 7);
+}
+
+test "a prompt token's attention is bit-identical whatever else is in its batch" {
+    const gpa = std.testing.allocator;
+    var ctx = root.Context{ .pool = undefined };
+    try ctx.pool.init(2);
+    defer ctx.pool.deinit();
+    defer ctx.freeScratch();
+    inline for (.{ CacheType.f16, CacheType.q8_0 }) |kt| {
+        const s = shapeOf(40, 90, 8, 2, 64, kt, .f16);
+        const kv_dim = s.n_head_kv * s.head_dim;
+        const n_pos = s.pos + s.n_tokens;
+        var prng = std.Random.DefaultPrng.init(5);
+        const rand = prng.random();
+        const kf = try gpa.alloc(f32, 2 * n_pos * kv_dim);
+        defer gpa.free(kf);
+        for (kf) |*x| x.* = rand.floatNorm(f32);
+        const kc = try gpa.alloc(u8, n_pos * kt.rowBytes(kv_dim).?);
+        defer gpa.free(kc);
+        const vc = try gpa.alloc(u8, n_pos * 2 * kv_dim);
+        defer gpa.free(vc);
+        store(kf.ptr, kf.ptr + n_pos * kv_dim, n_pos, kv_dim, s.head_dim, kt, .f16, kc.ptr, vc.ptr, 0);
+        const q = try gpa.alloc(f32, s.n_tokens * s.q_tok_stride);
+        defer gpa.free(q);
+        for (q) |*x| x.* = rand.floatNorm(f32);
+        const width = s.n_head * s.head_dim;
+        const whole = try gpa.alloc(f32, s.n_tokens * width);
+        defer gpa.free(whole);
+        const parts = try gpa.alloc(f32, s.n_tokens * width);
+        defer gpa.free(parts);
+        try attend(&ctx, s, q.ptr, kc.ptr, vc.ptr, whole.ptr);
+        // the same tokens as batches of 2, 17 and 21
+        var t: usize = 0;
+        for ([_]usize{ 2, 17, 21 }) |n| {
+            var part = s;
+            part.n_tokens = n;
+            part.pos = s.pos + t;
+            try attend(&ctx, part, q.ptr + t * s.q_tok_stride, kc.ptr, vc.ptr, parts.ptr + t * width);
+            t += n;
+        }
+        try std.testing.expectEqualSlices(f32, whole, parts);
+    }
+}
+
+test "attention with Q8_0 and Q4_0 caches matches the reference on every type pair" {
+    const kinds = [_]CacheType{ .f16, .q8_0, .q4_0 };
+    var seed: u64 = 100;
+    for (kinds) |kt| for (kinds) |vt| {
+        if (kt == .f16 and vt == .f16) continue;
+        seed += 1;
+        try testCase(2, shapeOf(1, 1200, 4, 2, 64, kt, vt), seed);
+        try testCase(2, shapeOf(40, 30, 4, 1, 32, kt, vt), seed + 50);
+    };
+}
+
+/// H·x in chunks of n with H built as ggml_gen_hadamard builds it (entries ±1/√n), by matrix product.
+fn hadamardRef(x: [*]f32, len: usize, n: usize) void {
+    var h: [256 * 256]f32 = undefined;
+    h[0] = 1 / @sqrt(@as(f32, @floatFromInt(n)));
+    var sz: usize = 1;
+    while (sz < n) : (sz *= 2) for (0..sz) |i| for (0..sz) |j| {
+        const val = h[i * n + j];
+        h[(i + sz) * n + j] = val;
+        h[i * n + j + sz] = val;
+        h[(i + sz) * n + j + sz] = -val;
+    };
+    var c: usize = 0;
+    while (c < len) : (c += n) {
+        var y: [256]f32 = undefined;
+        for (0..n) |i| {
+            var acc: f64 = 0;
+            for (0..n) |k| acc += @as(f64, h[i * n + k]) * x[c + k];
+            y[i] = @floatCast(acc);
+        }
+        @memcpy(x[c..][0..n], y[0..n]);
+    }
+}
+
+test "rotate is ggml's Walsh-Hadamard matrix product, orthonormal, and picks llama.cpp's chunk sizes" {
+    var prng = std.Random.DefaultPrng.init(77);
+    const rand = prng.random();
+    inline for (.{ 64, 128, 256 }) |n| {
+        var x: [2 * n]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        var fast = x;
+        var slow = x;
+        rotate(&fast, 2 * n, n);
+        hadamardRef(&slow, 2 * n, n);
+        for (fast, slow) |a, b| try std.testing.expectApproxEqAbs(b, a, 2e-6);
+        rotate(&fast, 2 * n, n);
+        for (fast, x) |a, b| try std.testing.expectApproxEqAbs(b, a, 2e-6);
+    }
+    try std.testing.expectEqual(@as(usize, 256), rotation(.q8_0, 256, .k));
+    try std.testing.expectEqual(@as(usize, 64), rotation(.q4_0, 256, .v));
+    try std.testing.expectEqual(@as(usize, 64), rotation(.q8_0, 192, .k));
+    try std.testing.expectEqual(@as(usize, 0), rotation(.q8_0, 96, .k));
+    try std.testing.expectEqual(@as(usize, 0), rotation(.f16, 256, .k));
+}
+
+test "sumLanes adds each input's lanes into its own lane" {
+    inline for (.{ 8, 16 }) |L| {
+        var in: [L]@Vector(L, f32) = undefined;
+        for (0..L) |i| {
+            var row: [L]f32 = undefined;
+            for (0..L) |x| row[x] = @floatFromInt(i * 1000 + x * (i + 1));
+            in[i] = row;
+        }
+        const got: [L]f32 = sumLanes(L, in);
+        for (0..L) |i| {
+            var want: f32 = 0;
+            for (0..L) |x| want += @floatFromInt(i * 1000 + x * (i + 1));
+            try std.testing.expectEqual(want, got[i]);
+        }
+    }
+}
+
+test "transpose swaps rows and lanes" {
+    inline for (.{ 8, 16 }) |L| {
+        var m: [L]@Vector(L, f32) = undefined;
+        for (0..L) |i| {
+            var row: [L]f32 = undefined;
+            for (0..L) |x| row[x] = @floatFromInt(i * 100 + x);
+            m[i] = row;
+        }
+        const t = transpose(L, m);
+        for (0..L) |i| {
+            const row: [L]f32 = t[i];
+            for (0..L) |x| try std.testing.expectEqual(@as(f32, @floatFromInt(x * 100 + i)), row[x]);
+        }
+    }
+}
+
+test "store writes F16, Q8_0 and Q4_0 rows at the given positions" {
+    var k: [2 * 64]f32 = undefined;
+    var v: [2 * 64]f32 = undefined;
+    for (&k, 0..) |*x, i| x.* = @sin(@as(f32, @floatFromInt(i)));
+    for (&v, 0..) |*x, i| x.* = @cos(@as(f32, @floatFromInt(i)));
+    var kc: [4 * 64 * 2]u8 = @splat(0xaa);
+    var vc: [4 * 2 * 18]u8 = @splat(0xaa);
+    store(&k, &v, 2, 64, 64, .f16, .q4_0, &kc, &vc, 1);
+    // row 0 and row 3 untouched
+    try std.testing.expectEqual(@as(u8, 0xaa), kc[0]);
+    try std.testing.expectEqual(@as(u8, 0xaa), kc[3 * 128]);
+    const k1: *align(1) const f16 = @ptrCast(&kc[128 + 2 * 5]);
+    try std.testing.expectEqual(@as(f16, @floatCast(k[5])), k1.*);
+    // V rows of a 64-dim head are rotated (chunks of 64) before they are quantized
+    var rotated: [64]f32 = v[64..][0..64].*;
+    rotate(&rotated, 64, 64);
+    var blk: q4_0.Block = undefined;
+    q4_0.quantizeBlock(rotated[32..64], &blk);
+    try std.testing.expectEqualSlices(u8, std.mem.asBytes(&blk), vc[2 * 36 + 18 ..][0..18]);
+    try std.testing.expectEqual(@as(u8, 0xaa), vc[0]);
+}
+
+test {
+    _ = q4_0;
 }

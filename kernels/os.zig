@@ -194,6 +194,55 @@ fn touchPages(p: PagePtr, len: usize) void {
     while (at < len) : (at += page) @as(*volatile u8, @ptrCast(p + at)).* = 0;
 }
 
+// Growable memory (the KV cache): address space reserved once, memory committed as it fills.
+
+/// Granule of `commitPages`/`decommitPages`: a transparent huge page on Linux, a whole number of
+/// pages everywhere.
+pub const commit_granule = huge_page;
+
+/// Address space for `len` bytes (a multiple of `commit_granule`) that holds no memory and is
+/// inaccessible until committed; null if it cannot be reserved. On Linux it starts on a 2 MiB
+/// boundary, so committed granules can be huge pages. Free with `freePages(ptr, len)`.
+pub fn reservePages(len: usize) ?PagePtr {
+    if (is_windows) return windows.reservePages(len);
+    if (!is_linux) {
+        const c = std.c;
+        const addr = c.mmap(null, len, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
+        if (addr == c.MAP_FAILED) return null;
+        return @ptrCast(@alignCast(addr));
+    }
+    const flags: linux.MAP = .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true };
+    const addr = linux.mmap(null, len + huge_page, .{}, flags, -1, 0);
+    if (linux.errno(addr) != .SUCCESS) return null;
+    const start = std.mem.alignForward(usize, addr, huge_page);
+    if (start > addr) _ = linux.munmap(@ptrFromInt(addr), start - addr);
+    const tail = addr + len + huge_page - (start + len);
+    if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
+    return @ptrFromInt(start);
+}
+
+/// Makes `[ptr, ptr + len)` of a reservation readable, writable and zero (granule-aligned; pages
+/// arrive on first touch). False when the system refuses the memory.
+pub fn commitPages(ptr: PagePtr, len: usize) bool {
+    if (is_windows) return windows.commitPages(ptr, len);
+    if (!is_linux) return std.c.mprotect(@alignCast(ptr), len, .{ .READ = true, .WRITE = true }) == 0;
+    if (linux.errno(linux.mprotect(ptr, len, .{ .READ = true, .WRITE = true })) != .SUCCESS) return false;
+    _ = linux.madvise(ptr, len, linux.MADV.HUGEPAGE);
+    return true;
+}
+
+/// Gives `[ptr, ptr + len)` of a reservation back to the system: its memory is released and the
+/// range is inaccessible again (granule-aligned).
+pub fn decommitPages(ptr: PagePtr, len: usize) void {
+    if (is_windows) return windows.decommitPages(ptr, len);
+    // A fresh inaccessible mapping over the range drops its pages and its commit charge at once.
+    if (!is_linux) {
+        _ = std.c.mmap(ptr, len, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
+        return;
+    }
+    _ = linux.mmap(ptr, len, .{}, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .FIXED = true, .NORESERVE = true }, -1, 0);
+}
+
 fn unmapPosix(ptr: PagePtr, len: usize) void {
     if (is_linux) {
         _ = linux.munmap(ptr, len);
@@ -277,6 +326,7 @@ const windows = struct {
     const MEM_COMMIT: DWORD = 0x1000;
     const MEM_RESERVE: DWORD = 0x2000;
     const MEM_RELEASE: DWORD = 0x8000;
+    const MEM_DECOMMIT: DWORD = 0x4000;
     const invalid_handle: usize = std.math.maxInt(usize);
 
     const MemoryRange = extern struct { addr: *anyopaque, len: usize };
@@ -341,6 +391,19 @@ const windows = struct {
 
     fn freePages(ptr: PagePtr) void {
         _ = VirtualFree(ptr, 0, MEM_RELEASE);
+    }
+
+    fn reservePages(len: usize) ?PagePtr {
+        const p = VirtualAlloc(null, len, MEM_RESERVE, PAGE_NOACCESS) orelse return null;
+        return @ptrCast(@alignCast(p));
+    }
+
+    fn commitPages(ptr: PagePtr, len: usize) bool {
+        return VirtualAlloc(ptr, len, MEM_COMMIT, PAGE_READWRITE) != null;
+    }
+
+    fn decommitPages(ptr: PagePtr, len: usize) void {
+        _ = VirtualFree(ptr, len, MEM_DECOMMIT);
     }
 
     fn monotonicNanos() u64 {

@@ -33,7 +33,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 5;
+pub const abi_version: u32 = 6;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -74,6 +74,10 @@ const Region = struct {
     len: usize = 0,
     kind: enum { free, mapping, buffer } = .free,
     generation: u16 = 0,
+    /// Growable buffers (`dq_reserve`): bytes of address space reserved, and the committed prefix
+    /// (whole granules) that `len` lies within. 0 for other regions.
+    reserved: usize = 0,
+    committed: usize = 0,
 };
 
 const max_regions = 4096;
@@ -127,6 +131,51 @@ fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
     return regionId(slot);
 }
 
+/// Reserves address space for a growable zeroed buffer of up to `lo | hi << 32` bytes, holding no
+/// memory yet: `dq_region_resize` commits what it needs (in 2 MiB granules, as the sequence of a
+/// KV cache grows) and gives memory back when it shrinks. Its length starts at 0. Returns a region
+/// id, or -1.
+export fn dq_reserve(bytes_lo: u32, bytes_hi: u32) i32 {
+    return reserve((@as(usize, bytes_hi) << 32) | bytes_lo) catch -1;
+}
+
+fn reserve(bytes: usize) error{Failed}!i32 {
+    const slot = try freeSlot();
+    const cap = std.mem.alignForward(usize, @max(bytes, 1), os.commit_granule);
+    const ptr = os.reservePages(cap) orelse return fail("cannot reserve {d} bytes of address space", .{bytes});
+    regions[slot] = .{ .ptr = @alignCast(ptr), .len = 0, .kind = .buffer, .generation = regions[slot].generation, .reserved = cap };
+    return regionId(slot);
+}
+
+/// Sets the length of a growable buffer to `lo | hi << 32` bytes (at most what was reserved):
+/// granules up to the new length are committed (new bytes read as zero), whole granules past it
+/// are released. Returns 0, or -1 (out of memory, or not a growable buffer).
+export fn dq_region_resize(id: u32, bytes_lo: u32, bytes_hi: u32) i32 {
+    resize(id, (@as(usize, bytes_hi) << 32) | bytes_lo) catch return -1;
+    return 0;
+}
+
+fn resize(id: u32, bytes: usize) error{Failed}!void {
+    const r = try lookupRegion(id);
+    if (r.reserved == 0) return fail("region {d} is not a growable buffer", .{id});
+    if (bytes > r.reserved) return fail("{d} bytes exceed the {d} reserved for region {d}", .{ bytes, r.reserved, id });
+    const need = std.mem.alignForward(usize, bytes, os.commit_granule);
+    if (need > r.committed) {
+        if (!os.commitPages(@alignCast(r.ptr + r.committed), need - r.committed)) return fail("cannot commit {d} more bytes", .{need - r.committed});
+    } else if (need < r.committed) {
+        os.decommitPages(@alignCast(r.ptr + need), r.committed - need);
+    }
+    r.committed = need;
+    r.len = bytes;
+}
+
+/// Bytes of memory a region holds committed (growable buffers), or its length (others); -1 for an
+/// invalid id.
+export fn dq_region_committed(id: u32) f64 {
+    const r = lookupRegion(id) catch return -1;
+    return @floatFromInt(if (r.reserved != 0) r.committed else r.len);
+}
+
 /// The base address of a region (null for an invalid id).
 export fn dq_region_ptr(id: u32) ?*anyopaque {
     const r = lookupRegion(id) catch return null;
@@ -145,7 +194,7 @@ export fn dq_region_free(id: u32) void {
     const slot = id & 0xffff;
     for (&weights) |*w| if (w.used and w.region_slot == slot) w.retire();
     switch (r.kind) {
-        .buffer => os.freePages(@alignCast(r.ptr), os.pageRound(r.len)),
+        .buffer => os.freePages(@alignCast(r.ptr), if (r.reserved != 0) r.reserved else os.pageRound(r.len)),
         .mapping => os.unmapFile(.{ .ptr = @alignCast(r.ptr), .len = r.len }),
         .free => unreachable,
     }
@@ -385,12 +434,15 @@ pub const Op = enum(u32) {
     /// x: ref, n_tokens, tok_stride, n_heads, head_stride, n_rot, table: ref — NeoX rotation of the
     /// first n_rot dims of each head; table[t] = cos[n_rot/2] then sin[n_rot/2] for token t.
     rope = 7,
-    /// k: ref(f32), v: ref(f32), n_tokens, kv_dim, k_cache: ref(f16), v_cache: ref(f16), pos —
-    /// converts and stores rows at cache positions pos..pos+n_tokens.
+    /// k: ref(f32), v: ref(f32), n_tokens, kv_dim, k_cache: ref(u8), v_cache: ref(u8), pos,
+    /// k_type, v_type, head_dim — converts rows to the cache types (GGML ids: F16, Q8_0, Q4_0;
+    /// quantized rows rotated per head, see attention.rotation) and stores them at cache positions
+    /// pos..pos+n_tokens (cache refs count bytes; see attention.zig).
     kv_store = 8,
-    /// q: ref, q_tok_stride, q_head_stride, k_cache: ref(f16), v_cache: ref(f16), out: ref,
-    /// n_tokens, pos, n_head, n_head_kv, head_dim, scale: f32 — causal GQA softmax attention;
-    /// token t (at position pos+t) reads cache rows 0..pos+t; out[t][h] is head_dim contiguous.
+    /// q: ref, q_tok_stride, q_head_stride, k_cache: ref(u8), v_cache: ref(u8), out: ref,
+    /// n_tokens, pos, n_head, n_head_kv, head_dim, scale: f32, k_type, v_type — causal GQA
+    /// softmax attention; token t (at position pos+t) reads cache rows 0..pos+t; out[t][h] is
+    /// head_dim contiguous.
     attention = 9,
     /// x: ref, state: ref, w: w (F32 {K, C}), out: ref, n_tokens, channels, x_stride —
     /// out[t] = silu(causal depthwise conv); state holds the last K-1 inputs and is advanced.
@@ -625,13 +677,19 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const kc_ref = try r.deferred();
             const vc_ref = try r.deferred();
             const pos = try r.int();
+            const k_type: attention.CacheType = @enumFromInt(try r.int());
+            const v_type: attention.CacheType = @enumFromInt(try r.int());
+            const head_dim = try r.int();
+            if (head_dim == 0 or head_dim > attention.max_head_dim or kv_dim % head_dim != 0) return fail("head dim {d} must divide the row of {d} values and be at most {d}", .{ head_dim, kv_dim, attention.max_head_dim });
+            const k_row = k_type.rowBytes(kv_dim) orelse return fail("K cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(k_type), kv_dim });
+            const v_row = v_type.rowBytes(kv_dim) orelse return fail("V cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(v_type), kv_dim });
             const n = try mul(n_tokens, kv_dim);
-            const cache_end = try mul(pos + n_tokens, kv_dim);
             const k = try k_ref.get(f32, n);
             const v = try v_ref.get(f32, n);
-            const kc = try kc_ref.get(f16, cache_end);
-            const vc = try vc_ref.get(f16, cache_end);
-            attention.store(k, v, n_tokens, kv_dim, kc, vc, pos);
+            const kc = try kc_ref.get(u8, try mul(pos + n_tokens, k_row));
+            const vc = try vc_ref.get(u8, try mul(pos + n_tokens, v_row));
+            if (k_type.rowBytes(head_dim) == null or v_type.rowBytes(head_dim) == null) return fail("a quantized cache needs a head dim that is a multiple of 32, not {d}", .{head_dim});
+            attention.store(k, v, n_tokens, kv_dim, head_dim, k_type, v_type, kc, vc, pos);
         },
         .attention => {
             const q_ref = try r.deferred();
@@ -649,13 +707,14 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
                 .n_head_kv = try r.int(),
                 .head_dim = try r.int(),
                 .scale = try r.float(),
+                .k_type = @enumFromInt(try r.int()),
+                .v_type = @enumFromInt(try r.int()),
             };
-            if (s.n_head_kv == 0 or s.n_head % s.n_head_kv != 0) return fail("{d} query heads cannot share {d} KV heads", .{ s.n_head, s.n_head_kv });
+            try attention.validate(s);
             const kv_dim = s.n_head_kv * s.head_dim;
             const q = try q_ref.get(f32, try span2(s.n_tokens, s.q_tok_stride, s.n_head, s.q_head_stride, s.head_dim));
-            const cache_end = try mul(s.pos + s.n_tokens, kv_dim);
-            const kc = try kc_ref.get(f16, cache_end);
-            const vc = try vc_ref.get(f16, cache_end);
+            const kc = try kc_ref.get(u8, try mul(s.pos + s.n_tokens, s.k_type.rowBytes(kv_dim).?));
+            const vc = try vc_ref.get(u8, try mul(s.pos + s.n_tokens, s.v_type.rowBytes(kv_dim).?));
             const out = try out_ref.get(f32, try mul(s.n_tokens, s.n_head * s.head_dim));
             try attention.attend(ctx, s, q, kc, vc, out);
         },

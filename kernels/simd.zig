@@ -13,6 +13,15 @@ pub inline fn store(p: [*]f32, v: V) void {
     p[0..lanes].* = v;
 }
 
+/// n-lane forms of `load` and `store`, for kernels that pick their width (8 or 16) per shape.
+pub inline fn loadN(comptime n: usize, p: [*]const f32) @Vector(n, f32) {
+    return p[0..n].*;
+}
+
+pub inline fn storeN(comptime n: usize, p: [*]f32, v: @Vector(n, f32)) void {
+    p[0..n].* = v;
+}
+
 pub inline fn sum(v: V) f32 {
     return @reduce(.Add, v);
 }

@@ -8,3 +8,14 @@ export class DeltaqError extends Error {
     super(message, options);
   }
 }
+
+/**
+ * Tokens that do not fit a session's context: a prompt longer than the context length, or a
+ * conversation that outgrew it. Callers can offer a way on (a longer context, dropping old turns).
+ */
+export class ContextFullError extends DeltaqError {
+  override name = "ContextFullError";
+  constructor(message: string, readonly tokens: number, readonly contextLength: number) {
+    super(message);
+  }
+}

@@ -57,6 +57,32 @@ pub fn quantize(x: [*]const f32, k: usize, row: Row) void {
     }
 }
 
+/// `k / 32` blocks in ggml's own layout (`Block`, 34 bytes each, unaligned) from `k` floats, with
+/// the same rounding as `quantize`: what llama.cpp writes into a Q8_0 KV cache (its `set_rows`
+/// converts with the CPU backend's `quantize_row_q8_0`).
+pub fn quantizeRow(x: [*]const f32, k: usize, out: [*]u8) void {
+    for (0..k / 32) |b| {
+        var v: [4]F32x8 = undefined;
+        inline for (0..4) |i| v[i] = x[32 * b + 8 * i ..][0..8].*;
+        const amax = @reduce(.Max, @max(@max(@abs(v[0]), @abs(v[1])), @max(@abs(v[2]), @abs(v[3]))));
+        const blk = out + 34 * b;
+        @as(*align(1) f16, @ptrCast(blk)).* = @floatCast(amax / 127.0);
+        const scale: F32x8 = @splat(if (amax != 0) 127.0 / amax else 0);
+        inline for (0..4) |i| {
+            const q: @Vector(8, i32) = @intFromFloat(common.roundEven(v[i] * scale));
+            (blk + 2 + 8 * i)[0..8].* = @bitCast(@as(@Vector(8, i8), @intCast(q)));
+        }
+    }
+}
+
+/// L consecutive values (L = 8 or 16) of a block in ggml's layout, starting at value `at` (a
+/// multiple of L), as f32.
+pub inline fn widen(comptime L: usize, blk: [*]const u8, at: usize) @Vector(L, f32) {
+    const d: f32 = @as(*align(1) const f16, @ptrCast(blk)).*;
+    const q: @Vector(L, i8) = @bitCast((blk + 2 + at)[0..L].*);
+    return @as(@Vector(L, f32), @floatFromInt(q)) * @as(@Vector(L, f32), @splat(d));
+}
+
 /// llama.cpp's AVX2 `quantize_row_q8_0`, scalar, for the tests.
 pub fn quantizeBlockRef(x: *const [32]f32, qs: *[32]i8) f16 {
     var amax: f32 = 0;
@@ -201,4 +227,34 @@ test "Q8_0 dequantization, block dot, row dots and tiles agree with the referenc
     for (0..3) |r| for (0..2) |t| {
         try std.testing.expectApproxEqAbs(want[r][t], out[r][t], 1e-5 * @max(1, @abs(want[r][t])));
     };
+}
+
+test "Q8_0 rows in ggml's block layout match the split-array quantizer, and widen reads them back" {
+    var prng = common.testRng(10);
+    const rand = prng.random();
+    const k = 4 * 32;
+    var x: [k]f32 = undefined;
+    var blocks: [4 * 34]u8 = undefined;
+    var buf: [Row.bytes(k)]u8 align(64) = undefined;
+    for (0..20) |iter| {
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        if (iter % 4 == 0) @memset(x[32..64], 0);
+        quantizeRow(&x, k, &blocks);
+        const row = Row.at(&buf, k, 0);
+        quantize(&x, k, row);
+        for (0..k / 32) |b| {
+            const blk: *align(1) const Block = @ptrCast(&blocks[34 * b]);
+            try std.testing.expectEqual(row.d[b], @as(f32, blk.d));
+            try std.testing.expectEqualSlices(i8, row.qs[32 * b ..][0..32], &blk.qs);
+            var ref: [32]f32 = undefined;
+            for (0..32) |i| ref[i] = @as(f32, blk.d) * @as(f32, @floatFromInt(blk.qs[i]));
+            inline for (.{ 8, 16 }) |L| {
+                var at: usize = 0;
+                while (at < 32) : (at += L) {
+                    const got: [L]f32 = widen(L, @ptrCast(&blocks[34 * b]), at);
+                    try std.testing.expectEqualSlices(f32, ref[at..][0..L], &got);
+                }
+            }
+        }
+    }
 }

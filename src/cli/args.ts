@@ -4,18 +4,41 @@
  * being mistaken for another flag.
  */
 import { DeltaqError } from "../errors.ts";
+import { CACHE_TYPES, type CacheType } from "../native/kernels.ts";
 
 type Kind = "string" | "int" | "number" | "flag";
 
-interface FlagSpec {
+export interface FlagSpec {
   long: string;
   short?: string;
+  /** Other spellings with one dash, as llama.cpp has them (e.g. "ctk" for -ctk). */
+  aliases?: string[];
   kind: Kind;
   /** Shown in --help; the placeholder for the value comes first (e.g. "N  tokens to generate"). */
   help: string;
   /** For numbers: allowed range (inclusive). */
   min?: number;
   max?: number;
+}
+
+export const CACHE_TYPE_K: FlagSpec = {
+  long: "cache-type-k",
+  aliases: ["ctk"],
+  kind: "string",
+  help: "TYPE  KV cache type for K: f16 (default), q8_0, q4_0 (also -ctk)",
+};
+export const CACHE_TYPE_V: FlagSpec = {
+  long: "cache-type-v",
+  aliases: ["ctv"],
+  kind: "string",
+  help: "TYPE  KV cache type for V: f16 (default), q8_0, q4_0 (also -ctv)",
+};
+
+/** A cache type flag's value, checked. */
+export function cacheTypeFlag(value: unknown, flag: string): CacheType | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "string" && value in CACHE_TYPES) return value as CacheType;
+  throw new DeltaqError(`${flag} must be one of ${Object.keys(CACHE_TYPES).join(", ")}, got ${JSON.stringify(value)}`);
 }
 
 export const FLAGS: FlagSpec[] = [
@@ -34,7 +57,16 @@ export const FLAGS: FlagSpec[] = [
   { long: "frequency-penalty", kind: "number", min: -100, max: 100, help: "X  frequency penalty (default 0)" },
   { long: "seed", kind: "int", min: 0, max: 0xffffffff, help: "N  random seed (default: random)" },
   { long: "threads", short: "t", kind: "int", min: 1, max: 64, help: "N  worker threads (default: all CPUs)" },
-  { long: "ctx", short: "c", kind: "int", min: 1, max: 1 << 24, help: "N  context length in tokens (default 4096)" },
+  {
+    long: "ctx",
+    short: "c",
+    kind: "int",
+    min: 0,
+    max: 1 << 24,
+    help: "N  context length in tokens (default 4096; 0 = the model's trained context); memory grows with the tokens held",
+  },
+  CACHE_TYPE_K,
+  CACHE_TYPE_V,
   { long: "stop", kind: "string", help: "TEXT  stop generating at this text (repeatable)" },
   { long: "chat", kind: "flag", help: "render the prompt with the model's chat template (default when it has one)" },
   { long: "raw", kind: "flag", help: "no template: feed the prompt as is, print only the continuation" },
@@ -56,6 +88,7 @@ export type ParsedFlags = {
 export function parseFlags(args: string[], specs: FlagSpec[] = FLAGS): { flags: ParsedFlags; positionals: string[] } {
   const byLong = new Map(specs.map((s) => [s.long, s]));
   const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
+  const byAlias = new Map(specs.flatMap((s) => (s.aliases ?? []).map((a) => [a, s] as const)));
   const flags: ParsedFlags = {};
   const positionals: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -66,22 +99,29 @@ export function parseFlags(args: string[], specs: FlagSpec[] = FLAGS): { flags: 
     }
     let spec: FlagSpec | undefined;
     let inline: string | undefined;
+    let shown: string;
+    const alias = arg.startsWith("-") && !arg.startsWith("--") ? arg.slice(1).split("=")[0] : "";
     if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
       if (eq >= 0) inline = arg.slice(eq + 1);
       spec = byLong.get(name);
       if (!spec) throw new DeltaqError(`unknown option --${name} (see --help)`);
+      shown = `--${spec.long}`;
+    } else if (byAlias.has(alias)) {
+      spec = byAlias.get(alias)!;
+      if (arg.includes("=")) inline = arg.slice(arg.indexOf("=") + 1);
+      shown = `-${alias}`;
     } else if (arg.startsWith("-") && arg.length > 1 && !/^-\d/.test(arg)) {
       spec = byShort.get(arg.slice(1, 2));
       if (!spec) throw new DeltaqError(`unknown option ${arg} (see --help)`);
       if (arg.length > 2) inline = arg.slice(2).replace(/^=/, "");
+      shown = `-${spec.short}`;
     } else {
       positionals.push(arg);
       continue;
     }
     const name = camel(spec.long);
-    const shown = arg.startsWith("--") ? `--${spec.long}` : `-${spec.short}`;
     if (spec.kind === "flag") {
       if (inline !== undefined) throw new DeltaqError(`${shown} takes no value`);
       flags[name] = true;

@@ -5,7 +5,9 @@
 import { DeltaqError } from "../errors.ts";
 import { Metadata, readGgufHeader } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile, type GgufValue } from "../gguf/types.ts";
-import { readConfig } from "../model/config.ts";
+import { type Qwen35Config, readConfig } from "../model/config.ts";
+import { contextMemory } from "../model/model.ts";
+import type { CacheType } from "../native/kernels.ts";
 
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -30,7 +32,7 @@ function describeValue(v: GgufValue): string {
   return String(v);
 }
 
-export function formatInfo(path: string, gguf: GgufFile): string {
+export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {}): string {
   const lines: string[] = [];
   lines.push(`file: ${path} (${formatBytes(gguf.fileSize)}, GGUF v${gguf.version}, ${gguf.tensors.length} tensors, alignment ${gguf.alignment})`);
   lines.push("", "metadata:");
@@ -57,6 +59,7 @@ export function formatInfo(path: string, gguf: GgufFile): string {
       `  E ${cfg.nEmbd}, FFN ${cfg.nFf}, vocab ${cfg.nVocab}, attention ${cfg.nHead}/${cfg.nHeadKv} heads × ${cfg.headDim} (${cfg.nRot} rotary dims, base ${cfg.ropeBase}), ` +
         `DeltaNet ${cfg.nKHeads} K / ${cfg.nVHeads} V heads × ${cfg.ssmHeadDim}, conv ${cfg.convKernel}, ${cfg.tiedEmbeddings ? "tied" : "untied"} LM head`,
     );
+    lines.push("", ...formatMemory(cfg, memory));
   } catch (e) {
     if (!(e instanceof DeltaqError)) throw e;
     lines.push(`not runnable by deltaq: ${e.message}`);
@@ -64,6 +67,48 @@ export function formatInfo(path: string, gguf: GgufFile): string {
   return lines.join("\n");
 }
 
-export function runInfo(path: string): void {
-  console.log(formatInfo(path, readGgufHeader(path)));
+/** Which context and cache types `info` reports memory for (besides its standard rows). */
+export interface MemoryQuery {
+  contextLength?: number;
+  cacheTypeK?: CacheType;
+  cacheTypeV?: CacheType;
+}
+
+/**
+ * The memory a session needs at a few context lengths (the default, the requested one, the
+ * trained one) for each KV cache type: it holds only what it has evaluated, so these are the
+ * ceilings a full context reaches.
+ */
+function formatMemory(cfg: Qwen35Config, q: MemoryQuery): string[] {
+  const trained = cfg.nCtxTrain || undefined;
+  const contexts = [...new Set([4096, q.contextLength, 32768, trained].filter((n): n is number => !!n && (!trained || n <= trained)))]
+    .sort((a, b) => a - b);
+  const pairs: [CacheType, CacheType][] = [["f16", "f16"], ["q8_0", "q8_0"], ["q4_0", "q4_0"]];
+  const asked: [CacheType, CacheType] = [q.cacheTypeK ?? "f16", q.cacheTypeV ?? "f16"];
+  if (!pairs.some(([k, v]) => k === asked[0] && v === asked[1])) pairs.push(asked);
+  const usable = pairs.filter(([k, v]) => {
+    try {
+      contextMemory(cfg, 1, { k, v });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const recurrent = contextMemory(cfg, 1).recurrentBytes;
+  const rows = [["context", ...usable.map(([k, v]) => k === v ? `KV ${k}` : `KV ${k}/${v}`)]];
+  for (const n of contexts) {
+    const label = `${n.toLocaleString("en-US")}${n === trained ? " (trained)" : ""}`;
+    rows.push([label, ...usable.map(([k, v]) => formatBytes(contextMemory(cfg, n, { k, v }).kvCacheBytes))]);
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return [
+    `memory per session at a full context (KV cache of ${cfg.layerTypes.filter((t) => t === "attention").length} attention layers; ` +
+    `plus ${formatBytes(recurrent)} of recurrent state at any length):`,
+    ...rows.map((r) => `  ${r.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ")}`),
+    "  (a session holds memory only for the tokens it has; -c, -ctk and -ctv choose these when running)",
+  ];
+}
+
+export function runInfo(path: string, memory: MemoryQuery = {}): void {
+  console.log(formatInfo(path, readGgufHeader(path), memory));
 }

@@ -3,7 +3,9 @@
  * code 1 (no stack traces for DeltaqError; anything else is a bug and keeps its trace).
  */
 import { DeltaqError } from "../errors.ts";
-import { flagHelp, parseFlags } from "./args.ts";
+import { cacheTypeFlag, FLAGS, flagHelp, parseFlags } from "./args.ts";
+
+const INFO_FLAGS = FLAGS.filter((f) => ["ctx", "cache-type-k", "cache-type-v", "help"].includes(f.long));
 import { runInfo } from "./info.ts";
 import { runGenerate } from "./run.ts";
 
@@ -15,7 +17,7 @@ usage:
   deno run -A cli.ts -m MODEL.gguf -p "prompt"     answer a prompt (chat template when the model has one)
   deno run -A cli.ts -m MODEL.gguf -i              chat in the terminal
   deno run -A cli.ts --hf user/repo[:QUANT] -p …   download from Hugging Face first
-  deno run -A cli.ts info MODEL.gguf                metadata, tensors and layer schedule
+  deno run -A cli.ts info MODEL.gguf                metadata, tensors, layer schedule, memory per context
   deno run -A cli.ts bench -m MODEL.gguf            speed against llama.cpp (see bench --help)
   deno run -A cli.ts serve -m MODEL.gguf            OpenAI-compatible server (see serve --help)
 
@@ -28,14 +30,19 @@ ${flagHelp()}
 export async function main(args: string[]): Promise<number> {
   try {
     if (args[0] === "info") {
-      if (args.length !== 2 || args[1].startsWith("-")) {
-        if (args[1] === "--help" || args[1] === "-h") {
-          console.log("usage: deno run -A cli.ts info MODEL.gguf");
-          return 0;
-        }
-        throw new DeltaqError("usage: deno run -A cli.ts info MODEL.gguf");
+      const usage = "usage: deno run -A cli.ts info MODEL.gguf [-c N] [-ctk TYPE] [-ctv TYPE]   (memory for that context and cache types)";
+      const { flags, positionals } = parseFlags(args.slice(1), INFO_FLAGS);
+      if (flags.help) {
+        console.log(usage);
+        return 0;
       }
-      runInfo(args[1]);
+      if (positionals.length !== 1) throw new DeltaqError(usage);
+      const ctx = flags.ctx as number | undefined;
+      runInfo(positionals[0], {
+        contextLength: ctx || undefined,
+        cacheTypeK: cacheTypeFlag(flags.cacheTypeK, "--cache-type-k"),
+        cacheTypeV: cacheTypeFlag(flags.cacheTypeV, "--cache-type-v"),
+      });
       return 0;
     }
     if (args[0] === "serve") {

@@ -4,12 +4,12 @@
  * Ctrl-C stops the current generation (a second one exits); the terminal is left clean.
  */
 import type { ChatMessage } from "../chat/template.ts";
-import { DeltaqError } from "../errors.ts";
+import { ContextFullError, DeltaqError } from "../errors.ts";
 import type { GenerateOptions, Generation, GenerationResult } from "../generate/generate.ts";
 import { DEFAULT_MODEL, formatHfRef, parseHfRef, resolveModel } from "../hub/download.ts";
-import { Model } from "../model/model.ts";
+import { type LoadOptions, Model } from "../model/model.ts";
 import type { Session } from "../model/session.ts";
-import type { ParsedFlags } from "./args.ts";
+import { cacheTypeFlag, type ParsedFlags } from "./args.ts";
 import { formatBytes } from "./info.ts";
 import { ProgressBar } from "./progress.ts";
 
@@ -160,6 +160,17 @@ function promptProgress(): ((done: number, total: number) => void) | undefined {
   };
 }
 
+/** Threads, context length (`-c 0`: the trained context) and KV cache types from the flags. */
+export function loadOptions(flags: ParsedFlags): LoadOptions {
+  const ctx = flags.ctx as number | undefined;
+  return {
+    threads: flags.threads as number | undefined,
+    contextLength: ctx === 0 ? "max" : ctx,
+    cacheTypeK: cacheTypeFlag(flags.cacheTypeK, "--cache-type-k"),
+    cacheTypeV: cacheTypeFlag(flags.cacheTypeV, "--cache-type-v"),
+  };
+}
+
 /** Loads the model, with a status line on a terminal (mapping reads the whole file from disk). */
 export function loadWithStatus(path: string, flags: ParsedFlags): Model {
   const tty = Deno.stderr.isTerminal();
@@ -173,7 +184,7 @@ export function loadWithStatus(path: string, flags: ParsedFlags): Model {
     write(Deno.stderr, `deltaq: loading ${path}${size}…`);
   }
   try {
-    return Model.load(path, { threads: flags.threads as number | undefined, contextLength: flags.ctx as number | undefined });
+    return Model.load(path, loadOptions(flags));
   } finally {
     if (tty) write(Deno.stderr, "\r\x1b[2K");
   }
@@ -207,7 +218,13 @@ export async function runGenerate(flags: ParsedFlags): Promise<number> {
       const gen = chatMode
         ? model.chat(messages, { ...opts, enableThinking })
         : model.generate(prompt!, { ...opts, special: !!flags.special });
-      const result = await stream(gen, flags);
+      let result: GenerationResult;
+      try {
+        result = await stream(gen, flags);
+      } catch (e) {
+        if (e instanceof ContextFullError) throw new DeltaqError(`${e.message}; ${longerContextHint(model)}`);
+        throw e;
+      }
       if (flags.json) {
         console.log(JSON.stringify({
           model: path,
@@ -218,10 +235,12 @@ export async function runGenerate(flags: ParsedFlags): Promise<number> {
           tokens: { prompt: result.promptTokens, promptEvaluated: result.promptTokensEvaluated, generated: result.generatedTokens },
           generatedIds: result.tokens,
           timings: result.timings,
+          memory: model.contextMemory(),
         }));
       } else {
         if (Deno.stdout.isTerminal() || result.text.length > 0) write(Deno.stdout, "\n");
         console.error(statsLine(result));
+        if (result.stopReason === "context") console.error(`deltaq: the reply stopped at the end of the context (${model.info.contextLength} tokens); ${longerContextHint(model)}`);
       }
       return result.stopReason === "abort" ? 130 : 0;
     } finally {
@@ -232,7 +251,25 @@ export async function runGenerate(flags: ParsedFlags): Promise<number> {
   }
 }
 
-/** Multi-turn chat on stdin/stdout; the session (KV cache and DeltaNet state) carries across turns. */
+/** How to get a longer context, for messages about a full one. */
+function longerContextHint(model: Model): string {
+  const trained = model.config.nCtxTrain;
+  const now = model.info.contextLength;
+  if (trained && trained > now) return `give a longer context with -c N (up to the model's ${trained}; -c 0 takes all of it)`;
+  return `the model's trained context is ${now} tokens`;
+}
+
+/** Tokens left for a reply when deciding whether a conversation still fits. */
+function replyRoom(contextLength: number, nPredict: number | undefined): number {
+  return Math.min(nPredict !== undefined && nPredict >= 0 ? nPredict : 1024, Math.floor(contextLength / 4));
+}
+
+/**
+ * Multi-turn chat on stdin/stdout; the session (KV cache and DeltaNet state) carries across turns.
+ * When the conversation outgrows the context, it says so and offers a way on: drop the oldest
+ * turns and re-process the rest, or start over (on a terminal it asks; with piped input it drops).
+ * `/reset` starts over at any time.
+ */
 async function interactive(
   model: Model,
   flags: ParsedFlags,
@@ -243,10 +280,27 @@ async function interactive(
 ): Promise<number> {
   const session: Session = model.createSession();
   const messages: ChatMessage[] = [];
-  if (typeof flags.system === "string") messages.push({ role: "system", content: flags.system });
+  const system = typeof flags.system === "string" ? flags.system : undefined;
+  if (system !== undefined) messages.push({ role: "system", content: system });
+  const firstTurn = system !== undefined ? 1 : 0;
+  const contextLength = model.info.contextLength;
+  const room = replyRoom(contextLength, flags.nPredict as number | undefined);
   const tty = Deno.stdin.isTerminal();
   const lines = readLines();
-  console.error(`deltaq: chatting with ${model.info.name ?? model.info.file}; an empty line or Ctrl-D ends, Ctrl-C stops a reply`);
+  const ask = async (question: string): Promise<string | undefined> => {
+    write(Deno.stderr, question);
+    const line = await lines.next();
+    return line.done ? undefined : line.value.trim().toLowerCase();
+  };
+  const startOver = () => {
+    messages.splice(firstTurn);
+    session.reset();
+  };
+  const promptTokens = () => model.renderChat(messages, { enableThinking }).tokens.length;
+  console.error(
+    `deltaq: chatting with ${model.info.name ?? model.info.file} (context ${contextLength} tokens); an empty line or Ctrl-D ends, ` +
+      `Ctrl-C stops a reply, /reset starts over`,
+  );
   let next = firstPrompt;
   while (true) {
     if (next === undefined) {
@@ -258,7 +312,59 @@ async function interactive(
     const text = next.trim();
     next = undefined;
     if (text === "" || text === "/exit" || text === "/quit") break;
+    if (text === "/reset") {
+      startOver();
+      console.error("deltaq: started over");
+      continue;
+    }
     messages.push({ role: "user", content: text });
+
+    // Does the conversation, with room for a reply, still fit?
+    let tokens = promptTokens();
+    if (tokens + room > contextLength) {
+      const alone = (() => {
+        const kept = messages.splice(firstTurn, messages.length - 1 - firstTurn);
+        const n = promptTokens();
+        messages.splice(firstTurn, 0, ...kept);
+        return n;
+      })();
+      if (alone + room > contextLength) {
+        messages.pop();
+        console.error(
+          `deltaq: this message alone takes ${alone} tokens, too many for a context of ${contextLength} with room for a reply; ` +
+            `send a shorter one, or restart with a longer context (${longerContextHint(model)})`,
+        );
+        continue;
+      }
+      const turns = messages.length - 1 - firstTurn;
+      console.error(
+        `deltaq: the conversation has outgrown the context: with this message it takes ${tokens} tokens, ` +
+          `and the context holds ${contextLength} (${room} kept free for the reply).`,
+      );
+      let choice = "d";
+      if (tty) {
+        const answer = await ask(`  [d] drop the oldest turns and re-process the rest (${turns} earlier messages now)\n  [s] start over with just this message\n  [q] quit\nchoice [d/s/q]: `);
+        if (answer === undefined || answer.startsWith("q")) break;
+        choice = answer.startsWith("s") ? "s" : "d";
+      }
+      if (choice === "s") {
+        const last = messages.pop()!;
+        startOver();
+        messages.push(last);
+        console.error("deltaq: started over");
+      } else {
+        let dropped = 0;
+        // a user message and the reply to it at a time, until the rest fits with room to reply
+        while (tokens + room > contextLength && messages.length - firstTurn > 1) {
+          const drop = messages[firstTurn + 1]?.role === "assistant" ? 2 : 1;
+          messages.splice(firstTurn, Math.min(drop, messages.length - 1 - firstTurn));
+          dropped++;
+          tokens = promptTokens();
+        }
+        console.error(`deltaq: dropped the ${dropped} oldest turn${dropped === 1 ? "" : "s"}; re-processing ${tokens} tokens`);
+      }
+    }
+
     interrupts.rearm();
     const gen = model.chat(messages, { ...sampling, enableThinking, session, signal: interrupts.signal, onPromptProgress: promptProgress() });
     try {
@@ -266,6 +372,9 @@ async function interactive(
       write(Deno.stdout, "\n");
       messages.push({ role: "assistant", content: result.text, reasoning_content: result.thinking || undefined });
       if (Deno.stderr.isTerminal()) console.error(`${DIM}${statsLine(result)}${RESET}`);
+      if (result.stopReason === "context") {
+        console.error(`deltaq: the reply stopped at the end of the context (${contextLength} tokens); the next message will offer to drop old turns or start over`);
+      }
     } catch (e) {
       messages.pop();
       if (!(e instanceof DeltaqError)) throw e;

@@ -7,7 +7,7 @@
  *   prompt tokens → syncPrompt (reuse / rollback / reset, then eval) → logits
  *   loop: Sampler → token → StreamDecoder → StopStringFilter → ThinkingSplitter → chunks
  */
-import { DeltaqError } from "../errors.ts";
+import { ContextFullError, DeltaqError } from "../errors.ts";
 import type { Session } from "../model/session.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { type ResponseFormat, responseFormatConstraint } from "./constraint.ts";
@@ -95,7 +95,11 @@ export function syncPrompt(
 ): { logits: Float32Array; evaluated: number } {
   if (tokens.length === 0) throw new DeltaqError("the prompt is empty");
   if (tokens.length > session.contextLength) {
-    throw new DeltaqError(`the prompt has ${tokens.length} tokens, more than the context length ${session.contextLength}`);
+    throw new ContextFullError(
+      `the prompt has ${tokens.length} tokens, more than the context length ${session.contextLength}`,
+      tokens.length,
+      session.contextLength,
+    );
   }
   const held = session.tokens;
   let common = 0;

@@ -6,7 +6,7 @@
  * Rather than copying the halves apart, every kernel below walks the query or gate half with a
  * head stride of 2·Dh. The attention output is multiplied by sigmoid(gate) before `attn_output`.
  */
-import { type CommandList, type Ref, rowsOf } from "../native/kernels.ts";
+import { type CacheType, type CommandList, type Ref, rowsOf } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import type { SequenceRows } from "./qwen35.ts";
 import type { RopeSchedule } from "./rope.ts";
@@ -23,10 +23,15 @@ export interface AttentionBuffers {
   out: Ref; // [n][E]
 }
 
-/** This layer's KV cache: [position][Hkv·Dh] f16 each. */
+/**
+ * This layer's KV cache: K and V each [position][Hkv·Dh] values of their cache type (F16, Q8_0
+ * or Q4_0 blocks), addressed in bytes.
+ */
 export interface KvCache {
   k: Ref;
   v: Ref;
+  kType: CacheType;
+  vType: CacheType;
 }
 
 export function gatedAttention(
@@ -56,7 +61,8 @@ export function gatedAttention(
 
   // each sequence's rows against its own cache
   for (const { state: cache, row, n: rows, pos } of seqs) {
-    cmds.kvStore(rowsOf(b.k, row, kvDim), rowsOf(b.v, row, kvDim), rows, kvDim, cache.k, cache.v, pos);
+    const types = { k: cache.kType, v: cache.vType, headDim: Dh };
+    cmds.kvStore(rowsOf(b.k, row, kvDim), rowsOf(b.v, row, kvDim), rows, kvDim, cache.k, cache.v, pos, types);
     cmds.attention(rowsOf(b.qg, row, qgStride), qgStride, 2 * Dh, cache.k, cache.v, rowsOf(b.attn, row, Hq * Dh), {
       nTokens: rows,
       pos,
@@ -64,6 +70,8 @@ export function gatedAttention(
       nHeadKv: Hkv,
       headDim: Dh,
       scale: cfg.attentionScale,
+      kType: cache.kType,
+      vType: cache.vType,
     });
   }
 

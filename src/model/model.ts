@@ -7,19 +7,38 @@ import { DeltaqError } from "../errors.ts";
 import { type GenerateOptions, type Generation, generateTokens } from "../generate/generate.ts";
 import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { allocate, CommandList, Context, type ProfileEntry, type Region } from "../native/kernels.ts";
+import { allocate, type CacheType, CommandList, Context, type ProfileEntry, type Region } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import { Activations, type Batch, encodeForward, type LayerState, type LogitRows, singleSequence } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
-import { type DecodeStep, recurrentStateBytes, Session, type SessionHost } from "./session.ts";
+import {
+  type CacheTypes,
+  checkCacheTypes,
+  type DecodeStep,
+  F16_CACHE,
+  kvCacheBytes,
+  recurrentStateBytes,
+  Session,
+  type SessionHost,
+} from "./session.ts";
 import { loadWeights, type ModelWeights, repackWeights } from "./weights.ts";
 import { fnv1a } from "../util/hash.ts";
 
 export interface LoadOptions {
   /** Worker threads for the kernels (default: the machine's logical CPUs). */
   threads?: number;
-  /** Tokens a session can hold (default 4096, at most the trained context). */
-  contextLength?: number;
+  /**
+   * Tokens a session can hold (default 4096, at most the trained context); `"max"` means the
+   * model's trained context (the CLI's `-c 0`, as in llama.cpp). Sessions hold memory only for
+   * the tokens they have, whatever the context length.
+   */
+  contextLength?: number | "max";
+  /**
+   * Element types of the sessions' KV caches, like llama.cpp's `-ctk`/`-ctv`: "f16" (default),
+   * "q8_0" (about half the memory) or "q4_0" (about a quarter). `createSession` may override them.
+   */
+  cacheTypeK?: CacheType;
+  cacheTypeV?: CacheType;
   /** Tokens per forward batch when evaluating prompts (default 512). */
   batchSize?: number;
 }
@@ -38,7 +57,48 @@ export interface ModelInfo extends Qwen35Config {
   fileSize: number;
   /** Tokens a session of this model holds. */
   contextLength: number;
+  /** The sessions' KV cache element types. */
+  cacheTypeK: CacheType;
+  cacheTypeV: CacheType;
   threads: number;
+}
+
+/** Memory a session of a given context length and cache types needs when full. */
+export interface ContextMemory {
+  contextLength: number;
+  cacheTypeK: CacheType;
+  cacheTypeV: CacheType;
+  /** KV cache of every attention layer at the full context length. */
+  kvCacheBytes: number;
+  /** Conv and DeltaNet state, the same at any length. */
+  recurrentBytes: number;
+  /** Both. */
+  totalBytes: number;
+}
+
+/** The memory a session needs at `contextLength` tokens with these cache types. */
+export function contextMemory(cfg: Qwen35Config, contextLength: number, types: CacheTypes = F16_CACHE): ContextMemory {
+  checkCacheTypes(cfg, types);
+  const kv = kvCacheBytes(cfg, contextLength, types);
+  const recurrent = recurrentStateBytes(cfg);
+  return { contextLength, cacheTypeK: types.k, cacheTypeV: types.v, kvCacheBytes: kv, recurrentBytes: recurrent, totalBytes: kv + recurrent };
+}
+
+/** The context length `LoadOptions.contextLength` asks for: "max" means the trained context. */
+export function resolveContextLength(requested: number | "max" | undefined, cfg: Qwen35Config): number {
+  const ctxTrain = cfg.nCtxTrain || Infinity;
+  if (requested === "max") {
+    if (!cfg.nCtxTrain) throw new DeltaqError(`the model does not say its trained context length; give contextLength as a number`);
+    return cfg.nCtxTrain;
+  }
+  const contextLength = requested ?? Math.min(DEFAULT_CONTEXT, ctxTrain);
+  if (!Number.isInteger(contextLength) || contextLength < 1) {
+    throw new DeltaqError(`contextLength must be a positive integer or "max", got ${requested}`);
+  }
+  if (contextLength > ctxTrain) {
+    throw new DeltaqError(`contextLength ${contextLength} exceeds the model's trained context ${cfg.nCtxTrain}`);
+  }
+  return contextLength;
 }
 
 const DEFAULT_CONTEXT = 4096;
@@ -82,14 +142,8 @@ export class Model implements SessionHost {
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) {
       throw new DeltaqError(`threads must be an integer from 1 to 64, got ${threads}`);
     }
-    const ctxTrain = cfg.nCtxTrain || Infinity;
-    const contextLength = opts.contextLength ?? Math.min(DEFAULT_CONTEXT, ctxTrain);
-    if (!Number.isInteger(contextLength) || contextLength < 1) {
-      throw new DeltaqError(`contextLength must be a positive integer, got ${contextLength}`);
-    }
-    if (contextLength > ctxTrain) {
-      throw new DeltaqError(`contextLength ${contextLength} exceeds the model's trained context ${cfg.nCtxTrain}`);
-    }
+    const contextLength = resolveContextLength(opts.contextLength, cfg);
+    const cacheTypes = checkCacheTypes(cfg, { k: opts.cacheTypeK ?? "f16", v: opts.cacheTypeV ?? "f16" });
     const batch = opts.batchSize ?? DEFAULT_BATCH;
     if (!Number.isInteger(batch) || batch < 1) throw new DeltaqError(`batchSize must be a positive integer, got ${batch}`);
     this.weights = weights;
@@ -114,6 +168,8 @@ export class Model implements SessionHost {
       file: weights.file,
       fileSize: weights.gguf.fileSize,
       contextLength,
+      cacheTypeK: cacheTypes.k,
+      cacheTypeV: cacheTypes.v,
       threads,
     };
   }
@@ -128,9 +184,14 @@ export class Model implements SessionHost {
     }
   }
 
-  createSession(): Session {
+  /**
+   * A new, empty sequence. Its KV cache uses the model's cache types unless `cacheTypeK` /
+   * `cacheTypeV` say otherwise.
+   */
+  createSession(opts: { cacheTypeK?: CacheType; cacheTypeV?: CacheType } = {}): Session {
     this.assertLive();
-    const s = new Session(this, this.info.contextLength, () => this.#sessions.delete(s));
+    const types = { k: opts.cacheTypeK ?? this.info.cacheTypeK, v: opts.cacheTypeV ?? this.info.cacheTypeV };
+    const s = new Session(this, this.info.contextLength, () => this.#sessions.delete(s), types);
     this.#sessions.add(s);
     return s;
   }
@@ -147,6 +208,11 @@ export class Model implements SessionHost {
     if (this.#disposed || this.#spareState) return region.free();
     region.bytes().fill(0);
     this.#spareState = region;
+  }
+
+  /** The memory a session of this model needs when its context is full (KV cache and recurrent state). */
+  contextMemory(contextLength = this.info.contextLength): ContextMemory {
+    return contextMemory(this.config, contextLength, { k: this.info.cacheTypeK, v: this.info.cacheTypeV });
   }
 
   /** The model's tokenizer (built from the GGUF metadata on first use). */

@@ -14,7 +14,7 @@
  * of the weights for all); the `…Async` forms run the native work off the JS thread.
  */
 import { DeltaqError } from "../errors.ts";
-import { allocate, type Ref, type Region } from "../native/kernels.ts";
+import { CACHE_TYPES, type CacheType, cacheRowBytes, COMMIT_GRANULE, type Ref, type Region, reserve } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import { convDim } from "./deltanet.ts";
 import type { LayerState } from "./qwen35.ts";
@@ -61,38 +61,76 @@ export interface SessionHost {
   returnRecurrentState(region: Region): void;
 }
 
+/**
+ * Where a layer's state lives: attention layers in two growable regions of their own (K and V,
+ * `rowBytes` per position), recurrent layers at offsets of region 0.
+ */
 type LayerLayout =
-  | { kind: "attention"; region: number; k: number; v: number; rowBytes: number }
+  | { kind: "attention"; k: number; v: number; kRowBytes: number; vRowBytes: number }
   | { kind: "deltanet"; region: number; conv: number; convBytes: number; ssm: number; ssmBytes: number };
+
+/** The element types of a session's KV cache (llama.cpp's `-ctk/-ctv`). */
+export interface CacheTypes {
+  k: CacheType;
+  v: CacheType;
+}
+
+export const F16_CACHE: CacheTypes = { k: "f16", v: "f16" };
 
 /** Bytes of one session's recurrent state (every DeltaNet layer's conv and DeltaNet state). */
 export function recurrentStateBytes(cfg: Qwen35Config): number {
-  return stateLayout(cfg, 0).regionBytes[0];
+  return stateLayout(cfg, F16_CACHE).recurrentBytes;
 }
 
-/** Region sizes and where each layer's state lives: region 0 holds all recurrent state. */
-function stateLayout(cfg: Qwen35Config, contextLength: number): { regionBytes: number[]; layers: LayerLayout[] } {
-  const kvRowBytes = cfg.nHeadKv * cfg.headDim * 2; // f16
+/** Bytes of KV cache a session holds at `positions` tokens (all attention layers, K and V). */
+export function kvCacheBytes(cfg: Qwen35Config, positions: number, types: CacheTypes): number {
+  const { layers } = stateLayout(cfg, types);
+  return layers.reduce((n, l) => n + (l.kind === "attention" ? positions * (l.kRowBytes + l.vRowBytes) : 0), 0);
+}
+
+/** Where each layer's state lives; region 0 holds all recurrent state, then K and V per attention layer. */
+function stateLayout(cfg: Qwen35Config, types: CacheTypes): { recurrentBytes: number; layers: LayerLayout[] } {
+  const kvDim = cfg.nHeadKv * cfg.headDim;
+  const kRowBytes = cacheRowBytes(types.k, kvDim), vRowBytes = cacheRowBytes(types.v, kvDim);
   const convBytes = (cfg.convKernel - 1) * convDim(cfg) * 4;
   const ssmBytes = cfg.nVHeads * cfg.ssmHeadDim * cfg.ssmHeadDim * 4;
-  const regionBytes = [0];
-  const take = (region: number, n: number) => {
-    const at = regionBytes[region];
-    regionBytes[region] += Math.ceil(n / 64) * 64;
+  let recurrentBytes = 0;
+  let regions = 1;
+  const take = (n: number) => {
+    const at = recurrentBytes;
+    recurrentBytes += Math.ceil(n / 64) * 64;
     return at;
   };
   const layers = cfg.layerTypes.map((kind): LayerLayout => {
-    if (kind === "deltanet") return { kind, region: 0, conv: take(0, convBytes), convBytes, ssm: take(0, ssmBytes), ssmBytes };
-    const region = regionBytes.push(0) - 1;
-    const cacheBytes = contextLength * kvRowBytes;
-    return { kind, region, k: take(region, cacheBytes), v: take(region, cacheBytes), rowBytes: kvRowBytes };
+    if (kind === "deltanet") return { kind, region: 0, conv: take(convBytes), convBytes, ssm: take(ssmBytes), ssmBytes };
+    const k = regions++, v = regions++;
+    return { kind, k, v, kRowBytes, vRowBytes };
   });
-  return { regionBytes, layers };
+  return { recurrentBytes, layers };
+}
+
+/**
+ * Checks that a model can keep its KV cache in these types (quantized rows are whole 32-value
+ * blocks per head); returns them.
+ */
+export function checkCacheTypes(cfg: Qwen35Config, types: CacheTypes): CacheTypes {
+  for (const [which, t] of [["K", types.k], ["V", types.v]] as const) {
+    if (!(t in CACHE_TYPES)) {
+      throw new DeltaqError(`unknown ${which} cache type ${JSON.stringify(t)}; use one of ${Object.keys(CACHE_TYPES).join(", ")}`);
+    }
+    const block = CACHE_TYPES[t].blockValues;
+    if (cfg.headDim % block !== 0) {
+      throw new DeltaqError(`a ${t} ${which} cache needs a head dim that is a multiple of ${block}; this model's is ${cfg.headDim}`);
+    }
+  }
+  return types;
 }
 
 const SNAPSHOT_MAGIC = 0x4e535144; // "DQSN"
-const SNAPSHOT_VERSION = 1;
-const SNAPSHOT_HEADER_WORDS = 4; // magic, version, fingerprint, position
+/** 1: F16 cache, 4 header words. 2: adds the K and V cache types (GGML ids). */
+const SNAPSHOT_VERSION = 2;
+const SNAPSHOT_HEADER_WORDS = 6; // magic, version, fingerprint, position, K type, V type
+const SNAPSHOT_V1_HEADER_WORDS = 4;
 
 /** Recurrent state saved at a position, so the session can go back there (see `checkpoint`). */
 interface Checkpoint {
@@ -115,16 +153,28 @@ export class Session {
   readonly #layout: ReturnType<typeof stateLayout>;
   readonly #history: Int32Array;
 
+  /** The KV cache's element types. */
+  readonly cacheTypes: CacheTypes;
+
+  /**
+   * The KV cache of each attention layer is address space for `contextLength` positions that
+   * holds memory only for the positions in use: it grows in 2 MiB granules as the sequence grows
+   * and gives them back on `reset`.
+   */
   constructor(
     readonly host: SessionHost,
     readonly contextLength: number,
     private readonly onDispose?: () => void,
+    cacheTypes: CacheTypes = F16_CACHE,
   ) {
-    this.#layout = stateLayout(host.config, contextLength);
-    const [, ...kvBytes] = this.#layout.regionBytes;
+    this.cacheTypes = checkCacheTypes(host.config, { ...cacheTypes });
+    this.#layout = stateLayout(host.config, this.cacheTypes);
     this.#regions.push(host.takeRecurrentState());
     try {
-      for (const bytes of kvBytes) this.#regions.push(allocate(bytes));
+      for (const l of this.#layout.layers) {
+        if (l.kind !== "attention") continue;
+        this.#regions.push(reserve(contextLength * l.kRowBytes), reserve(contextLength * l.vRowBytes));
+      }
     } catch (e) {
       this.#releaseRegions();
       throw e;
@@ -134,11 +184,36 @@ export class Session {
       region: this.#regions[region].id,
       offset: byteOffset / elementBytes,
     });
+    const { k: kType, v: vType } = this.cacheTypes;
     this.#state = this.#layout.layers.map((l): LayerState =>
       l.kind === "attention"
-        ? { kind: "attention", cache: { k: ref(l.region, l.k, 2), v: ref(l.region, l.v, 2) } }
+        ? { kind: "attention", cache: { k: ref(l.k, 0, 1), v: ref(l.v, 0, 1), kType, vType } }
         : { kind: "deltanet", state: { conv: ref(l.region, l.conv, 4), ssm: ref(l.region, l.ssm, 4) } }
     );
+  }
+
+  /** Bytes of memory the session holds now: recurrent state and the KV cache's committed granules. */
+  get memoryBytes(): number {
+    return this.#regions.reduce((n, r) => n + r.committedBytes, 0);
+  }
+
+  /** Makes the KV cache hold `positions` rows (committing granules as needed). */
+  #growCache(positions: number): void {
+    for (const l of this.#layout.layers) {
+      if (l.kind !== "attention") continue;
+      for (const [region, rowBytes] of [[this.#regions[l.k], l.kRowBytes], [this.#regions[l.v], l.vRowBytes]] as const) {
+        const need = positions * rowBytes;
+        if (region.byteLength >= need) continue;
+        region.resize(Math.min(this.contextLength * rowBytes, Math.ceil(need / COMMIT_GRANULE) * COMMIT_GRANULE));
+      }
+    }
+  }
+
+  /** Gives the KV cache's memory back. */
+  #shrinkCache(): void {
+    for (const l of this.#layout.layers) {
+      if (l.kind === "attention") for (const i of [l.k, l.v]) this.#regions[i].resize(0);
+    }
   }
 
   /** Tokens evaluated so far (the position of the next token). */
@@ -238,7 +313,9 @@ export class Session {
         `${n} tokens at position ${this.#position} would pass the context length ${this.contextLength}`,
       );
     }
-    return logitsOutput(opts.out, (opts.allLogits ? n : 1) * cfg.nVocab);
+    const out = logitsOutput(opts.out, (opts.allLogits ? n : 1) * cfg.nVocab);
+    this.#growCache(this.#position + n);
+    return out;
   }
 
   #advance(tokens: ArrayLike<number>): void {
@@ -247,12 +324,11 @@ export class Session {
     this.#position += n;
   }
 
-  /** Forgets everything: position 0, recurrent state cleared. */
+  /** Forgets everything: position 0, recurrent state cleared, the KV cache's memory released. */
   reset(): void {
     this.#assertLive();
-    // The KV cache needs no clearing: attention only reads rows below the position, which are
-    // rewritten before they are read again.
     for (const p of this.#stateParts(0, true)) p.bytes.fill(0, p.from, p.from + p.length);
+    this.#shrinkCache();
     this.#position = 0;
     this.#epoch++;
     this.#checkpoint = undefined;
@@ -296,7 +372,7 @@ export class Session {
 
   /** Bytes per row of each block of a `kvRows` buffer, in order: each attention layer's K, V. */
   get kvRowLayout(): number[] {
-    return this.#layout.layers.flatMap((l) => l.kind === "attention" ? [l.rowBytes, l.rowBytes] : []);
+    return this.#layout.layers.flatMap((l) => l.kind === "attention" ? [l.kRowBytes, l.vRowBytes] : []);
   }
 
   /**
@@ -329,6 +405,7 @@ export class Session {
     const recurrentParts = this.#stateParts(n, true);
     if (recurrent.byteLength !== recurrentParts.reduce((t, p) => t + p.length, 0)) bad("the recurrent state's size does not match the model");
     const perToken = this.kvRowLayout.reduce((a, b) => a + b, 0);
+    this.#growCache(n);
     let at = keep;
     for (const chunk of kv) {
       if (perToken === 0) break;
@@ -352,24 +429,26 @@ export class Session {
 
   /** Rows [from, to) of a `kvRows` buffer that starts at `chunkFrom` and holds `chunkRows` rows. */
   #writeKvRows(chunk: Uint8Array, chunkFrom: number, chunkRows: number, from: number, to: number): void {
-    const regions = this.#regions.map((r) => r.bytes());
     let offset = 0;
     for (const l of this.#layout.layers) {
       if (l.kind !== "attention") continue;
-      for (const base of [l.k, l.v]) {
-        const src = offset + (from - chunkFrom) * l.rowBytes;
-        regions[l.region].set(chunk.subarray(src, src + (to - from) * l.rowBytes), base + from * l.rowBytes);
-        offset += chunkRows * l.rowBytes;
+      for (const [region, rowBytes] of [[l.k, l.kRowBytes], [l.v, l.vRowBytes]]) {
+        const src = offset + (from - chunkFrom) * rowBytes;
+        this.#regions[region].bytes().set(chunk.subarray(src, src + (to - from) * rowBytes), from * rowBytes);
+        offset += chunkRows * rowBytes;
       }
     }
   }
 
   /** Each attention layer's K rows then V rows [from, to), in `kvRows` order. */
   #kvParts(from: number, to: number): { bytes: Uint8Array; from: number; length: number }[] {
-    const regions = this.#regions.map((r) => r.bytes());
     return this.#layout.layers.flatMap((l) =>
       l.kind === "attention"
-        ? [l.k, l.v].map((base) => ({ bytes: regions[l.region], from: base + from * l.rowBytes, length: (to - from) * l.rowBytes }))
+        ? [[l.k, l.kRowBytes], [l.v, l.vRowBytes]].map(([region, rowBytes]) => ({
+          bytes: this.#regions[region].bytes(),
+          from: from * rowBytes,
+          length: (to - from) * rowBytes,
+        }))
         : []
     );
   }
@@ -381,7 +460,8 @@ export class Session {
     const size = this.#snapshotBytes(pos);
     const out = new Uint8Array(size);
     const words = new Uint32Array(out.buffer, 0, SNAPSHOT_HEADER_WORDS);
-    words.set([SNAPSHOT_MAGIC, SNAPSHOT_VERSION, this.host.fingerprint, pos]);
+    const { k, v } = this.cacheTypes;
+    words.set([SNAPSHOT_MAGIC, SNAPSHOT_VERSION, this.host.fingerprint, pos, CACHE_TYPES[k].id, CACHE_TYPES[v].id]);
     let at = SNAPSHOT_HEADER_WORDS * 4;
     new Int32Array(out.buffer, at, pos).set(this.#history.subarray(0, pos));
     at += pos * 4;
@@ -398,16 +478,30 @@ export class Session {
     const bad = (why: string): never => {
       throw new DeltaqError(`cannot restore session snapshot: ${why}`);
     };
-    if (snapshot.byteLength < SNAPSHOT_HEADER_WORDS * 4) bad("too short");
-    const header = new DataView(snapshot.buffer, snapshot.byteOffset, SNAPSHOT_HEADER_WORDS * 4);
+    if (snapshot.byteLength < SNAPSHOT_V1_HEADER_WORDS * 4) bad("too short");
+    const header = new DataView(snapshot.buffer, snapshot.byteOffset, Math.min(snapshot.byteLength, SNAPSHOT_HEADER_WORDS * 4));
     const word = (i: number) => header.getUint32(i * 4, true);
     if (word(0) !== SNAPSHOT_MAGIC) bad("not a deltaq session snapshot");
-    if (word(1) !== SNAPSHOT_VERSION) bad(`unsupported snapshot version ${word(1)}`);
+    const version = word(1);
+    if (version !== 1 && version !== SNAPSHOT_VERSION) bad(`unsupported snapshot version ${version}`);
     if (word(2) !== this.host.fingerprint) bad("it was taken with a different model");
+    const headerWords = version === 1 ? SNAPSHOT_V1_HEADER_WORDS : SNAPSHOT_HEADER_WORDS;
+    if (snapshot.byteLength < headerWords * 4) bad("too short");
+    // version 1 snapshots were all taken with an F16 cache
+    const typeName = (id: number) => Object.entries(CACHE_TYPES).find(([, t]) => t.id === id)?.[0] ?? `type ${id}`;
+    const kType = version === 1 ? "f16" : typeName(word(4));
+    const vType = version === 1 ? "f16" : typeName(word(5));
+    if (kType !== this.cacheTypes.k || vType !== this.cacheTypes.v) {
+      bad(
+        `it holds a ${kType}/${vType} KV cache (K/V) and this session's is ${this.cacheTypes.k}/${this.cacheTypes.v}; ` +
+          `use a session with the same cache types`,
+      );
+    }
     const pos = word(3);
     if (pos > this.contextLength) bad(`its ${pos} tokens exceed this session's context length ${this.contextLength}`);
-    if (snapshot.byteLength !== this.#snapshotBytes(pos)) bad("its size does not match the model");
-    let at = SNAPSHOT_HEADER_WORDS * 4;
+    if (snapshot.byteLength !== this.#snapshotBytes(pos, headerWords)) bad("its size does not match the model");
+    this.#growCache(pos);
+    let at = headerWords * 4;
     const tokens = new Int32Array(snapshot.slice(at, at + pos * 4).buffer);
     at += pos * 4;
     for (const p of this.#stateParts(pos)) {
@@ -465,7 +559,7 @@ export class Session {
   #releaseRegions(): void {
     const [recurrent, ...kv] = this.#regions;
     for (const r of kv) r.free();
-    this.host.returnRecurrentState(recurrent);
+    if (recurrent) this.host.returnRecurrentState(recurrent);
   }
 
   get disposed(): boolean {
@@ -478,19 +572,23 @@ export class Session {
    * `recurrentOnly` keeps the latter (what a checkpoint saves: KV rows never change).
    */
   #stateParts(pos: number, recurrentOnly = false): { bytes: Uint8Array; from: number; length: number }[] {
-    const regions = this.#regions.map((r) => r.bytes());
     return this.#layout.layers.flatMap((l) => {
-      const bytes = regions[l.region];
       if (l.kind === "attention") {
         if (recurrentOnly) return [];
-        return [{ bytes, from: l.k, length: pos * l.rowBytes }, { bytes, from: l.v, length: pos * l.rowBytes }];
+        return [
+          { bytes: this.#regions[l.k].bytes(), from: 0, length: pos * l.kRowBytes },
+          { bytes: this.#regions[l.v].bytes(), from: 0, length: pos * l.vRowBytes },
+        ];
       }
+      const bytes = this.#regions[l.region].bytes();
       return [{ bytes, from: l.conv, length: l.convBytes }, { bytes, from: l.ssm, length: l.ssmBytes }];
     });
   }
 
-  #snapshotBytes(pos: number): number {
-    return SNAPSHOT_HEADER_WORDS * 4 + pos * 4 + this.#stateParts(pos).reduce((n, p) => n + p.length, 0);
+  #snapshotBytes(pos: number, headerWords = SNAPSHOT_HEADER_WORDS): number {
+    const kvBytes = kvCacheBytes(this.host.config, pos, this.cacheTypes);
+    const recurrent = this.#stateParts(0, true).reduce((n, p) => n + p.length, 0);
+    return headerWords * 4 + pos * 4 + kvBytes + recurrent;
   }
 
   #assertLive(): void {

@@ -9,13 +9,16 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
   dq_last_error: { parameters: ["buffer", "u32"], result: "u32" },
   dq_map_file: { parameters: ["buffer"], result: "i32" },
   dq_alloc: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  dq_reserve: { parameters: ["u32", "u32"], result: "i32" },
+  dq_region_resize: { parameters: ["u32", "u32", "u32"], result: "i32" },
+  dq_region_committed: { parameters: ["u32"], result: "f64" },
   dq_region_ptr: { parameters: ["u32"], result: "pointer" },
   dq_region_len: { parameters: ["u32"], result: "f64" },
   dq_region_free: { parameters: ["u32"], result: "void" },

@@ -33,6 +33,24 @@ export const GgmlType = {
   BF16: 30,
 } as const;
 
+/**
+ * KV cache element types (`--cache-type-k/-v`) and their GGML ids, as `kv_store` and `attention`
+ * take them: F16, or llama.cpp's Q8_0 and Q4_0 blocks of 32 values (kernels/attention.zig).
+ */
+export const CACHE_TYPES = {
+  f16: { id: 1, blockValues: 1, blockBytes: 2 },
+  q8_0: { id: 8, blockValues: 32, blockBytes: 34 },
+  q4_0: { id: 2, blockValues: 32, blockBytes: 18 },
+} as const;
+export type CacheType = keyof typeof CACHE_TYPES;
+
+/** Bytes of `n` values of a cache type (n a whole number of its blocks). */
+export function cacheRowBytes(type: CacheType, n: number): number {
+  const t = CACHE_TYPES[type];
+  if (n % t.blockValues !== 0) throw new DeltaqError(`a ${type} KV cache needs rows of whole ${t.blockValues}-value blocks, not ${n} values`);
+  return (n / t.blockValues) * t.blockBytes;
+}
+
 const NO_WEIGHT = 0xffffffff;
 
 function check(n: Native, rc: number, what: string): number {
@@ -50,12 +68,37 @@ export class Region {
   #freed = false;
   /** Made once: each new external ArrayBuffer over tens of MiB adds GC pressure (per token). */
   #view: Uint8Array | undefined;
-  constructor(readonly native: Native, readonly id: number, readonly byteLength: number) {}
+  #byteLength: number;
+  constructor(readonly native: Native, readonly id: number, byteLength: number) {
+    this.#byteLength = byteLength;
+  }
+
+  get byteLength(): number {
+    return this.#byteLength;
+  }
+
+  /**
+   * Sets the length of a growable buffer (`reserve`): memory is committed up to it (in 2 MiB
+   * granules; new bytes are zero) and released past it. Views taken before are invalid.
+   */
+  resize(bytes: number): void {
+    this.#assertLive();
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new DeltaqError(`cannot resize memory to ${bytes} bytes`);
+    check(this.native, this.native.dq_region_resize(this.id, bytes >>> 0, Math.floor(bytes / 2 ** 32)), `resizing memory to ${bytes} bytes`);
+    this.#byteLength = bytes;
+    this.#view = undefined;
+  }
+
+  /** Bytes of memory the region holds: committed granules of a growable buffer, else its length. */
+  get committedBytes(): number {
+    return this.#freed ? 0 : this.native.dq_region_committed(this.id);
+  }
 
   /** Zero-copy view of the region's bytes (do not keep it after `free`). */
   bytes(): Uint8Array {
     this.#assertLive();
     if (this.#view) return this.#view;
+    if (this.#byteLength === 0) return new Uint8Array(0);
     const ptr = this.native.dq_region_ptr(this.id);
     if (ptr === null) throw new DeltaqError(`memory region ${this.id} is gone`);
     return this.#view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, this.byteLength));
@@ -107,6 +150,20 @@ export function allocate(bytes: number, opts: { resident?: boolean } = {}): Regi
   const id = check(n, n.dq_alloc(bytes >>> 0, Math.floor(bytes / 2 ** 32), opts.resident ? 1 : 0), `allocating ${bytes} bytes`);
   return new Region(n, id, bytes);
 }
+
+/**
+ * A growable zeroed buffer of length 0 with address space for `capacity` bytes: `resize` commits
+ * memory as it grows, so it costs only what it holds (KV caches of long contexts).
+ */
+export function reserve(capacity: number): Region {
+  if (!Number.isSafeInteger(capacity) || capacity < 0) throw new DeltaqError(`cannot reserve ${capacity} bytes`);
+  const n = openNative();
+  const id = check(n, n.dq_reserve(capacity >>> 0, Math.floor(capacity / 2 ** 32)), `reserving ${capacity} bytes`);
+  return new Region(n, id, 0);
+}
+
+/** Granule in which growable buffers commit memory (kernels/os.zig `commit_granule`). */
+export const COMMIT_GRANULE = 2 << 20;
 
 /** Registers a tensor of `region` for the kernels; returns its weight id. */
 export function registerWeight(
@@ -389,13 +446,26 @@ export class CommandList {
     return this.#op(7, x, nTokens, tokStride, nHeads, headStride, nRot, table);
   }
 
-  /** Stores k and v rows (f32) into the f16 caches at positions pos..pos+nTokens. */
-  kvStore(k: Ref, v: Ref, nTokens: number, kvDim: number, kCache: Ref, vCache: Ref, pos: number): this {
-    this.#op(8, k, v, nTokens, kvDim, kCache, vCache, pos);
-    this.positionWords.push(this.length - 1); // pos is the last operand
+  /**
+   * Stores k and v rows (f32, heads of `headDim`) into the caches at positions pos..pos+nTokens,
+   * converted to the cache types (quantized ones rotated as llama.cpp does); cache refs count bytes.
+   */
+  kvStore(
+    k: Ref,
+    v: Ref,
+    nTokens: number,
+    kvDim: number,
+    kCache: Ref,
+    vCache: Ref,
+    pos: number,
+    types: { k: CacheType; v: CacheType; headDim: number },
+  ): this {
+    this.#op(8, k, v, nTokens, kvDim, kCache, vCache, pos, CACHE_TYPES[types.k].id, CACHE_TYPES[types.v].id, types.headDim);
+    this.positionWords.push(this.length - 4); // pos, then the two cache types and the head dim
     return this;
   }
 
+  /** Causal GQA attention of `nTokens` queries at `pos` over the caches (byte refs). */
   attention(
     q: Ref,
     qTokStride: number,
@@ -403,7 +473,16 @@ export class CommandList {
     kCache: Ref,
     vCache: Ref,
     out: Ref,
-    s: { nTokens: number; pos: number; nHead: number; nHeadKv: number; headDim: number; scale: number },
+    s: {
+      nTokens: number;
+      pos: number;
+      nHead: number;
+      nHeadKv: number;
+      headDim: number;
+      scale: number;
+      kType?: CacheType;
+      vType?: CacheType;
+    },
   ): this {
     // header (2) + q (2) + two strides + two caches (4) + out (2) + nTokens, then pos
     this.positionWords.push(this.length + 13);
@@ -421,6 +500,8 @@ export class CommandList {
       s.nHeadKv,
       s.headDim,
       bits(s.scale),
+      CACHE_TYPES[s.kType ?? "f16"].id,
+      CACHE_TYPES[s.vType ?? "f16"].id,
     );
   }
 

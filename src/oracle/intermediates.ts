@@ -450,7 +450,7 @@ export function dumpOurs(
         const bytes = total * cfg.nHeadKv * cfg.headDim * 2;
         const k = allocate(bytes), v = allocate(bytes);
         regions.push(k, v);
-        return { kind, cache: { k: at0(k), v: at0(v) } };
+        return { kind, cache: { k: at0(k), v: at0(v), kType: "f16", vType: "f16" } };
       }
       const conv = allocate((cfg.convKernel - 1) * convDim(cfg) * 4);
       const ssm = allocate(cfg.nVHeads * cfg.ssmHeadDim * cfg.ssmHeadDim * 4);

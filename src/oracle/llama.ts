@@ -7,8 +7,8 @@
  * - CPU backend only: `ggml_backend_load_all_from_path(<bins dir>)` picks the best
  *   libggml-cpu-<arch>.so for this CPU (haswell on an AVX2+FMA+F16C machine without AVX-512).
  *   Extra buffer types (weight repacks, AMX) are on unless `extraBufferTypes: false`.
- * - KV cache in F16 (`type_k` = `type_v` = GGML_TYPE_F16, the context default); recurrent
- *   (Gated DeltaNet) state in F32.
+ * - KV cache in F16 (`type_k` = `type_v` = GGML_TYPE_F16, the context default) unless
+ *   `cacheTypeK`/`cacheTypeV` say Q8_0 or Q4_0; recurrent (Gated DeltaNet) state in F32.
  * - `flash_attn_type` = AUTO by default, which llama.cpp resolves to *enabled* on the CPU backend
  *   (its probe finds the CPU supports FLASH_ATTN_EXT); `flashAttention: false` forces the plain
  *   softmax path, `true` forces it on.
@@ -183,6 +183,9 @@ export const NEEDS_IMATRIX: ReadonlySet<string> = new Set([
 export type QuantizeType = keyof typeof LLAMA_FTYPE;
 
 const LLAMA_FLASH_ATTN_TYPE = { AUTO: -1, DISABLED: 0, ENABLED: 1 } as const;
+/** GGML type ids of the KV cache types llama.cpp's `-ctk/-ctv` take that deltaq also has. */
+const LLAMA_CACHE_TYPES = { f16: 1, q8_0: 8, q4_0: 2 } as const;
+export type LlamaCacheType = keyof typeof LLAMA_CACHE_TYPES;
 const GGML_LOG_LEVEL_ERROR = 4;
 const GGML_LOG_LEVEL_CONT = 5;
 
@@ -218,6 +221,9 @@ const llamaSymbols = {
   llama_get_memory: { parameters: ["pointer"], result: "pointer" },
   llama_memory_clear: { parameters: ["pointer", "bool"], result: "void" },
   llama_memory_seq_pos_max: { parameters: ["pointer", "i32"], result: "i32" },
+  llama_state_seq_get_size: { parameters: ["pointer", "i32"], result: "usize" },
+  llama_state_seq_get_data: { parameters: ["pointer", "buffer", "usize", "i32"], result: "usize" },
+  llama_state_seq_set_data: { parameters: ["pointer", "buffer", "usize", "i32"], result: "usize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const ggmlSymbols = {
@@ -465,6 +471,12 @@ export interface LlamaLoadOptions {
   /** Force flash attention on or off; default lets llama.cpp decide (AUTO → on, on the CPU). */
   flashAttention?: boolean;
   /**
+   * KV cache types (`type_k`/`type_v`, llama.cpp's `-ctk/-ctv`): "f16" (the default), "q8_0" or
+   * "q4_0". llama.cpp needs flash attention for a quantized V cache.
+   */
+  cacheTypeK?: LlamaCacheType;
+  cacheTypeV?: LlamaCacheType;
+  /**
    * The context's `cb_eval`: a C function `bool (ggml_tensor *t, bool ask, void *user_data)`
    * (e.g. a `Deno.UnsafeCallback` pointer) that the graph scheduler calls for every node, first
    * with ask = true (return true to see the tensor), then with ask = false once it is computed.
@@ -540,6 +552,8 @@ export class LlamaReference {
         ? LLAMA_FLASH_ATTN_TYPE.ENABLED
         : LLAMA_FLASH_ATTN_TYPE.DISABLED,
     );
+    CONTEXT_PARAMS.set(cp, "type_k", LLAMA_CACHE_TYPES[options.cacheTypeK ?? "f16"]);
+    CONTEXT_PARAMS.set(cp, "type_v", LLAMA_CACHE_TYPES[options.cacheTypeV ?? "f16"]);
     if (options.evalCallback) {
       CONTEXT_PARAMS.set(cp, "cb_eval", BigInt(Deno.UnsafePointer.value(options.evalCallback)));
     }
@@ -677,6 +691,28 @@ export class LlamaReference {
       }
     }
     return out;
+  }
+
+  /**
+   * The sequence's whole state (KV cache and recurrent state) as bytes, for `restoreState`; what
+   * llama-bench does to measure at a depth several times without refilling it.
+   */
+  saveState(): { position: number; bytes: Uint8Array } {
+    const ctx = this.#requireContext();
+    const size = Number(this.#llama.llama_state_seq_get_size(ctx, 0));
+    const bytes = new Uint8Array(size);
+    const got = Number(this.#llama.llama_state_seq_get_data(ctx, bytes, BigInt(size), 0));
+    if (got !== size) throw new DeltaqError(`llama.cpp saved ${got} of ${size} bytes of sequence state`);
+    return { position: this.#nPast, bytes };
+  }
+
+  /** Puts the sequence back to a `saveState` result. */
+  restoreState(state: { position: number; bytes: Uint8Array }): void {
+    const ctx = this.#requireContext();
+    this.#llama.llama_memory_clear(this.#llama.llama_get_memory(ctx), true);
+    const got = Number(this.#llama.llama_state_seq_set_data(ctx, state.bytes, BigInt(state.bytes.length), 0));
+    if (got === 0) throw new DeltaqError(`llama.cpp could not restore the sequence state${takeErrors()}`);
+    this.#nPast = state.position;
   }
 
   /** Forgets everything fed so far (KV cache and recurrent state); the next eval starts at 0. */

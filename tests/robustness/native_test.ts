@@ -231,7 +231,7 @@ const cases: Case[] = [
   },
   {
     name: "kv_store past the cache",
-    run: exec((c) => c.kvStore(at(0), at(0), 1, 16, at(0, small), at(0, small), 2)),
+    run: exec((c) => c.kvStore(at(0), at(0), 1, 16, at(0, small), at(0, small), 2, { k: "f16", v: "f16", headDim: 16 })),
     expect: "lies outside region",
   },
   {
@@ -263,18 +263,40 @@ const cases: Case[] = [
     expect: "head dim 12 must be a multiple of 8",
   },
   {
-    name: "attention: GQA group of 32",
+    name: "attention: a Q8_0 cache with a head dim that is not whole blocks",
     run: exec((c) =>
-      c.attention(at(0), 256, 8, at(0), at(0), at(4096), {
+      c.attention(at(0), 16, 16, at(0), at(0), at(4096), {
         nTokens: 1,
         pos: 0,
-        nHead: 32,
+        nHead: 1,
         nHeadKv: 1,
-        headDim: 8,
+        headDim: 16,
         scale: 1,
+        kType: "q8_0",
       })
     ),
-    expect: "32 query heads per KV head exceeds 16",
+    expect: "a q8_0 K cache needs a head dim that is a multiple of 32, not 16",
+  },
+  {
+    name: "attention: unknown cache type",
+    run: () => {
+      const list = new CommandList().attention(at(0), 16, 16, at(0), at(0), at(4096), {
+        nTokens: 1,
+        pos: 0,
+        nHead: 1,
+        nHeadKv: 1,
+        headDim: 16,
+        scale: 1,
+      });
+      list.words[list.length - 1] = 7; // V type: not a cache type
+      ctx.exec(list);
+    },
+    expect: "unknown V cache type 7",
+  },
+  {
+    name: "kv_store: Q4_0 rows that are not whole blocks",
+    run: exec((c) => c.kvStore(at(0), at(0), 1, 16, at(0), at(0), 0, { k: "q4_0", v: "f16", headDim: 16 })),
+    expect: "K cache type 2 cannot hold rows of 16 values",
   },
   {
     name: "attention: no KV heads",
