@@ -9,7 +9,7 @@
 //!   zig build bench-kernels -- --prompt             16-, 64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
-//!   zig build bench-kernels -- --repack             Q4_K repacked in 8-row groups (as loaded)
+//!   zig build bench-kernels -- --repack             Q4_K and IQ3_S repacked (as loaded)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
 //!
 //! One- and 16-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
@@ -27,7 +27,7 @@ const shapes = [_]Shape{
 };
 const lm_head = Shape{ .rows = 248320, .cols = 2560, .name = "248320x2560 (LM head)" };
 
-const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f16, .bf16, .f32 };
+const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f16, .bf16, .f32, .iq3_s };
 
 const dram_bytes = 384 << 20;
 
@@ -74,6 +74,12 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
         .q5_k => .{ .block = 176, .offsets = &.{ 0, 2 } },
         .q6_k => .{ .block = 210, .offsets = &.{208} },
         .q8_0 => .{ .block = 34, .offsets = &.{0} },
+        .iq3_s => .{ .block = 110, .offsets = &.{0} },
+        .iq3_xxs => .{ .block = 98, .offsets = &.{0} },
+        .iq2_xxs => .{ .block = 66, .offsets = &.{0} },
+        .iq2_xs => .{ .block = 74, .offsets = &.{0} },
+        .iq2_s => .{ .block = 82, .offsets = &.{0} },
+        .iq1_s => .{ .block = 50, .offsets = &.{0} },
         else => null,
     };
     const small: f16 = 0.001;
@@ -233,14 +239,15 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 weights[c] = .{ .data = buf.ptr + c * stride, .kind = kind, .ne0 = shape.cols, .ne1 = shape.rows, .row_bytes = row_bytes };
             }
             var packed_buf: []align(4096) u8 = &.{};
-            if (repack and mm.canRepack(&weights[0])) packed_buf = try mapBytes(buf.len);
+            const packed_stride = std.mem.alignForward(usize, shape.rows * mm.repackedRowBytes(&weights[0]), 4096);
+            if (repack and mm.canRepack(&weights[0])) packed_buf = try mapBytes(copies * packed_stride);
             defer if (packed_buf.len > 0) {
                 _ = linux.munmap(packed_buf.ptr, packed_buf.len);
             };
             if (packed_buf.len > 0) for (0..copies) |c| {
-                weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * stride));
+                weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * packed_stride));
             };
-            const name = if (packed_buf.len > 0) "q4_kx8" else @tagName(kind);
+            const name = if (packed_buf.len == 0) @tagName(kind) else if (kind == .q4_k) "q4_kx8" else "iq3_sc";
             const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.

@@ -34,6 +34,7 @@ const q3_k = @import("quant/q3_k.zig");
 const iq4_xs = @import("quant/iq4_xs.zig");
 const q4_k_x8 = @import("quant/q4_k_x8.zig");
 const iq3_s = @import("quant/iq3_s.zig");
+const iq3_s_codes = @import("quant/iq3_s_codes.zig");
 const iq3_xxs = @import("quant/iq3_xxs.zig");
 const iq2_xxs = @import("quant/iq2_xxs.zig");
 const iq2_xs = @import("quant/iq2_xs.zig");
@@ -87,7 +88,7 @@ pub fn matvec(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: u
 
 pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize, cfg: Config) error{Failed}!void {
     if (n_tokens == 0) return;
-    if (w.kind.rowBytes(w.ne0) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @intFromEnum(w.kind), w.ne0 });
+    if ((if (w.repacked) repackedRowBytes(w) else w.kind.rowBytes(w.ne0)) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @intFromEnum(w.kind), w.ne0 });
     if (n_tokens > 1 and x_stride < w.ne0) return root.fail("matmul: activation stride {d} is shorter than a row ({d})", .{ x_stride, w.ne0 });
     if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
     const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
@@ -98,7 +99,7 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .q2_k => try runKQuant(q2_k, ctx, p),
         .q3_k => try runKQuant(q3_k, ctx, p),
         .iq4_xs => try runKQuant(iq4_xs, ctx, p),
-        .iq3_s => try runKQuant(iq3_s.kernels, ctx, p),
+        .iq3_s => if (w.repacked) try runKQuant(iq3_s_codes.kernels, ctx, p) else try runKQuant(iq3_s.kernels, ctx, p),
         .iq3_xxs => try runKQuant(iq3_xxs.kernels, ctx, p),
         .iq2_xxs => try runKQuant(iq2_xxs.kernels, ctx, p),
         .iq2_xs => try runKQuant(iq2_xs.kernels, ctx, p),
@@ -113,41 +114,66 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     }
 }
 
-/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows.
+/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows, or IQ3_S.
 pub fn canRepack(w: *const Weight) bool {
-    return w.kind == .q4_k and !w.repacked and w.ne1 % q4_k_x8.rows == 0;
+    if (w.repacked) return false;
+    return (w.kind == .q4_k and w.ne1 % q4_k_x8.rows == 0) or w.kind == .iq3_s;
 }
 
-/// Copies a Q4_K weight into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in the 8-row
-/// interleaved layout of `quant/q4_k_x8.zig`, split over the pool; returns the repacked weight.
+/// Bytes per row of a weight as `repack` copies it (the same for Q4_K; IQ3_S's codes take 134
+/// bytes per block instead of 110).
+pub fn repackedRowBytes(w: *const Weight) usize {
+    return switch (w.kind) {
+        .iq3_s => w.ne0 / 256 * @sizeOf(iq3_s_codes.Block),
+        else => w.row_bytes,
+    };
+}
+
+/// Copies a Q4_K or IQ3_S weight into `dst` (`ne1 · repackedRowBytes` bytes, 64-byte aligned) in
+/// the layout its one-token matmuls run fastest on — Q4_K in 8-row interleaved groups
+/// (`quant/q4_k_x8.zig`), IQ3_S as 4-bit value codes (`quant/iq3_s_codes.zig`) — split over the
+/// pool; returns the repacked weight.
 pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
     std.debug.assert(canRepack(w));
     const Job = struct {
         w: *const Weight,
         dst: [*]align(64) u8,
+        /// Rows per unit of work (Q4_K's row groups) and destination bytes per unit.
+        unit_rows: usize,
+        unit_bytes: usize,
         fn run(j: *const @This(), worker: usize, n_workers: usize) void {
             const nb = j.w.ne0 / 256;
-            const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
-            const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+            const s = pool_mod.share(j.w.ne1 / j.unit_rows, 1, worker, n_workers);
             // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
             const page = os.pageSize();
-            const first = std.mem.alignBackward(usize, @intFromPtr(groups + s.begin * nb), page);
-            const last = std.mem.alignForward(usize, @intFromPtr(groups + s.end * nb), page);
+            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * j.unit_bytes), page);
+            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * j.unit_bytes), page);
             if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
-            for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+            for (s.begin..s.end) |u| switch (j.w.kind) {
+                .q4_k => q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, u, @ptrCast(@alignCast(j.dst + u * j.unit_bytes))),
+                .iq3_s => {
+                    const src: [*]const iq3_s.Block = @ptrCast(@alignCast(j.w.row(u)));
+                    const out: [*]iq3_s_codes.Block = @ptrCast(@alignCast(j.dst + u * j.unit_bytes));
+                    for (0..nb) |b| iq3_s_codes.encode(&src[b], &out[b]);
+                },
+                else => unreachable,
+            };
         }
     };
-    const job = Job{ .w = w, .dst = dst };
+    const unit_rows: usize = if (w.kind == .q4_k) q4_k_x8.rows else 1;
+    const job = Job{ .w = w, .dst = dst, .unit_rows = unit_rows, .unit_bytes = unit_rows * repackedRowBytes(w) };
     ctx.pool.run(Job, &job, Job.run);
     var out = w.*;
     out.data = dst;
+    out.row_bytes = repackedRowBytes(w);
     out.repacked = true;
     return out;
 }
 
 pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
-    if (w.repacked) return dequantizeRepackedRow(w, r, out);
+    if (w.repacked and w.kind == .q4_k) return dequantizeRepackedRow(w, r, out);
     const row = w.row(r);
+    if (w.repacked and w.kind == .iq3_s) return dequantizeRow(iq3_s_codes.kernels, row, out, w.ne0);
     switch (w.kind) {
         .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
         .f16 => float.getRow(f16, @ptrCast(@alignCast(row)), out, w.ne0),
@@ -656,7 +682,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
     }
 }
 
-test "repacked Q4_K gives the natural layout's products: one token to float rounding, tiles exactly" {
+test "repacked Q4_K and IQ3_S give the natural layout's products: one token to float rounding, tiles exactly" {
     var prng = common.testRng(37);
     const rand = prng.random();
     const n = 48;
@@ -664,37 +690,40 @@ test "repacked Q4_K gives the natural layout's products: one token to float roun
     const max_tokens = 21;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const row_bytes = GgmlType.q4_k.rowBytes(k).?;
-    const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-    defer testing.allocator.free(bytes);
-    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-    defer testing.allocator.free(packed_bytes);
-    const ref = try testing.allocator.alloc(f32, n * k);
-    defer testing.allocator.free(ref);
-    const natural = testMatrix(.q4_k, n, k, rand, bytes, ref).w;
-    try testing.expect(canRepack(&natural));
-    const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
-    try testing.expect(!canRepack(&repacked));
+    for ([_]GgmlType{ .q4_k, .iq3_s }) |kind| {
+        const row_bytes = kind.rowBytes(k).?;
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+        defer testing.allocator.free(bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+        try testing.expect(canRepack(&natural));
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
+        defer testing.allocator.free(packed_bytes);
+        const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
+        try testing.expect(!canRepack(&repacked));
 
-    var row: [k]f32 = undefined;
-    for (0..n) |r| {
-        getRow(&repacked, r, &row);
-        try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
-    }
-    var x: [max_tokens * k]f32 = undefined;
-    for (&x) |*v| v.* = rand.floatNorm(f32);
-    for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
-        var want: [max_tokens * n]f32 = undefined;
-        var got: [max_tokens * n]f32 = undefined;
-        const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
-        try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
-        try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
-        if (n_tokens > 1) {
-            try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
-        } else for (0..n) |r| {
-            try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
+        var row: [k]f32 = undefined;
+        for (0..n) |r| {
+            getRow(&repacked, r, &row);
+            try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
         }
-    };
+        var x: [max_tokens * k]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
+            var want: [max_tokens * n]f32 = undefined;
+            var got: [max_tokens * n]f32 = undefined;
+            const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
+            try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
+            try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
+            if (n_tokens > 1 or kind == .iq3_s) {
+                // IQ3_S's codes multiply the same integers in the same order, one token too.
+                try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
+            } else for (0..n) |r| {
+                try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
+            }
+        };
+    }
 }
 
 fn testContext(n_threads: usize) !*root.Context {
@@ -791,24 +820,24 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     }
 }
 
-test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K)" {
+test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K and IQ3_S)" {
     var prng = common.testRng(41);
     const rand = prng.random();
     const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
     const max_tokens = 9; // two fused passes of 4 and a single token
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and kind != .q4_k) continue;
+        if (repack_it and kind != .q4_k and kind != .iq3_s) continue;
         const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
-        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
-        defer testing.allocator.free(packed_bytes);
         const ref = try testing.allocator.alloc(f32, n * k);
         defer testing.allocator.free(ref);
         var w = testMatrix(kind, n, k, rand, bytes, ref).w;
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&w));
+        defer testing.allocator.free(packed_bytes);
         if (repack_it) w = repack(contexts[0], &w, packed_bytes.ptr);
         const x_stride = k + 3;
         var x: [max_tokens * (512 + 3)]f32 = undefined;
@@ -856,6 +885,7 @@ test {
     _ = float;
     _ = iquants;
     _ = iq3_s;
+    _ = iq3_s_codes;
     _ = iq3_xxs;
     _ = iq2_xxs;
     _ = iq2_xs;

@@ -54,8 +54,10 @@ pub const GgmlType = enum(u32) {
 };
 
 /// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
-/// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, Q4_K rows in
-/// groups of 8 interleaved as `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes).
+/// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, as copied at load
+/// for one-token matmuls (`matmul.repack`): Q4_K rows in groups of 8 interleaved as
+/// `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes), IQ3_S rows as
+/// `quant/iq3_s_codes.zig` blocks (`row_bytes` is then their size).
 pub const Weight = struct {
     data: [*]const u8,
     kind: GgmlType,
@@ -64,8 +66,9 @@ pub const Weight = struct {
     row_bytes: usize,
     repacked: bool = false,
 
+    /// Row r; not for Q4_K's interleaved row groups.
     pub fn row(self: Weight, r: usize) [*]const u8 {
-        std.debug.assert(!self.repacked);
+        std.debug.assert(!(self.repacked and self.kind == .q4_k));
         return self.data + r * self.row_bytes;
     }
 

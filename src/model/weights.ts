@@ -66,10 +66,11 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 };
 
 /**
- * Copies every Q4_K matrix the kernels can repack into one buffer, in the 8-row layout their
- * one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
+ * Copies every Q4_K and IQ3_S matrix the kernels can repack into one buffer, in the layout their
+ * one-token matmuls run fastest on (Q4_K: 8 rows interleaved; IQ3_S: 4-bit value codes, 134 bytes
+ * per block instead of 110), and points the layers (and a separate LM head) at the copies.
  * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
- * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
+ * the file's size (plus a fifth of the IQ3_S matrices). The token embedding keeps the mapping (a prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.
  */
 export function repackWeights(w: ModelWeights, context: Context): Region | undefined {

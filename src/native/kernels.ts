@@ -183,7 +183,7 @@ export function registerWeight(
 
 /**
  * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K matrices
- * with a multiple of 8 rows can).
+ * with a multiple of 8 rows, and IQ3_S matrices, can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
@@ -237,8 +237,9 @@ export class Context {
   }
 
   /**
-   * Copies a Q4_K weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in
-   * the kernels' 8-row interleaved layout, on this context's threads; returns the copy's weight id.
+   * Copies a Q4_K or IQ3_S weight into `region` at `byteOffset` (64-byte aligned, `repackBytes`
+   * long) in the layout the kernels' one-token matmuls run fastest on (Q4_K: 8 rows interleaved;
+   * IQ3_S: 4-bit value codes), on this context's threads; returns the copy's weight id.
    * An original in a file mapping is given up: its whole pages are unmapped and its id freed.
    */
   repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {

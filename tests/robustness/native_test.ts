@@ -470,9 +470,9 @@ const cases: Case[] = [
   },
   { name: "mapping an empty file", run: () => mapFile(emptyFile()), expect: "the file is empty" },
   {
-    name: "repacking a matrix that is not Q4_K",
+    name: "repacking a matrix that is neither Q4_K nor IQ3_S",
     run: () => ctx.repack(embed4x8, buf, 0),
-    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows)",
+    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows, and IQ3_S)",
   },
   {
     name: "repacking Q4_K rows that are not whole groups of 8",
