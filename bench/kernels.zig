@@ -27,7 +27,7 @@ const shapes = [_]Shape{
 };
 const lm_head = Shape{ .rows = 248320, .cols = 2560, .name = "248320x2560 (LM head)" };
 
-const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f16, .bf16, .f32 };
+const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f16, .bf16, .f32 };
 
 const dram_bytes = 384 << 20;
 
@@ -73,6 +73,9 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
         .q4_k => .{ .block = 144, .offsets = &.{ 0, 2 } },
         .q5_k => .{ .block = 176, .offsets = &.{ 0, 2 } },
         .q6_k => .{ .block = 210, .offsets = &.{208} },
+        .q2_k => .{ .block = 84, .offsets = &.{ 80, 82 } },
+        .q3_k => .{ .block = 110, .offsets = &.{108} },
+        .iq4_xs => .{ .block = 136, .offsets = &.{0} },
         .q8_0 => .{ .block = 34, .offsets = &.{0} },
         else => null,
     };
@@ -240,7 +243,8 @@ pub fn main(init: std.process.Init.Minimal) !void {
             if (packed_buf.len > 0) for (0..copies) |c| {
                 weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * stride));
             };
-            const name = if (packed_buf.len > 0) "q4_kx8" else @tagName(kind);
+            var name_buf: [16]u8 = undefined;
+            const name = if (packed_buf.len > 0) std.fmt.bufPrint(&name_buf, "{s}x8", .{@tagName(kind)}) catch unreachable else @tagName(kind);
             const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.

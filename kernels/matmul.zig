@@ -13,8 +13,9 @@
 //!
 //! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
-//! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
-//! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! activation. Q4_K, Q3_K, Q2_K and IQ4_XS weights repacked at load (`repack`, `quant/*_x8.zig`,
+//! `quant/*_x16.zig`) go 8 or 16 interleaved rows at a time: the natural layouts' dots issue too
+//! many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
 //! panel (`kquants.Panel`), then every tile of the chunk reads the panel; Q8_0 and float
 //! weights are read directly. Token chunks are sized so their activations stay in L2.
@@ -41,6 +42,9 @@ const iq2_s = @import("quant/iq2_s.zig");
 const iq1_s = @import("quant/iq1_s.zig");
 const iq1_m = @import("quant/iq1_m.zig");
 const iquants = @import("quant/iquants.zig");
+const q3_k_x16 = @import("quant/q3_k_x16.zig");
+const q2_k_x16 = @import("quant/q2_k_x16.zig");
+const iq4_xs_x16 = @import("quant/iq4_xs_x16.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
 
@@ -92,19 +96,19 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
     const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
     switch (w.kind) {
-        .q4_k => if (w.repacked) try runKQuant(Q4KRepacked, ctx, p) else try runKQuant(q4_k, ctx, p),
-        .q5_k => try runKQuant(q5_k, ctx, p),
-        .q6_k => try runKQuant(q6_k, ctx, p),
-        .q2_k => try runKQuant(q2_k, ctx, p),
-        .q3_k => try runKQuant(q3_k, ctx, p),
-        .iq4_xs => try runKQuant(iq4_xs, ctx, p),
-        .iq3_s => try runKQuant(iq3_s.kernels, ctx, p),
-        .iq3_xxs => try runKQuant(iq3_xxs.kernels, ctx, p),
-        .iq2_xxs => try runKQuant(iq2_xxs.kernels, ctx, p),
-        .iq2_xs => try runKQuant(iq2_xs.kernels, ctx, p),
-        .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
-        .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
-        .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
+        .q4_k => if (w.repacked) try runKQuant(q4_k, q4_k_x8, ctx, p) else try runKQuant(q4_k, null, ctx, p),
+        .q5_k => try runKQuant(q5_k, null, ctx, p),
+        .q6_k => try runKQuant(q6_k, null, ctx, p),
+        .q2_k => if (w.repacked) try runKQuant(q2_k, q2_k_x16, ctx, p) else try runKQuant(q2_k, null, ctx, p),
+        .q3_k => if (w.repacked) try runKQuant(q3_k, q3_k_x16, ctx, p) else try runKQuant(q3_k, null, ctx, p),
+        .iq4_xs => if (w.repacked) try runKQuant(iq4_xs, iq4_xs_x16, ctx, p) else try runKQuant(iq4_xs, null, ctx, p),
+        .iq3_s => try runKQuant(iq3_s.kernels, null, ctx, p),
+        .iq3_xxs => try runKQuant(iq3_xxs.kernels, null, ctx, p),
+        .iq2_xxs => try runKQuant(iq2_xxs.kernels, null, ctx, p),
+        .iq2_xs => try runKQuant(iq2_xs.kernels, null, ctx, p),
+        .iq2_s => try runKQuant(iq2_s.kernels, null, ctx, p),
+        .iq1_s => try runKQuant(iq1_s.kernels, null, ctx, p),
+        .iq1_m => try runKQuant(iq1_m.kernels, null, ctx, p),
         .q8_0 => try runQ8_0(ctx, p),
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
@@ -113,36 +117,57 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     }
 }
 
-/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows.
-pub fn canRepack(w: *const Weight) bool {
-    return w.kind == .q4_k and !w.repacked and w.ne1 % q4_k_x8.rows == 0;
+/// The row-interleaved layout a type is repacked into at load for one-token matmuls
+/// (`quant/*_x8.zig`, `quant/*_x16.zig`), or null when it has none.
+fn Interleaved(comptime kind: GgmlType) ?type {
+    return switch (kind) {
+        .q4_k => q4_k_x8,
+        .q3_k => q3_k_x16,
+        .q2_k => q2_k_x16,
+        .iq4_xs => iq4_xs_x16,
+        else => null,
+    };
 }
 
-/// Copies a Q4_K weight into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in the 8-row
-/// interleaved layout of `quant/q4_k_x8.zig`, split over the pool; returns the repacked weight.
+/// The types with an interleaved layout.
+const repackable = [_]GgmlType{ .q4_k, .q3_k, .q2_k, .iq4_xs };
+
+/// Whether `repack` can take the weight: a type with an interleaved layout, in whole row groups.
+pub fn canRepack(w: *const Weight) bool {
+    if (w.repacked) return false;
+    inline for (repackable) |kind| if (w.kind == kind) return w.ne1 % Interleaved(kind).?.rows == 0;
+    return false;
+}
+
+/// Copies a weight into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in its type's
+/// interleaved layout (`Interleaved`), split over the pool; returns the repacked weight.
 pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
     std.debug.assert(canRepack(w));
+    inline for (repackable) |kind| if (w.kind == kind) repackAs(Interleaved(kind).?, ctx, w, dst);
+    var out = w.*;
+    out.data = dst;
+    out.repacked = true;
+    return out;
+}
+
+fn repackAs(comptime X: type, ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) void {
     const Job = struct {
         w: *const Weight,
         dst: [*]align(64) u8,
         fn run(j: *const @This(), worker: usize, n_workers: usize) void {
             const nb = j.w.ne0 / 256;
-            const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
-            const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+            const s = pool_mod.share(j.w.ne1 / X.rows, 1, worker, n_workers);
+            const groups: [*]X.Group = @ptrCast(j.dst);
             // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
             const page = os.pageSize();
             const first = std.mem.alignBackward(usize, @intFromPtr(groups + s.begin * nb), page);
             const last = std.mem.alignForward(usize, @intFromPtr(groups + s.end * nb), page);
             if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
-            for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+            for (s.begin..s.end) |rg| X.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
         }
     };
     const job = Job{ .w = w, .dst = dst };
     ctx.pool.run(Job, &job, Job.run);
-    var out = w.*;
-    out.data = dst;
-    out.repacked = true;
-    return out;
 }
 
 pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
@@ -172,12 +197,15 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
 }
 
 fn dequantizeRepackedRow(w: *const Weight, r: usize, out: [*]f32) void {
-    const nb = w.ne0 / 256;
-    const groups: [*]const q4_k_x8.Group = @ptrCast(@alignCast(w.data));
-    for (0..nb) |b| {
-        const blk = q4_k_x8.block(&groups[r / q4_k_x8.rows * nb + b], r % q4_k_x8.rows);
-        q4_k.dequantize(&blk, out[b * 256 ..][0..256]);
-    }
+    inline for (repackable) |kind| if (w.kind == kind) {
+        const X = Interleaved(kind).?;
+        const nb = w.ne0 / 256;
+        const groups: [*]const X.Group = @ptrCast(@alignCast(w.data));
+        for (0..nb) |b| {
+            const blk = X.block(&groups[r / X.rows * nb + b], r % X.rows);
+            X.Natural.dequantize(&blk, out[b * 256 ..][0..256]);
+        }
+    };
 }
 
 fn dequantizeRow(comptime F: type, row: [*]const u8, out: [*]f32, n: usize) void {
@@ -343,7 +371,8 @@ fn rowChunk(ctx: *root.Context, p: Problem, multiple: usize) usize {
 // ---------------------------------------------------------------------------------------------
 // K-quants and IQ4_XS against Q8_K activations.
 
-fn KQuantKernel(comptime F: type) type {
+/// Format F's kernel; X is its interleaved layout when the weight is repacked (else null).
+fn KQuantKernel(comptime F: type, comptime X: ?type) type {
     return struct {
         p: Problem,
         chunks: *pool_mod.Chunks,
@@ -352,9 +381,13 @@ fn KQuantKernel(comptime F: type) type {
         panel_bytes: usize,
 
         const Self = @This();
-        const repacked = F == Q4KRepacked;
-        pub const dot_rows = if (repacked) q4_k_x8.rows else matvec_rows;
-        pub const group_rows = if (repacked) q4_k_x8.rows else tile_rows;
+        const repacked = X != null;
+        const I = X orelse struct {
+            const rows = 1;
+            const Group = void;
+        };
+        pub const dot_rows = if (repacked) I.rows else matvec_rows;
+        pub const group_rows = if (repacked) I.rows else tile_rows;
 
         fn actRowBytes(k: usize) usize {
             return q8_k.Row.bytes(k);
@@ -383,29 +416,29 @@ fn KQuantKernel(comptime F: type) type {
             return .{ .pairs = @ptrCast(@alignCast(self.panels + worker * self.panel_bytes)), .nb = self.p.w.ne0 / 256 };
         }
 
-        /// Repacked: the groups of the 8 rows from r (a multiple of 8).
-        fn groups(self: *const Self, r: usize) [*]const q4_k_x8.Group {
+        /// Repacked: the groups of the rows from r (a multiple of the group's rows).
+        fn groups(self: *const Self, r: usize) [*]const I.Group {
             return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
         }
 
         fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             if (repacked) {
-                if (R != q4_k_x8.rows) unreachable; // whole groups only (see `run`)
-                return q4_k_x8.dotRowGroup(self.groups(r), self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
+                if (R != I.rows) unreachable; // whole groups only (see `run`)
+                return I.dotRowGroup(self.groups(r), self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
             }
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
             return kquants.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
-        /// Repacked Q4_K: T tokens per pass over a row group (`q4_k_x8.dotRowGroupTokens`).
-        pub const fuses_tokens = repacked;
+        /// Repacked layouts with `dotRowGroupTokens` (Q4_K's): T tokens per pass over a row group.
+        pub const fuses_tokens = repacked and @hasDecl(I, "dotRowGroupTokens");
 
         fn dotRowsTokens(self: *const Self, comptime R: usize, comptime T: usize, r: usize, t: usize) [T][R]f32 {
-            if (!repacked or R != q4_k_x8.rows) unreachable;
+            if (!fuses_tokens or R != I.rows) unreachable;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
-            return q4_k_x8.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            return I.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
@@ -418,8 +451,16 @@ fn KQuantKernel(comptime F: type) type {
                 const src = self.groups(r);
                 const next = self.groups(if (next_ok) r + n_rows else r);
                 for (0..nb) |b| {
-                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(q4_k_x8.Group));
-                    q4_k_x8.unpackGroup(&src[b], dst, 0, b);
+                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(I.Group));
+                    if (@hasDecl(I, "unpackGroup")) {
+                        I.unpackGroup(&src[b], dst, 0, b);
+                    } else for (0..I.rows) |i| {
+                        // Through the natural block: unpacking is a small share of a GEMM.
+                        const blk = I.block(&src[b], i);
+                        var u: kquants.Unpacked = undefined;
+                        F.unpack(&blk, &u);
+                        dst.store(i, b, &u);
+                    }
                 }
                 return;
             }
@@ -445,21 +486,15 @@ fn KQuantKernel(comptime F: type) type {
     };
 }
 
-/// `KQuantKernel`'s format for Q4_K repacked in groups of 8 rows (`quant/q4_k_x8.zig`).
-const Q4KRepacked = struct {
-    pub const scheme = q4_k.scheme;
-    pub const Block = q4_k.Block;
-};
-
-fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
-    const K = KQuantKernel(F);
+fn runKQuant(comptime F: type, comptime X: ?type, ctx: *root.Context, p: Problem) error{Failed}!void {
+    const K = KQuantKernel(F, X);
     const k = p.w.ne0;
     const act_bytes = K.actRowBytes(k);
     const panel_bytes = std.mem.alignForward(usize, kquants.Panel.bytes(K.group_rows, k / 256), 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
     if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) q4_k_x8.rows else 1));
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) K.I.rows else 1));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
 
@@ -656,7 +691,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
     }
 }
 
-test "repacked Q4_K gives the natural layout's products: one token to float rounding, tiles exactly" {
+test "repacked weights give the natural layout's products: one token to float rounding, tiles exactly" {
     var prng = common.testRng(37);
     const rand = prng.random();
     const n = 48;
@@ -664,14 +699,18 @@ test "repacked Q4_K gives the natural layout's products: one token to float roun
     const max_tokens = 21;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const row_bytes = GgmlType.q4_k.rowBytes(k).?;
+    for (repackable) |kind| try checkRepacked(kind, n, k, max_tokens, rand, contexts);
+}
+
+fn checkRepacked(kind: GgmlType, comptime n: usize, comptime k: usize, comptime max_tokens: usize, rand: std.Random, contexts: [2]*root.Context) !void {
+    const row_bytes = kind.rowBytes(k).?;
     const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
     defer testing.allocator.free(bytes);
     const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
     defer testing.allocator.free(packed_bytes);
     const ref = try testing.allocator.alloc(f32, n * k);
     defer testing.allocator.free(ref);
-    const natural = testMatrix(.q4_k, n, k, rand, bytes, ref).w;
+    const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
     try testing.expect(canRepack(&natural));
     const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
     try testing.expect(!canRepack(&repacked));
@@ -851,6 +890,9 @@ test {
     _ = q6_k;
     _ = q2_k;
     _ = q3_k;
+    _ = q3_k_x16;
+    _ = q2_k_x16;
+    _ = iq4_xs_x16;
     _ = iq4_xs;
     _ = kquants;
     _ = float;

@@ -9,8 +9,9 @@
 //! after its slot is reused.
 //!
 //! Weights are registered once (`dq_weight`: region, byte offset, type, shape), which checks that
-//! the tensor lies inside its mapping and has a computable type. Q4_K weights can then be copied
-//! into a buffer in the 8-row layout one-token matmuls prefer (`dq_repack`), which also drops the
+//! the tensor lies inside its mapping and has a computable type. Q4_K, Q3_K, Q2_K and IQ4_XS weights
+//! can then be copied into a buffer in the row-interleaved layouts one-token matmuls prefer
+//! (`dq_repack`, `matmul.repack`), which also drops the
 //! source pages from the process, so the copy replaces the mapped tensor instead of doubling it.
 //!
 //! Work is submitted as a *command list* (`dq_exec`): a sequence of u32 words, each command
@@ -249,15 +250,15 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
 }
 
 /// Bytes `dq_repack` needs for a weight (its size), or 0 when the weight cannot be repacked
-/// (only Q4_K with a multiple of 8 rows can) or the id is invalid.
+/// (its type has no interleaved layout, or its rows are not whole groups) or the id is invalid.
 export fn dq_repack_bytes(weight: u32) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
     return @floatFromInt(w.ne1 * w.row_bytes);
 }
 
-/// Copies a Q4_K weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in
-/// the 8-row interleaved layout (`quant/q4_k_x8.zig`), using the context's threads. If the source
+/// Copies a weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in its
+/// type's row-interleaved layout (`matmul.repack`), using the context's threads. If the source
 /// lies in a file mapping, its whole pages are unmapped (the range stays reserved, inaccessible)
 /// and its id is freed: the copy replaces it. Returns the new weight's id, or -1.
 export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) i32 {
@@ -267,7 +268,7 @@ export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi:
 fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Failed}!i32 {
     const ctx = try lookupContext(context);
     const w = try lookupWeight(weight);
-    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K with a multiple of 8 rows)", .{weight});
+    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (its type has no interleaved layout, or its rows are not whole groups)", .{weight});
     const src_region = &regions[weights[weight & 0xffff].region_slot];
     const dst = try lookupRegion(region);
     if (dst.kind != .buffer) return fail("repacking needs a buffer region, not a file mapping", .{});

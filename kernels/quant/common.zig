@@ -47,6 +47,9 @@ pub const has_vnni = builtin.cpu.arch == .x86_64 and
 /// AVX-512 VNNI on 64-byte vectors. Where the CPU has two 512-bit multiply units (Xeon
 /// since Skylake-SP) a 64-byte `vpdpbusd` issues as often as a 32-byte one, so it doubles the
 /// GEMM tile's products per cycle; on Zen 4 it is as fast per byte as two 32-byte ones.
+/// AVX-512BW: byte and word operations on 64-byte vectors.
+pub const has_avx512bw = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
+
 pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni) and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
@@ -54,10 +57,12 @@ pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: I32x16, a: I32x16, b: I32x16) I32x16;
 extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
 extern fn @"llvm.x86.avx512.vpdpwssd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
+extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: I32x16, a: I32x16, b: I32x16) I32x16;
 extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
 extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
 extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
 extern fn @"llvm.x86.avx2.pshuf.b"(a: I8x32, b: I8x32) I8x32;
+extern fn @"llvm.x86.avx512.pshuf.b.512"(a: I8x64, b: I8x64) I8x64;
 extern fn @"llvm.roundeven.v8f32"(a: F32x8) F32x8;
 
 pub inline fn mulAddBytes(a: U8x32, b: I8x32) I16x16 {
@@ -109,6 +114,39 @@ pub inline fn dotBytesWide(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
     return acc +% mulAddWords(low, ones) +% mulAddWords(top, @splat(128));
 }
 
+/// `dotBytes` on L lanes (8 or 16): one 64-byte `vpdpbusd` for 16 lanes with AVX-512 VNNI, two
+/// 32-byte dots otherwise. Kernels whose lanes are matrix rows use it to process 16 rows at once
+/// where the CPU has 64-byte vectors.
+pub inline fn dotBytesLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    return lanesOf(L, dotBytes, acc, a, b);
+}
+
+/// `dotBytesWide` on L lanes (8 or 16), as `dotBytesLanes`.
+pub inline fn dotBytesWideLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    return lanesOf(L, dotBytesWide, acc, a, b);
+}
+
+inline fn lanesOf(comptime L: usize, comptime dot32: fn (I32x8, U8x32, I8x32) callconv(.@"inline") I32x8, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    if (L == 8) return dot32(acc, a, b);
+    if (L != 16) @compileError("byte dots take 8 or 16 lanes");
+    if (comptime has_vnni512) return dotBytes64(acc, a, b);
+    const accs: [2]I32x8 = @bitCast(acc);
+    const as: [2]U8x32 = @bitCast(a);
+    const bs: [2]I8x32 = @bitCast(b);
+    return @bitCast([2]I32x8{ dot32(accs[0], as[0], bs[0]), dot32(accs[1], as[1], bs[1]) });
+}
+
+/// `dotWords` on L lanes (8 or 16), as `dotBytesLanes`.
+pub inline fn dotWordsLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(2 * L, i16), b: @Vector(2 * L, i16)) @Vector(L, i32) {
+    if (L == 8) return dotWords(acc, a, b);
+    if (L != 16) @compileError("dotWordsLanes takes 8 or 16 lanes");
+    if (comptime has_vnni512) return @"llvm.x86.avx512.vpdpwssd.512"(acc, @bitCast(a), @bitCast(b));
+    const accs: [2]I32x8 = @bitCast(acc);
+    const as: [2]I16x16 = @bitCast(a);
+    const bs: [2]I16x16 = @bitCast(b);
+    return @bitCast([2]I32x8{ dotWords(accs[0], as[0], bs[0]), dotWords(accs[1], as[1], bs[1]) });
+}
+
 pub fn dotBytesRef(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
     const wide = @as(@Vector(32, i32), a) * @as(@Vector(32, i32), b);
     var out = acc;
@@ -153,6 +191,16 @@ pub inline fn transposeWords(in: [8]U8x32) [8]U8x32 {
 pub inline fn lookup16(table: @Vector(16, i8), idx: U8x32) I8x32 {
     if (comptime has_avx2) return @"llvm.x86.avx2.pshuf.b"(std.simd.join(table, table), @bitCast(idx));
     return lookup16Ref(table, idx);
+}
+
+/// `lookup16` on 64 bytes: one `vpshufb` with AVX-512BW, two 32-byte ones otherwise.
+pub inline fn lookup16Wide(table: @Vector(16, i8), idx: U8x64) I8x64 {
+    if (comptime has_avx512bw) {
+        const t4 = std.simd.join(std.simd.join(table, table), std.simd.join(table, table));
+        return @"llvm.x86.avx512.pshuf.b.512"(t4, @bitCast(idx));
+    }
+    const halves: [2]U8x32 = @bitCast(idx);
+    return @bitCast([2]I8x32{ lookup16(table, halves[0]), lookup16(table, halves[1]) });
 }
 
 pub fn lookup16Ref(table: @Vector(16, i8), idx: U8x32) I8x32 {
@@ -232,6 +280,13 @@ pub inline fn prefetchSpan(p: [*]const u8, comptime bytes: usize) void {
     inline for (0..(bytes + 63) / 64) |i| @prefetch(p + 64 * i, .{ .rw = .read, .locality = 2, .cache = .data });
 }
 
+/// `v` as a W: itself for u32, in every lane for a vector (comptime, so it also serves as a
+/// shift amount). Lets one packing rule serve one block (`u32` words) and repacked rows side by
+/// side (`@Vector(n, u32)`).
+pub inline fn rep(comptime W: type, comptime v: u32) W {
+    return if (@typeInfo(W) == .vector) @splat(v) else v;
+}
+
 /// Lanes first, first + stride, … (n of them).
 fn strided(comptime n: usize, comptime stride: usize, comptime first: usize) [n]i32 {
     var m: [n]i32 = undefined;
@@ -306,6 +361,9 @@ test "multiply-add intrinsics match the widening reference, saturation included"
         var idx: [32]u8 = undefined;
         for (&idx, a) |*i, x| i.* = x & 15;
         try std.testing.expectEqual(lookup16Ref(table, idx), lookup16(table, idx));
+        const looked_up: [64]i8 = lookup16Wide(table, std.simd.join(@as(U8x32, idx), @as(U8x32, idx) ^ @as(U8x32, @splat(5))));
+        try std.testing.expectEqual(lookup16Ref(table, idx), @as(I8x32, looked_up[0..32].*));
+        try std.testing.expectEqual(lookup16Ref(table, @as(U8x32, idx) ^ @as(U8x32, @splat(5))), @as(I8x32, looked_up[32..64].*));
         if (has_vnni512) {
             // Halves of the 64-byte form are two 32-byte dot products.
             const wide: [16]i32 = dotBytes64(

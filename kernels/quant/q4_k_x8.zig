@@ -28,6 +28,8 @@ const I32x8 = common.I32x8;
 const F32x8 = common.F32x8;
 
 pub const rows = 8;
+/// The format this layout repacks.
+pub const Natural = q4_k;
 
 pub const Group = extern struct {
     d: [8]f16,

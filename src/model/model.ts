@@ -127,7 +127,7 @@ export class Model implements SessionHost {
    * fresh pages. Zeroed while spare.
    */
   #spareState: Region | undefined;
-  /** The Q4_K matrices, repacked for the kernels (see repackWeights). */
+  /** The matrices repacked for the kernels (see repackWeights). */
   #repacked: Region | undefined;
   /** Set while a forward pass runs off the JS thread (`…Async`): the activations are in use. */
   #busy = false;

@@ -66,8 +66,8 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 };
 
 /**
- * Copies every Q4_K matrix the kernels can repack into one buffer, in the 8-row layout their
- * one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
+ * Copies every matrix the kernels can repack (Q4_K, Q3_K, Q2_K, IQ4_XS) into one buffer, in the
+ * row-interleaved layouts their one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
  * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
  * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.

@@ -182,8 +182,8 @@ export function registerWeight(
 }
 
 /**
- * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K matrices
- * with a multiple of 8 rows can).
+ * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K, Q3_K,
+ * Q2_K and IQ4_XS matrices in whole groups of 8 or 16 rows can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
@@ -237,8 +237,8 @@ export class Context {
   }
 
   /**
-   * Copies a Q4_K weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in
-   * the kernels' 8-row interleaved layout, on this context's threads; returns the copy's weight id.
+   * Copies a weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in its
+   * type's row-interleaved layout, on this context's threads; returns the copy's weight id.
    * An original in a file mapping is given up: its whole pages are unmapped and its id freed.
    */
   repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {

@@ -472,7 +472,7 @@ const cases: Case[] = [
   {
     name: "repacking a matrix that is not Q4_K",
     run: () => ctx.repack(embed4x8, buf, 0),
-    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows)",
+    expect: "cannot be repacked (its type has no interleaved layout",
   },
   {
     name: "repacking Q4_K rows that are not whole groups of 8",
