@@ -830,16 +830,16 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     }
 }
 
-test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K)" {
+test "matvec gives every token exactly the one-token matmul's result (every type, repacked or not)" {
     var prng = common.testRng(41);
     const rand = prng.random();
-    const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
+    const n = 80; // 10 or 5 repacked row groups; not a multiple of the row chunk below
     const max_tokens = 9; // two fused passes of 4 and a single token
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
     const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and kind != .q4_k) continue;
+        if (repack_it and std.mem.indexOfScalar(GgmlType, &repackable, kind) == null) continue;
         const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
@@ -855,7 +855,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
         const y_stride = n + 1;
         for (contexts) |ctx| for ([_]usize{ 2, max_tokens }) |n_tokens| {
             var together: [max_tokens * (n + 1)]f32 = undefined;
-            const cfg = Config{ .row_chunk_decode = 16, .each_token_alone = true };
+            const cfg = Config{ .row_chunk_decode = 32, .each_token_alone = true };
             try matmulWith(ctx, &w, &x, x_stride, &together, y_stride, n_tokens, cfg);
             for (0..n_tokens) |t| {
                 var alone: [n]f32 = undefined;
