@@ -7,17 +7,18 @@
 //! y rows ne1 floats, each `*_stride` floats apart.
 //!
 //! Numerics follow llama.cpp's CPU backend: the activations are first converted to the weight
-//! type's dot-product partner — Q8_K (blocks of 256) for Q2_K…Q6_K and IQ4_XS, Q8_0 for Q8_0, values
-//! rounded to F16/BF16 for F16/BF16, plain f32 for F32 — and the products are integer (quantized
-//! types) or f32 (float types). The formats live in `quant/`.
+//! type's dot-product partner (its `vec_dot_type`) — Q8_K (blocks of 256) for Q2_K…Q6_K and
+//! IQ4_XS, Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL, values rounded to F16/BF16 for F16/BF16, plain f32 for
+//! F32 — and the products are integer (quantized types) or f32 (float types). The formats live in
+//! `quant/`; `Format` names each quantized type's file.
 //!
 //! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
 //! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
 //! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
-//! panel (`kquants.Panel`), then every tile of the chunk reads the panel; Q8_0 and float
-//! weights are read directly. Token chunks are sized so their activations stay in L2.
+//! panel (`kquants.Panel`, `block32.Panel` for the 32-value block
+//! formats), then every tile of the chunk reads the panel; float weights are read directly. Token chunks are sized so their activations stay in L2.
 const std = @import("std");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
@@ -26,6 +27,10 @@ const os = @import("os.zig");
 const common = @import("quant/common.zig");
 const q8_k = @import("quant/q8_k.zig");
 const q8_0 = @import("quant/q8_0.zig");
+const q4_0 = @import("quant/q4_0.zig");
+const q5_0 = @import("quant/q5_0.zig");
+const iq4_nl = @import("quant/iq4_nl.zig");
+const block32 = @import("quant/block32.zig");
 const q4_k = @import("quant/q4_k.zig");
 const q5_k = @import("quant/q5_k.zig");
 const q6_k = @import("quant/q6_k.zig");
@@ -43,6 +48,30 @@ const iq1_m = @import("quant/iq1_m.zig");
 const iquants = @import("quant/iquants.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
+
+/// The quant/ file of each quantized type (`getRow` and the tests; `matmulWith` picks the kernel).
+fn Format(comptime kind: GgmlType) type {
+    return switch (kind) {
+        .q4_k => q4_k,
+        .q5_k => q5_k,
+        .q6_k => q6_k,
+        .q2_k => q2_k,
+        .q3_k => q3_k,
+        .iq4_xs => iq4_xs,
+        .iq3_s => iq3_s.kernels,
+        .iq3_xxs => iq3_xxs.kernels,
+        .iq2_xxs => iq2_xxs.kernels,
+        .iq2_xs => iq2_xs.kernels,
+        .iq2_s => iq2_s.kernels,
+        .iq1_s => iq1_s.kernels,
+        .iq1_m => iq1_m.kernels,
+        .q8_0 => q8_0,
+        .q4_0 => q4_0,
+        .q5_0 => q5_0,
+        .iq4_nl => iq4_nl,
+        else => @compileError("not a quantized type: " ++ @tagName(kind)),
+    };
+}
 
 pub const Weight = types.Weight;
 pub const GgmlType = types.GgmlType;
@@ -105,7 +134,7 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
         .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
         .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
-        .q8_0 => try runQ8_0(ctx, p),
+        inline .q8_0, .q4_0, .q5_0, .iq4_nl => |q| try runBlock32(Format(q), ctx, p),
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
         .bf16 => try runFloat(float.Bf16, ctx, p),
@@ -152,20 +181,7 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
         .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
         .f16 => float.getRow(f16, @ptrCast(@alignCast(row)), out, w.ne0),
         .bf16 => float.getRow(float.Bf16, @ptrCast(@alignCast(row)), out, w.ne0),
-        .q8_0 => dequantizeRow(q8_0, row, out, w.ne0),
-        .q4_k => dequantizeRow(q4_k, row, out, w.ne0),
-        .q5_k => dequantizeRow(q5_k, row, out, w.ne0),
-        .q6_k => dequantizeRow(q6_k, row, out, w.ne0),
-        .q2_k => dequantizeRow(q2_k, row, out, w.ne0),
-        .q3_k => dequantizeRow(q3_k, row, out, w.ne0),
-        .iq4_xs => dequantizeRow(iq4_xs, row, out, w.ne0),
-        .iq3_s => dequantizeRow(iq3_s.kernels, row, out, w.ne0),
-        .iq3_xxs => dequantizeRow(iq3_xxs.kernels, row, out, w.ne0),
-        .iq2_xxs => dequantizeRow(iq2_xxs.kernels, row, out, w.ne0),
-        .iq2_xs => dequantizeRow(iq2_xs.kernels, row, out, w.ne0),
-        .iq2_s => dequantizeRow(iq2_s.kernels, row, out, w.ne0),
-        .iq1_s => dequantizeRow(iq1_s.kernels, row, out, w.ne0),
-        .iq1_m => dequantizeRow(iq1_m.kernels, row, out, w.ne0),
+        inline .q8_0, .q4_0, .q5_0, .iq4_nl, .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| dequantizeRow(Format(q), row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
     }
@@ -258,7 +274,7 @@ fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
                 }
                 return;
             }
-            const chunk = p.tokenChunk(K.actRowBytes(p.w.ne0));
+            const chunk = p.tokenChunk(if (comptime @hasDecl(K, "Act")) K.Act.Row.bytes(p.w.ne0) else K.actRowBytes(p.w.ne0));
             while (kk.chunks.take()) |range| {
                 var t0: usize = 0;
                 while (t0 < p.n_tokens) : (t0 += chunk) {
@@ -356,20 +372,7 @@ fn KQuantKernel(comptime F: type) type {
         pub const dot_rows = if (repacked) q4_k_x8.rows else matvec_rows;
         pub const group_rows = if (repacked) q4_k_x8.rows else tile_rows;
 
-        fn actRowBytes(k: usize) usize {
-            return q8_k.Row.bytes(k);
-        }
-
-        fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-            q8_k.quantize(x, k, q8_k.Row.at(dst, k, 0));
-        }
-
-        /// For the GEMM tiles: quantized, then interleaved.
-        fn convertForTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-            const row = q8_k.Row.at(dst, k, 0);
-            q8_k.quantize(x, k, row);
-            q8_k.interleave(row, k);
-        }
+        pub const Act = q8_k;
 
         fn blocks(self: *const Self, r: usize) [*]const F.Block {
             return @ptrCast(@alignCast(self.p.w.row(r)));
@@ -453,67 +456,97 @@ const Q4KRepacked = struct {
 
 fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
     const K = KQuantKernel(F);
-    const k = p.w.ne0;
-    const act_bytes = K.actRowBytes(k);
-    const panel_bytes = std.mem.alignForward(usize, kquants.Panel.bytes(K.group_rows, k / 256), 64);
+    const panel_bytes = kquants.Panel.bytes(K.group_rows, p.w.ne0 / 256);
+    try runQuantized(K, ctx, p, panel_bytes, if (K.repacked) q4_k_x8.rows else 1);
+}
+
+/// Runs a quantized kernel K (fields p, chunks, acts, panels, panel_bytes; activation format
+/// `K.Act`, q8_k or q8_0): quantizes the activations into scratch memory — interleaved for the
+/// GEMM tiles — followed by one panel of `panel_bytes` per worker, and works through the rows in
+/// chunks that are multiples of `multiple`.
+fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_min: usize, multiple: usize) error{Failed}!void {
+    const A = K.Act;
+    const Convert = struct {
+        fn natural(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            A.quantize(x, k, A.Row.at(dst, k, 0));
+        }
+        fn forTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            const row = A.Row.at(dst, k, 0);
+            A.quantize(x, k, row);
+            A.interleave(row, k);
+        }
+    };
+    const act_bytes = A.Row.bytes(p.w.ne0);
+    const panel_bytes = std.mem.alignForward(usize, panel_bytes_min, 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
-    if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) q4_k_x8.rows else 1));
+    if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, multiple));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8_0 against Q8_0 activations: tiles read the weights in place.
+// Formats with 32-value blocks (Q4_0, Q5_0, Q8_0, IQ4_NL, …) against Q8_0 / Q8_1 activations
+// (`quant/block32.zig`): one token reads the weights in place; tiles read rows unpacked into a
+// per-worker panel of interleaved super-blocks.
 
-const Q8_0Kernel = struct {
-    p: Problem,
-    chunks: *pool_mod.Chunks,
-    acts: [*]align(64) u8,
+fn Block32Kernel(comptime F: type) type {
+    return struct {
+        p: Problem,
+        chunks: *pool_mod.Chunks,
+        acts: [*]align(64) u8,
+        panels: [*]align(64) u8,
+        panel_bytes: usize,
 
-    const Self = @This();
+        const Self = @This();
 
-    fn actRowBytes(k: usize) usize {
-        return q8_0.Row.bytes(k);
-    }
+        pub const Act = q8_0;
 
-    fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-        q8_0.quantize(x, k, q8_0.Row.at(dst, k, 0));
-    }
+        fn blocks(self: *const Self, r: usize) [*]const F.Block {
+            return @ptrCast(@alignCast(self.p.w.row(r)));
+        }
 
-    fn blocks(self: *const Self, r: usize) [*]const q8_0.Block {
-        return @ptrCast(@alignCast(self.p.w.row(r)));
-    }
+        fn act(self: *const Self, t: usize) q8_0.Row {
+            return q8_0.Row.at(self.acts, self.p.w.ne0, t);
+        }
 
-    fn act(self: *const Self, t: usize) q8_0.Row {
-        return q8_0.Row.at(self.acts, self.p.w.ne0, t);
-    }
+        fn panel(self: *const Self, worker: usize) block32.Panel {
+            return .{ .pairs = @ptrCast(@alignCast(self.panels + worker * self.panel_bytes)), .ns = q8_0.padded(self.p.w.ne0) / 256 };
+        }
 
-    fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
-        var rows: [R][*]const q8_0.Block = undefined;
-        inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        return q8_0.dotRows(R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
-    }
+        fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return block32.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
+        }
 
-    fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
+        fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
+            const nb = self.p.w.ne0 / 32;
+            const dst = self.panel(worker);
+            const next_ok = r + n_rows + n_rows <= self.p.w.ne1;
+            for (0..n_rows) |i| {
+                // Fetch the next group's row while unpacking this one (see KQuantKernel.prepare).
+                if (next_ok) {
+                    const next: [*]const u8 = @ptrCast(self.blocks(r + i + n_rows));
+                    var off: usize = 0;
+                    while (off < self.p.w.row_bytes) : (off += 64) common.prefetchSpan(next + off, 64);
+                }
+                dst.unpackRow(F, self.blocks(r + i), nb, i);
+            }
+        }
 
-    fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, _: usize, t: usize) [R][T]f32 {
-        var rows: [R][*]const q8_0.Block = undefined;
-        inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        var acts: [T]q8_0.Row = undefined;
-        inline for (0..T) |i| acts[i] = self.act(t + i);
-        var out: [R][T]f32 = undefined;
-        q8_0.tile(R, T, rows, acts, self.p.w.ne0 / 32, &out);
-        return out;
-    }
-};
+        fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, first: usize, t: usize) [R][T]f32 {
+            var acts: [T]q8_0.Row = undefined;
+            inline for (0..T) |i| acts[i] = self.act(t + i);
+            var out: [R][T]f32 = undefined;
+            block32.tile(F, R, T, self.panel(worker), first, acts, &out);
+            return out;
+        }
+    };
+}
 
-fn runQ8_0(ctx: *root.Context, p: Problem) error{Failed}!void {
-    const act_bytes = Q8_0Kernel.actRowBytes(p.w.ne0);
-    const scratch = try ctx.scratchBytes(p.n_tokens * act_bytes);
-    prepareActivations(ctx, p, scratch.ptr, act_bytes, Q8_0Kernel.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, 1));
-    run(ctx, Q8_0Kernel, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr });
+fn runBlock32(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
+    try runQuantized(Block32Kernel(F), ctx, p, block32.Panel.bytes(tile_rows, p.w.ne0), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -588,23 +621,8 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
         const row = bytes[r * row_bytes ..];
         const out = ref[r * k ..];
         switch (kind) {
-            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
-                const F = switch (q) {
-                    .q4_k => q4_k,
-                    .q5_k => q5_k,
-                    .q6_k => q6_k,
-                    .q2_k => q2_k,
-                    .q3_k => q3_k,
-                    .iq4_xs => iq4_xs,
-                    .iq3_s => iq3_s.kernels,
-                    .iq3_xxs => iq3_xxs.kernels,
-                    .iq2_xxs => iq2_xxs.kernels,
-                    .iq2_xs => iq2_xs.kernels,
-                    .iq2_s => iq2_s.kernels,
-                    .iq1_s => iq1_s.kernels,
-                    .iq1_m => iq1_m.kernels,
-                    else => q8_0,
-                };
+            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q5_0, .iq4_nl, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
+                const F = Format(q);
                 const blocks: [*]F.Block = @ptrCast(@alignCast(row));
                 for (0..k / F.block_values) |b| {
                     blocks[b] = F.randomBlock(rand);
@@ -640,7 +658,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
             q8_k.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
         },
-        .q8_0 => {
+        .q8_0, .q4_0, .q5_0, .iq4_nl => {
             const row = q8_0.Row.at(&buf, k, 0);
             q8_0.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 32] * @as(f32, @floatFromInt(row.qs[c]));
@@ -720,11 +738,11 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
 
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q5_0, .iq4_nl, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| {
         const k: usize = switch (kind) {
             .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => 512,
-            .q8_0 => 96,
+            .q8_0, .q4_0, .q5_0, .iq4_nl => 352, // one whole super-block and a padded one
             else => 45,
         };
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
@@ -838,7 +856,7 @@ test "matmul rejects a weight whose rows do not match its type" {
     var y: [4]f32 = undefined;
     const bad_rows = Weight{ .data = &data, .kind = .q4_k, .ne0 = 256, .ne1 = 2, .row_bytes = 100 };
     try testing.expectError(error.Failed, matmul(ctx, &bad_rows, &x, 256, &y, 2, 1));
-    const unknown = Weight{ .data = &data, .kind = @enumFromInt(2), .ne0 = 32, .ne1 = 2, .row_bytes = 18 };
+    const unknown = Weight{ .data = &data, .kind = @enumFromInt(9), .ne0 = 32, .ne1 = 2, .row_bytes = 36 };
     try testing.expectError(error.Failed, matmul(ctx, &unknown, &x, 32, &y, 2, 1));
 }
 
@@ -846,6 +864,10 @@ test {
     _ = common;
     _ = q8_k;
     _ = q8_0;
+    _ = q4_0;
+    _ = q5_0;
+    _ = iq4_nl;
+    _ = block32;
     _ = q4_k;
     _ = q5_k;
     _ = q6_k;

@@ -4,6 +4,8 @@ const std = @import("std");
 pub const GgmlType = enum(u32) {
     f32 = 0,
     f16 = 1,
+    q4_0 = 2,
+    q5_0 = 6,
     q8_0 = 8,
     q2_k = 10,
     q3_k = 11,
@@ -14,6 +16,7 @@ pub const GgmlType = enum(u32) {
     iq2_xs = 17,
     iq3_xxs = 18,
     iq1_s = 19,
+    iq4_nl = 20,
     iq3_s = 21,
     iq2_s = 22,
     iq1_m = 29,
@@ -26,9 +29,12 @@ pub const GgmlType = enum(u32) {
         return switch (self) {
             .f32 => .{ .block_values = 1, .block_bytes = 4 },
             .f16, .bf16 => .{ .block_values = 1, .block_bytes = 2 },
+            .q4_0 => .{ .block_values = 32, .block_bytes = 18 },
+            .q5_0 => .{ .block_values = 32, .block_bytes = 22 },
             .q8_0 => .{ .block_values = 32, .block_bytes = 34 },
             .q2_k => .{ .block_values = 256, .block_bytes = 84 },
             .q3_k => .{ .block_values = 256, .block_bytes = 110 },
+            .iq4_nl => .{ .block_values = 32, .block_bytes = 18 },
             .q4_k => .{ .block_values = 256, .block_bytes = 144 },
             .q5_k => .{ .block_values = 256, .block_bytes = 176 },
             .q6_k => .{ .block_values = 256, .block_bytes = 210 },
@@ -81,5 +87,5 @@ test "row sizes of every supported type" {
     try std.testing.expectEqual(@as(?usize, 10 * 144), GgmlType.q4_k.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, 80 * 34), GgmlType.q8_0.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, null), GgmlType.q6_k.rowBytes(100));
-    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @enumFromInt(2)).rowBytes(32));
+    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @enumFromInt(9)).rowBytes(32));
 }

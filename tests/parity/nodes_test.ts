@@ -56,6 +56,9 @@ const TYPES: FileType[] = [
   "IQ2_M",
   "IQ1_S",
   "IQ1_M",
+  "Q4_0",
+  "Q5_0",
+  "IQ4_NL",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
