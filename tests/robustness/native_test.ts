@@ -417,8 +417,8 @@ const cases: Case[] = [
   },
   {
     name: "weight of an unsupported type",
-    run: () => registerWeight(wRegion, 0, 2, 32, 1),
-    expect: "tensor type 2 is not supported",
+    run: () => registerWeight(wRegion, 0, 9, 32, 1), // Q8_1: an activation format, never a weight
+    expect: "tensor type 9 is not supported",
   },
   {
     name: "weight of an unknown type",
