@@ -8,7 +8,8 @@
 //!
 //! Numerics follow llama.cpp's CPU backend: the activations are first converted to the weight
 //! type's dot-product partner (its `vec_dot_type`) — Q8_K (blocks of 256) for Q2_K…Q6_K and
-//! IQ4_XS, Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL, values rounded to F16/BF16 for F16/BF16, plain f32 for
+//! IQ4_XS, Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL/MXFP4, Q8_1 for
+//! Q4_1/Q5_1, values rounded to F16/BF16 for F16/BF16, plain f32 for
 //! F32 — and the products are integer (quantized types) or f32 (float types). The formats live in
 //! `quant/`; `Format` names each quantized type's file.
 //!
@@ -28,6 +29,9 @@ const common = @import("quant/common.zig");
 const q8_k = @import("quant/q8_k.zig");
 const q8_0 = @import("quant/q8_0.zig");
 const q4_0 = @import("quant/q4_0.zig");
+const q4_1 = @import("quant/q4_1.zig");
+const q5_1 = @import("quant/q5_1.zig");
+const mxfp4 = @import("quant/mxfp4.zig");
 const q5_0 = @import("quant/q5_0.zig");
 const iq4_nl = @import("quant/iq4_nl.zig");
 const block32 = @import("quant/block32.zig");
@@ -67,6 +71,9 @@ fn Format(comptime kind: GgmlType) type {
         .iq1_m => iq1_m.kernels,
         .q8_0 => q8_0,
         .q4_0 => q4_0,
+        .q4_1 => q4_1,
+        .q5_1 => q5_1,
+        .mxfp4 => mxfp4,
         .q5_0 => q5_0,
         .iq4_nl => iq4_nl,
         else => @compileError("not a quantized type: " ++ @tagName(kind)),
@@ -134,7 +141,7 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
         .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
         .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
-        inline .q8_0, .q4_0, .q5_0, .iq4_nl => |q| try runBlock32(Format(q), ctx, p),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => |q| try runBlock32(Format(q), ctx, p),
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
         .bf16 => try runFloat(float.Bf16, ctx, p),
@@ -181,7 +188,7 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
         .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
         .f16 => float.getRow(f16, @ptrCast(@alignCast(row)), out, w.ne0),
         .bf16 => float.getRow(float.Bf16, @ptrCast(@alignCast(row)), out, w.ne0),
-        inline .q8_0, .q4_0, .q5_0, .iq4_nl, .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| dequantizeRow(Format(q), row, out, w.ne0),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| dequantizeRow(Format(q), row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
     }
@@ -621,7 +628,7 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
         const row = bytes[r * row_bytes ..];
         const out = ref[r * k ..];
         switch (kind) {
-            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q5_0, .iq4_nl, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
+            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
                 const F = Format(q);
                 const blocks: [*]F.Block = @ptrCast(@alignCast(row));
                 for (0..k / F.block_values) |b| {
@@ -658,7 +665,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
             q8_k.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
         },
-        .q8_0, .q4_0, .q5_0, .iq4_nl => {
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => {
             const row = q8_0.Row.at(&buf, k, 0);
             q8_0.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 32] * @as(f32, @floatFromInt(row.qs[c]));
@@ -671,6 +678,27 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
             o.* = float.roundTo(float.Bf16, v);
         },
         _ => unreachable,
+    }
+}
+
+/// What Q8_1's s (f16-rounded d·Σq, from the unrounded d) adds to a row's product with the
+/// partner activation d·q: Σ_blocks m·(s − d·Σq) for Q4_1/Q5_1, zero for the other types.
+fn q8_1Correction(w: *const Weight, r: usize, x: []const f32) f64 {
+    switch (w.kind) {
+        inline .q4_1, .q5_1 => |q| {
+            const F = Format(q);
+            var buf: [q8_0.Row.bytes(1024)]u8 align(64) = undefined;
+            const act = q8_0.Row.at(&buf, x.len, 0);
+            q8_0.quantize(x.ptr, x.len, act);
+            const blocks: [*]const F.Block = @ptrCast(@alignCast(w.row(r)));
+            var c: f64 = 0;
+            for (0..x.len / 32) |b| {
+                const exact = @as(f64, act.d[b]) * @as(f64, @floatFromInt(act.sums[b]));
+                c += @as(f64, F.min(&blocks[b])) * (act.s[b] - exact);
+            }
+            return c;
+        },
+        else => return 0,
     }
 }
 
@@ -738,11 +766,11 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
 
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q5_0, .iq4_nl, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| {
         const k: usize = switch (kind) {
             .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => 512,
-            .q8_0, .q4_0, .q5_0, .iq4_nl => 352, // one whole super-block and a padded one
+            .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => 352, // one whole super-block and a padded one
             else => 45,
         };
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
@@ -775,7 +803,7 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
                     e += @abs(wv) * @abs(@as(f64, x_partner[c]) - xt[c]);
                     plain += wv * xt[c];
                 }
-                want[t][r] = s;
+                want[t][r] = s + q8_1Correction(&m.w, r, xt);
                 bound[t][r] = e;
                 raw[t][r] = plain;
             }
@@ -867,6 +895,9 @@ test {
     _ = q4_0;
     _ = q5_0;
     _ = iq4_nl;
+    _ = q4_1;
+    _ = q5_1;
+    _ = mxfp4;
     _ = block32;
     _ = q4_k;
     _ = q5_k;

@@ -24,7 +24,9 @@ export const GgmlType = {
   F32: 0,
   F16: 1,
   Q4_0: 2,
+  Q4_1: 3,
   Q5_0: 6,
+  Q5_1: 7,
   Q8_0: 8,
   Q2_K: 10,
   Q3_K: 11,
@@ -34,6 +36,7 @@ export const GgmlType = {
   IQ4_NL: 20,
   IQ4_XS: 23,
   BF16: 30,
+  MXFP4: 39,
 } as const;
 
 /**

@@ -52,6 +52,8 @@ const TYPES: FileType[] = [
   "Q4_0",
   "Q5_0",
   "IQ4_NL",
+  "Q4_1",
+  "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
