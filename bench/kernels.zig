@@ -27,7 +27,7 @@ const shapes = [_]Shape{
 };
 const lm_head = Shape{ .rows = 248320, .cols = 2560, .name = "248320x2560 (LM head)" };
 
-const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f16, .bf16, .f32 };
+const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f16, .bf16, .f32 };
 
 const dram_bytes = 384 << 20;
 
@@ -68,19 +68,25 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
         s ^= s << 17;
         w.* = s;
     }
-    const Patch = struct { block: usize, offsets: []const usize };
+    const Patch = struct { block: usize, offsets: []const usize, byte: bool = false };
     const patch: ?Patch = switch (kind) {
         .q4_k => .{ .block = 144, .offsets = &.{ 0, 2 } },
         .q5_k => .{ .block = 176, .offsets = &.{ 0, 2 } },
         .q6_k => .{ .block = 210, .offsets = &.{208} },
         .q8_0 => .{ .block = 34, .offsets = &.{0} },
+        .q4_0, .iq4_nl => .{ .block = 18, .offsets = &.{0} },
+        .q4_1 => .{ .block = 20, .offsets = &.{ 0, 2 } },
+        .q5_0 => .{ .block = 22, .offsets = &.{0} },
+        .q5_1 => .{ .block = 24, .offsets = &.{ 0, 2 } },
+        // MXFP4's scale is one exponent byte: 0x3c (2^-68) is small and normal.
+        .mxfp4 => .{ .block = 17, .offsets = &.{0}, .byte = true },
         else => null,
     };
     const small: f16 = 0.001;
     if (patch) |p| {
         var b: usize = 0;
         while (b + p.block <= bytes.len) : (b += p.block) for (p.offsets) |o| {
-            @memcpy(bytes[b + o ..][0..2], std.mem.asBytes(&small));
+            if (p.byte) bytes[b + o] = 0x3c else @memcpy(bytes[b + o ..][0..2], std.mem.asBytes(&small));
         };
     } else {
         // float weights: random bit patterns include NaN/Inf; use small values instead
