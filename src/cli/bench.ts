@@ -13,7 +13,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
-import { readGgufHeader } from "../gguf/read.ts";
+import { readModelHeader } from "../gguf/split.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
 import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
 import { flagHelp, parseFlags } from "./args.ts";
@@ -256,7 +256,7 @@ export async function runBench(args: string[]): Promise<number> {
     s.type = await checkBenchType(s.type);
     s.model = await ensureBenchModel(log, s.type);
   }
-  const header = readGgufHeader(s.model); // a clear error for a missing or broken file, before any run
+  const header = readModelHeader(s.model); // a clear error for a missing or broken file, before any run
 
   // Everything a run would otherwise do once first (build the kernels, install llama.cpp) happens
   // here, outside the timings.
@@ -275,7 +275,7 @@ export async function runBench(args: string[]): Promise<number> {
 
 async function measure(
   s: Settings,
-  header: GgufFile,
+  header: GgufFile & { parts: string[] },
   library: string,
   status: Status,
   log: (l: string) => void,
@@ -287,7 +287,7 @@ async function measure(
     locateLlama();
   }
   status.show("reading the model into the page cache");
-  readThrough(s.model);
+  for (const part of header.parts) readThrough(part);
   // Measured before and after the runs; the better of the two is the machine's ceiling (another
   // process reading memory at the same time can only lower a measurement).
   status.show("measuring memory bandwidth");
