@@ -9,7 +9,7 @@
 //!   zig build bench-kernels -- --prompt             16-, 64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
-//!   zig build bench-kernels -- --repack             Q4_K repacked in 8-row groups (as loaded)
+//!   zig build bench-kernels -- --repack             repackable types repacked as loaded (`/r`)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
 //!
 //! One- and 16-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
@@ -246,7 +246,8 @@ pub fn main(init: std.process.Init.Minimal) !void {
             if (packed_buf.len > 0) for (0..copies) |c| {
                 weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * stride));
             };
-            const name = if (packed_buf.len > 0) "q4_kx8" else @tagName(kind);
+            var name_buf: [16]u8 = undefined;
+            const name = if (packed_buf.len > 0) std.fmt.bufPrint(&name_buf, "{s}/r", .{@tagName(kind)}) catch unreachable else @tagName(kind);
             const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.

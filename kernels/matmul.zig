@@ -16,7 +16,8 @@
 //! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
 //! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
-//! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! at a time, Q4_0 and Q8_0 eight blocks of a row at a time (`block32`'s super-blocks): the
+//! natural layouts' dots issue too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
 //! panel (`kquants.Panel`, `block32.Panel` for the 32-value block
 //! formats), then every tile of the chunk reads the panel; float weights are read directly. Token chunks are sized so their activations stay in L2.
@@ -141,7 +142,11 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
         .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
         .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
         .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
-        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => |q| try runBlock32(Format(q), ctx, p),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => |q| {
+            const F = Format(q);
+            if (comptime @hasDecl(F, "Super")) if (w.repacked) return runBlock32(F, true, ctx, p);
+            try runBlock32(F, false, ctx, p);
+        },
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
         .bf16 => try runFloat(float.Bf16, ctx, p),
@@ -149,28 +154,46 @@ pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_strid
     }
 }
 
-/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows.
+/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows, or a 32-value block
+/// format with a repacked layout (Q4_0, Q8_0) in whole super-blocks of 256 values.
 pub fn canRepack(w: *const Weight) bool {
-    return w.kind == .q4_k and !w.repacked and w.ne1 % q4_k_x8.rows == 0;
+    if (w.repacked) return false;
+    return switch (w.kind) {
+        .q4_k => w.ne1 % q4_k_x8.rows == 0,
+        inline .q4_0, .q8_0 => w.ne0 % 256 == 0,
+        else => false,
+    };
 }
 
-/// Copies a Q4_K weight into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in the 8-row
-/// interleaved layout of `quant/q4_k_x8.zig`, split over the pool; returns the repacked weight.
+/// Copies a weight `canRepack` accepts into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in
+/// its repacked layout — Q4_K in the 8-row interleaved groups of `quant/q4_k_x8.zig`, Q4_0 and
+/// Q8_0 in the super-blocks of `quant/block32.zig` — split over the pool; returns the repacked
+/// weight.
 pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
     std.debug.assert(canRepack(w));
     const Job = struct {
         w: *const Weight,
         dst: [*]align(64) u8,
         fn run(j: *const @This(), worker: usize, n_workers: usize) void {
-            const nb = j.w.ne0 / 256;
-            const s = pool_mod.share(j.w.ne1 / q4_k_x8.rows, 1, worker, n_workers);
-            const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+            const step: usize = if (j.w.kind == .q4_k) q4_k_x8.rows else 1;
+            const s = pool_mod.share(j.w.ne1 / step, 1, worker, n_workers);
             // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
             const page = os.pageSize();
-            const first = std.mem.alignBackward(usize, @intFromPtr(groups + s.begin * nb), page);
-            const last = std.mem.alignForward(usize, @intFromPtr(groups + s.end * nb), page);
+            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * step * j.w.row_bytes), page);
+            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * step * j.w.row_bytes), page);
             if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
-            for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+            switch (j.w.kind) {
+                .q4_k => {
+                    const nb = j.w.ne0 / 256;
+                    const groups: [*]q4_k_x8.Group = @ptrCast(j.dst);
+                    for (s.begin..s.end) |rg| q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+                },
+                inline .q4_0, .q8_0 => |q| for (s.begin..s.end) |r| {
+                    const F = Format(q);
+                    block32.repackRow(F, @ptrCast(@alignCast(j.w.row(r))), j.w.ne0 / 256, @ptrCast(@alignCast(j.dst + r * j.w.row_bytes)));
+                },
+                else => unreachable,
+            }
         }
     };
     const job = Job{ .w = w, .dst = dst };
@@ -195,6 +218,10 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
 }
 
 fn dequantizeRepackedRow(w: *const Weight, r: usize, out: [*]f32) void {
+    switch (w.kind) {
+        inline .q4_0, .q8_0 => |q| return block32.dequantizeSuperRow(Format(q), @ptrCast(@alignCast(w.data + r * w.row_bytes)), w.ne0 / 256, out),
+        else => {},
+    }
     const nb = w.ne0 / 256;
     const groups: [*]const q4_k_x8.Group = @ptrCast(@alignCast(w.data));
     for (0..nb) |b| {
@@ -472,6 +499,8 @@ fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!voi
 /// GEMM tiles — followed by one panel of `panel_bytes` per worker, and works through the rows in
 /// chunks that are multiples of `multiple`.
 fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_min: usize, multiple: usize) error{Failed}!void {
+    // One-token kernels of repacked block32 rows read the activations interleaved too.
+    const interleave = p.tiled() or (comptime @hasDecl(K, "interleaved_acts") and K.interleaved_acts);
     const A = K.Act;
     const Convert = struct {
         fn natural(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
@@ -487,7 +516,7 @@ fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_mi
     const panel_bytes = std.mem.alignForward(usize, panel_bytes_min, 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
-    if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
+    if (interleave) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
     var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, multiple));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
@@ -497,7 +526,7 @@ fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_mi
 // (`quant/block32.zig`): one token reads the weights in place; tiles read rows unpacked into a
 // per-worker panel of interleaved super-blocks.
 
-fn Block32Kernel(comptime F: type) type {
+fn Block32Kernel(comptime F: type, comptime repacked: bool) type {
     return struct {
         p: Problem,
         chunks: *pool_mod.Chunks,
@@ -508,9 +537,15 @@ fn Block32Kernel(comptime F: type) type {
         const Self = @This();
 
         pub const Act = q8_0;
+        pub const interleaved_acts = repacked;
 
         fn blocks(self: *const Self, r: usize) [*]const F.Block {
             return @ptrCast(@alignCast(self.p.w.row(r)));
+        }
+
+        /// Repacked: row r's super-blocks.
+        fn supers(self: *const Self, r: usize) [*]const F.Super {
+            return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
         }
 
         fn act(self: *const Self, t: usize) q8_0.Row {
@@ -522,6 +557,11 @@ fn Block32Kernel(comptime F: type) type {
         }
 
         fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
+            if (repacked) {
+                var rows: [R][*]const F.Super = undefined;
+                inline for (0..R) |i| rows[i] = self.supers(r + i);
+                return block32.dotRowsSuper(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
             return block32.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
@@ -534,11 +574,11 @@ fn Block32Kernel(comptime F: type) type {
             for (0..n_rows) |i| {
                 // Fetch the next group's row while unpacking this one (see KQuantKernel.prepare).
                 if (next_ok) {
-                    const next: [*]const u8 = @ptrCast(self.blocks(r + i + n_rows));
+                    const next = self.p.w.data + (r + i + n_rows) * self.p.w.row_bytes;
                     var off: usize = 0;
                     while (off < self.p.w.row_bytes) : (off += 64) common.prefetchSpan(next + off, 64);
                 }
-                dst.unpackRow(F, self.blocks(r + i), nb, i);
+                if (repacked) dst.unpackSuperRow(F, self.supers(r + i), i) else dst.unpackRow(F, self.blocks(r + i), nb, i);
             }
         }
 
@@ -552,8 +592,8 @@ fn Block32Kernel(comptime F: type) type {
     };
 }
 
-fn runBlock32(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
-    try runQuantized(Block32Kernel(F), ctx, p, block32.Panel.bytes(tile_rows, p.w.ne0), 1);
+fn runBlock32(comptime F: type, comptime repacked: bool, ctx: *root.Context, p: Problem) error{Failed}!void {
+    try runQuantized(Block32Kernel(F, repacked), ctx, p, block32.Panel.bytes(tile_rows, p.w.ne0), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,7 +742,7 @@ fn q8_1Correction(w: *const Weight, r: usize, x: []const f32) f64 {
     }
 }
 
-test "repacked Q4_K gives the natural layout's products: one token to float rounding, tiles exactly" {
+test "repacked Q4_K, Q4_0 and Q8_0 give the natural layout's products: one token to float rounding, tiles exactly" {
     var prng = common.testRng(37);
     const rand = prng.random();
     const n = 48;
@@ -710,37 +750,39 @@ test "repacked Q4_K gives the natural layout's products: one token to float roun
     const max_tokens = 21;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const row_bytes = GgmlType.q4_k.rowBytes(k).?;
-    const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-    defer testing.allocator.free(bytes);
-    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-    defer testing.allocator.free(packed_bytes);
-    const ref = try testing.allocator.alloc(f32, n * k);
-    defer testing.allocator.free(ref);
-    const natural = testMatrix(.q4_k, n, k, rand, bytes, ref).w;
-    try testing.expect(canRepack(&natural));
-    const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
-    try testing.expect(!canRepack(&repacked));
+    for ([_]GgmlType{ .q4_k, .q4_0, .q8_0 }) |kind| {
+        const row_bytes = kind.rowBytes(k).?;
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+        defer testing.allocator.free(bytes);
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+        defer testing.allocator.free(packed_bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+        try testing.expect(canRepack(&natural));
+        const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
+        try testing.expect(!canRepack(&repacked));
 
-    var row: [k]f32 = undefined;
-    for (0..n) |r| {
-        getRow(&repacked, r, &row);
-        try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
-    }
-    var x: [max_tokens * k]f32 = undefined;
-    for (&x) |*v| v.* = rand.floatNorm(f32);
-    for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
-        var want: [max_tokens * n]f32 = undefined;
-        var got: [max_tokens * n]f32 = undefined;
-        const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
-        try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
-        try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
-        if (n_tokens > 1) {
-            try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
-        } else for (0..n) |r| {
-            try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
+        var row: [k]f32 = undefined;
+        for (0..n) |r| {
+            getRow(&repacked, r, &row);
+            try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
         }
-    };
+        var x: [max_tokens * k]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
+            var want: [max_tokens * n]f32 = undefined;
+            var got: [max_tokens * n]f32 = undefined;
+            const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
+            try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
+            try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
+            if (n_tokens > 1) {
+                try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
+            } else for (0..n) |r| {
+                try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
+            }
+        };
+    }
 }
 
 fn testContext(n_threads: usize) !*root.Context {
@@ -837,17 +879,17 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     }
 }
 
-test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K)" {
+test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K, Q4_0, Q8_0)" {
     var prng = common.testRng(41);
     const rand = prng.random();
     const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
     const max_tokens = 9; // two fused passes of 4 and a single token
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16 };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and kind != .q4_k) continue;
-        const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
+        if (repack_it and kind != .q4_k and kind != .q4_0 and kind != .q8_0) continue;
+        const k: usize = if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
         const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);

@@ -67,7 +67,8 @@ pub const GgmlType = enum(u32) {
 
 /// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
 /// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, Q4_K rows in
-/// groups of 8 interleaved as `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes).
+/// groups of 8 interleaved as `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes), or
+/// Q4_0 / Q8_0 rows of super-blocks (`quant/block32.zig`, same row size).
 pub const Weight = struct {
     data: [*]const u8,
     kind: GgmlType,

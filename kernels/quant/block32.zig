@@ -123,9 +123,7 @@ pub const Panel = struct {
 
     /// Unpacks one weight row (`nb` blocks) into panel row `row`.
     pub fn unpackRow(p: Panel, comptime F: type, blocks: [*]const F.Block, nb: usize, row: usize) void {
-        const h = row % 2;
         for (0..p.ns) |s| {
-            const pr = p.pair(row, s);
             var chunks: [8]U8x32 = @splat(@splat(0));
             var d: [8]f32 = @splat(0);
             var m: [8]f32 = @splat(0);
@@ -136,11 +134,25 @@ pub const Panel = struct {
                 d[i] = F.scale(blk);
                 if (F.has_min) m[i] = F.min(blk);
             }
-            const vals = common.transposeWords(chunks);
-            inline for (0..8) |v| halfOf(U8x32, &pr.vals[v], h).* = vals[v];
-            halfOf(F32x8, &pr.d, h).* = d;
-            halfOf(F32x8, &pr.m, h).* = m;
+            p.storeSuper(row, s, common.transposeWords(chunks), d, m);
         }
+    }
+
+    /// Unpacks one repacked weight row (`p.ns` super-blocks, see "Repacked rows") into panel row
+    /// `row`: its quants are already interleaved.
+    pub fn unpackSuperRow(p: Panel, comptime F: type, supers: [*]const F.Super, row: usize) void {
+        for (0..p.ns) |s| {
+            const sup = &supers[s];
+            p.storeSuper(row, s, F.superQuants(sup), F.superScales(sup), if (F.has_min) F.superMins(sup) else @splat(0));
+        }
+    }
+
+    inline fn storeSuper(p: Panel, row: usize, s: usize, vals: [8]U8x32, d: F32x8, m: F32x8) void {
+        const pr = p.pair(row, s);
+        const h = row % 2;
+        inline for (0..8) |v| halfOf(U8x32, &pr.vals[v], h).* = vals[v];
+        halfOf(F32x8, &pr.d, h).* = d;
+        halfOf(F32x8, &pr.m, h).* = m;
     }
 };
 
@@ -220,6 +232,112 @@ fn tileWidth(comptime F: type, comptime L: usize, comptime G: usize, comptime T:
 /// A 32-byte vector as itself (L = 1) or in both halves of a 64-byte one (L = 2).
 inline fn repeat(comptime L: usize, comptime E: type, v: @Vector(32 / @sizeOf(E), E)) @Vector(32 * L / @sizeOf(E), E) {
     return if (L == 2) std.simd.join(v, v) else v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repacked rows: one-token dots on eight blocks at a time.
+//
+// The natural layout's one-token dot spends ~13 instructions per block and row (unpacking, one
+// vpdpbusd, then a scale conversion, broadcast and multiply-add for 32 values), which at 4.5 bits
+// per value keeps it from streaming weights as fast as memory delivers them. Formats that provide
+// a `Super` can be repacked at load, row by row (any row count): each run of eight blocks becomes
+// one super-block with the blocks' quants interleaved as the GEMM tiles want them and their scales
+// side by side, the same bytes rearranged. A super-block then takes eight `dotBytes` against the
+// interleaved activation and one lane-wise scale for all eight blocks, as in the tile above.
+// Rows must be whole super-blocks (ne0 a multiple of 256). A format with a `Super` provides
+//   Super                                  8 blocks' bytes, rearranged (same size)
+//   repackSuper(blocks: *const [8]Block) Super,  blockOf(sup, i) Block (the way back)
+//   superQuants(sup) [8]U8x32              the interleaved unsigned quants u
+//   superScales(sup) F32x8, superMins(sup) F32x8 (has_min)  lane i: block i's d, m
+
+/// Dot products of R repacked rows (`ns` super-blocks each) with one interleaved activation row.
+pub inline fn dotRowsSuper(comptime F: type, comptime R: usize, rows: [R][*]const F.Super, act: q8_0.Row, ns: usize, ahead: usize) [R]f32 {
+    var acc: [R]F32x8 = @splat(@splat(0));
+    for (0..ns) |s| {
+        var x: [8]I8x32 = undefined;
+        inline for (0..8) |v| x[v] = act.qs[256 * s + 32 * v ..][0..32].*;
+        const sums: I32x8 = act.sums[8 * s ..][0..8].*;
+        const start = sums *% @as(I32x8, @splat(-F.offset));
+        const dx: F32x8 = act.d[8 * s ..][0..8].*;
+        inline for (0..R) |r| {
+            const sup = &rows[r][s];
+            common.prefetchSpan(@as([*]const u8, @ptrCast(sup)) + ahead, @sizeOf(F.Super));
+            const u = F.superQuants(sup);
+            // Two chains: a vpdpbusd waits for the previous one's result.
+            var iacc: [2]I32x8 = .{ start, @splat(0) };
+            inline for (0..8) |v| iacc[v % 2] = dotQuants(F, iacc[v % 2], u[v], x[v]);
+            acc[r] = @mulAdd(F32x8, @floatFromInt(iacc[0] +% iacc[1]), F.superScales(sup) * dx, acc[r]);
+            if (F.has_min) acc[r] = @mulAdd(F32x8, F.superMins(sup), act.s[8 * s ..][0..8].*, acc[r]);
+        }
+    }
+    var out: [R]f32 = undefined;
+    inline for (0..R) |r| out[r] = common.sum(acc[r]);
+    return out;
+}
+
+/// Repacks one row of `ns` super-blocks.
+pub fn repackRow(comptime F: type, blocks: [*]const F.Block, ns: usize, dst: [*]F.Super) void {
+    for (0..ns) |s| dst[s] = F.repackSuper(blocks[8 * s ..][0..8]);
+}
+
+/// Dequantizes one repacked row.
+pub fn dequantizeSuperRow(comptime F: type, supers: [*]const F.Super, ns: usize, out: [*]f32) void {
+    for (0..ns) |s| for (0..8) |i| {
+        const blk = F.blockOf(&supers[s], i);
+        F.dequantize(&blk, out[256 * s + 32 * i ..][0..32]);
+    };
+}
+
+/// Checks a format's `Super` against its blocks: the round trip, the interleaved quants and
+/// scales against the natural ones, and `dotRowsSuper` against `blockDotRef`.
+pub fn checkSuper(comptime F: type, seed: u64) !void {
+    var prng = common.testRng(seed);
+    const rand = prng.random();
+    const ns = 2;
+    const nb = 8 * ns;
+    const k = nb * 32;
+    var rows: [3][nb]F.Block = undefined;
+    var supers: [3][ns]F.Super = undefined;
+    for (&rows, &supers) |*row, *sup| {
+        for (row) |*blk| blk.* = F.randomBlock(rand);
+        repackRow(F, row, ns, sup);
+    }
+    var x: [k]f32 = undefined;
+    for (&x) |*v| v.* = rand.floatNorm(f32);
+    var natural_buf: [q8_0.Row.bytes(k)]u8 align(64) = undefined;
+    var tiled_buf: [q8_0.Row.bytes(k)]u8 align(64) = undefined;
+    const natural = q8_0.Row.at(&natural_buf, k, 0);
+    const tiled = q8_0.Row.at(&tiled_buf, k, 0);
+    q8_0.quantize(&x, k, natural);
+    q8_0.quantize(&x, k, tiled);
+    q8_0.interleave(tiled, k);
+    for (0..3) |r| {
+        var want: f32 = 0;
+        for (0..ns) |s| {
+            var chunks: [8]U8x32 = undefined;
+            const d: [8]f32 = F.superScales(&supers[r][s]);
+            for (0..8) |i| {
+                const blk = &rows[r][8 * s + i];
+                try std.testing.expectEqualSlices(u8, std.mem.asBytes(blk), std.mem.asBytes(&F.blockOf(&supers[r][s], i)));
+                chunks[i] = F.quants(blk);
+                try std.testing.expectEqual(F.scale(blk), d[i]);
+                if (F.has_min) try std.testing.expectEqual(F.min(blk), @as([8]f32, F.superMins(&supers[r][s]))[i]);
+                want += blockDotRef(F, blk, natural, 8 * s + i);
+            }
+            const want_vals: [8][32]u8 = @bitCast(common.transposeWords(chunks));
+            const got_vals: [8][32]u8 = @bitCast(F.superQuants(&supers[r][s]));
+            try std.testing.expectEqual(want_vals, got_vals);
+        }
+        const got = dotRowsSuper(F, 1, .{&supers[r]}, tiled, ns, 0)[0];
+        try std.testing.expectApproxEqAbs(want, got, 1e-5 * @max(1, @abs(want)));
+        var deq: [k]f32 = undefined;
+        var ref: [32]f32 = undefined;
+        dequantizeSuperRow(F, &supers[r], ns, &deq);
+        for (0..nb) |b| {
+            F.dequantizeRef(&rows[r][b], &ref);
+            try std.testing.expectEqualSlices(f32, &ref, deq[32 * b ..][0..32]);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,6 +70,55 @@ pub fn dequantize(blk: *const Block, out: *[32]f32) void {
     block32.dequantize(@This(), blk, out);
 }
 
+/// Eight blocks of a row repacked (`block32`'s "Repacked rows"), 144 bytes like the blocks:
+///   d:  [8]f16        block i's scale
+///   qs: [4][8]u32     [c][i] = block i's qs[4c..4c+4]: low nibbles are its values 4c..4c+3,
+///                     high nibbles 16+4c..; so word c's low nibbles are interleaved vector c, its
+///                     high nibbles vector 4+c
+pub const Super = extern struct {
+    d: [8]f16,
+    qs: [4][8]u32,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Super) == 8 * @sizeOf(Block));
+}
+
+pub fn repackSuper(blocks: *const [8]Block) Super {
+    var sup: Super = undefined;
+    for (blocks, 0..) |*blk, i| {
+        sup.d[i] = blk.d;
+        for (0..4) |c| sup.qs[c][i] = std.mem.readInt(u32, blk.qs[4 * c ..][0..4], .little);
+    }
+    return sup;
+}
+
+pub fn blockOf(sup: *const Super, i: usize) Block {
+    var blk: Block = .{ .d = sup.d[i], .qs = undefined };
+    for (0..4) |c| std.mem.writeInt(u32, blk.qs[4 * c ..][0..4], sup.qs[c][i], .little);
+    return blk;
+}
+
+/// The nibbles of the four words, split into the eight interleaved vectors.
+pub inline fn superNibbles(qs: *const [4][8]u32) [8]U8x32 {
+    const low: @Vector(8, u32) = @splat(0x0f0f0f0f);
+    var out: [8]U8x32 = undefined;
+    inline for (0..4) |c| {
+        const w: @Vector(8, u32) = qs[c];
+        out[c] = @bitCast(w & low);
+        out[4 + c] = @bitCast((w >> @splat(4)) & low);
+    }
+    return out;
+}
+
+pub inline fn superQuants(sup: *const Super) [8]U8x32 {
+    return superNibbles(&sup.qs);
+}
+
+pub inline fn superScales(sup: *const Super) common.F32x8 {
+    return @floatCast(@as(@Vector(8, f16), sup.d));
+}
+
 pub fn randomBlock(rand: std.Random) Block {
     var blk: Block = undefined;
     rand.bytes(std.mem.asBytes(&blk));
@@ -79,6 +128,7 @@ pub fn randomBlock(rand: std.Random) Block {
 
 test "Q4_0 against the block32 references" {
     try block32.checkFormat(@This(), 40);
+    try block32.checkSuper(@This(), 41);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -62,6 +62,49 @@ pub fn dequantize(blk: *const Block, out: *[32]f32) void {
     block32.dequantize(@This(), blk, out);
 }
 
+/// Eight blocks of a row repacked (`block32`'s "Repacked rows"), 272 bytes like the blocks:
+///   d:  [8]f16        block i's scale
+///   qs: [8][8]u32     [v][i] = block i's quants 4v..4v+3, stored + 128: interleaved vector v
+pub const Super = extern struct {
+    d: [8]f16,
+    qs: [8][8]u32,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Super) == 8 * @sizeOf(Block));
+}
+
+pub fn repackSuper(blocks: *const [8]Block) Super {
+    var sup: Super = undefined;
+    var chunks: [8]U8x32 = undefined;
+    for (blocks, 0..) |*blk, i| {
+        sup.d[i] = blk.d;
+        chunks[i] = quants(blk);
+    }
+    const vals = common.transposeWords(chunks);
+    for (0..8) |v| sup.qs[v] = @bitCast(vals[v]);
+    return sup;
+}
+
+pub fn blockOf(sup: *const Super, i: usize) Block {
+    var chunks: [8]U8x32 = undefined;
+    for (0..8) |v| chunks[v] = @bitCast(@as(@Vector(8, u32), sup.qs[v]));
+    const natural: [8][32]u8 = @bitCast(common.transposeWords(chunks));
+    var blk: Block = .{ .d = sup.d[i], .qs = undefined };
+    for (&blk.qs, natural[i]) |*q, u| q.* = @bitCast(u ^ 0x80);
+    return blk;
+}
+
+pub inline fn superQuants(sup: *const Super) [8]U8x32 {
+    var out: [8]U8x32 = undefined;
+    inline for (0..8) |v| out[v] = @bitCast(@as(@Vector(8, u32), sup.qs[v]));
+    return out;
+}
+
+pub inline fn superScales(sup: *const Super) F32x8 {
+    return @floatCast(@as(@Vector(8, f16), sup.d));
+}
+
 pub fn randomBlock(rand: std.Random) Block {
     var blk: Block = undefined;
     rand.bytes(std.mem.asBytes(&blk));
@@ -212,6 +255,7 @@ test "Q8_0 / Q8_1 activation quantization matches llama.cpp's AVX2 rounding" {
 
 test "Q8_0 weights against the block32 references" {
     try block32.checkFormat(@This(), 9);
+    try block32.checkSuper(@This(), 10);
 }
 
 test "Q8_0 rows in ggml's block layout match the split-array quantizer, and widen reads them back" {

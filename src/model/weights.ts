@@ -70,8 +70,8 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 };
 
 /**
- * Copies every Q4_K matrix the kernels can repack into one buffer, in the 8-row layout their
- * one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
+ * Copies every matrix the kernels can repack (Q4_K, Q4_0, Q8_0) into one buffer, in the layout
+ * their one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
  * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
  * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.

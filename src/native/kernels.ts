@@ -188,8 +188,8 @@ export function registerWeight(
 }
 
 /**
- * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K matrices
- * with a multiple of 8 rows can).
+ * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (Q4_K matrices with a
+ * multiple of 8 rows, Q4_0 and Q8_0 matrices with rows of a multiple of 256 values can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);

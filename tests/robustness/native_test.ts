@@ -470,9 +470,9 @@ const cases: Case[] = [
   },
   { name: "mapping an empty file", run: () => mapFile(emptyFile()), expect: "the file is empty" },
   {
-    name: "repacking a matrix that is not Q4_K",
+    name: "repacking a matrix of a type without a repacked layout",
     run: () => ctx.repack(embed4x8, buf, 0),
-    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows)",
+    expect: "cannot be repacked (Q4_K with a multiple of 8 rows, Q4_0 or Q8_0 with rows of a multiple of 256 values)",
   },
   {
     name: "repacking Q4_K rows that are not whole groups of 8",
