@@ -778,7 +778,7 @@ fn reference(s: Shape, q: []const f32, kc: []const u8, vc: []const u8, out: []f3
             if (rot != 0) hadamardRef(&qr, d, rot);
             for (0..d / 32) |b| {
                 var qs: [32]i8 = undefined;
-                const dq = q8_0.quantizeBlockRef(qr[32 * b ..][0..32], &qs);
+                const dq = q8_0.quantizeBlockRef(qr[32 * b ..][0..32], &qs).d;
                 for (0..32) |i| qr[32 * b + i] = @as(f32, dq) * @as(f32, @floatFromInt(qs[i]));
             }
         }

@@ -250,7 +250,8 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
 }
 
 /// Bytes `dq_repack` needs for a weight (its size), or 0 when the weight cannot be repacked
-/// (its type has no interleaved layout, or its rows are not whole groups) or the id is invalid.
+/// (see `matmul.canRepack`: K-quants with an interleaved layout in whole row groups, Q4_0 and Q8_0 with rows of a multiple
+/// of 256 values) or the id is invalid.
 export fn dq_repack_bytes(weight: u32) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
@@ -268,7 +269,7 @@ export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi:
 fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Failed}!i32 {
     const ctx = try lookupContext(context);
     const w = try lookupWeight(weight);
-    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (its type has no interleaved layout, or its rows are not whole groups)", .{weight});
+    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, and Q4_0 and Q8_0 with rows of a multiple of 256 values)", .{weight});
     const src_region = &regions[weights[weight & 0xffff].region_slot];
     const dst = try lookupRegion(region);
     if (dst.kind != .buffer) return fail("repacking needs a buffer region, not a file mapping", .{});

@@ -13,13 +13,15 @@
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
-import { readGgufHeader } from "../gguf/read.ts";
+import { readModelHeader } from "../gguf/split.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
 import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
 import { flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
   benchModelPath,
+  checkBenchType,
+  DEFAULT_BENCH_TYPE,
   ensureBenchModel,
   removeLeftovers,
   removeOutdated,
@@ -36,6 +38,11 @@ const FLAGS: Specs = [
     short: "m",
     kind: "string",
     help: "FILE  model to measure (default: synthetic Qwen3.5-4B Q4_K_M, built once)",
+  },
+  {
+    long: "type",
+    kind: "string",
+    help: "T  without -m: the synthetic 4B model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …), built once",
   },
   {
     long: "threads",
@@ -85,7 +92,8 @@ alternate, and the table shows medians with ratios deltaq ÷ llama.cpp. Decode i
 as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
-(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes).
+(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes);
+--type T builds and keeps one in any other llama.cpp file type (Q4_0, Q8_0, Q2_K, IQ4_XS, …).
 
 options:
 ${flagHelp(FLAGS)}
@@ -96,6 +104,8 @@ const BANDWIDTH_SOURCE = new URL("../../bench/bandwidth.zig", import.meta.url);
 
 interface Settings {
   model: string;
+  /** The benchmark model's file type when no model is given. */
+  type: string;
   threads: number;
   pp: number;
   tg: number;
@@ -193,8 +203,12 @@ function readFlags(args: string[]): Settings | undefined {
       `unexpected argument ${JSON.stringify(positionals[0])} (the model goes after -m; see bench --help)`,
     );
   }
+  if (flags.model !== undefined && flags.type !== undefined) {
+    throw new DeltaqError("bench takes either -m FILE or --type T (the synthetic model's type), not both");
+  }
   return {
     model: (flags.model as string | undefined) ?? "",
+    type: (flags.type as string | undefined) ?? DEFAULT_BENCH_TYPE,
     threads: (flags.threads as number | undefined) ?? 2,
     pp: (flags.pp as number | undefined) ?? 512,
     tg: (flags.tg as number | undefined) ?? 128,
@@ -238,8 +252,11 @@ export async function runBench(args: string[]): Promise<number> {
     console.error(`deltaq bench: ${line}`);
   };
   removeLeftovers();
-  if (!s.model) s.model = await ensureBenchModel(log);
-  const header = readGgufHeader(s.model); // a clear error for a missing or broken file, before any run
+  if (!s.model) {
+    s.type = await checkBenchType(s.type);
+    s.model = await ensureBenchModel(log, s.type);
+  }
+  const header = readModelHeader(s.model); // a clear error for a missing or broken file, before any run
 
   // Everything a run would otherwise do once first (build the kernels, install llama.cpp) happens
   // here, outside the timings.
@@ -258,7 +275,7 @@ export async function runBench(args: string[]): Promise<number> {
 
 async function measure(
   s: Settings,
-  header: GgufFile,
+  header: GgufFile & { parts: string[] },
   library: string,
   status: Status,
   log: (l: string) => void,
@@ -270,7 +287,7 @@ async function measure(
     locateLlama();
   }
   status.show("reading the model into the page cache");
-  readThrough(s.model);
+  for (const part of header.parts) readThrough(part);
   // Measured before and after the runs; the better of the two is the machine's ceiling (another
   // process reading memory at the same time can only lower a measurement).
   status.show("measuring memory bandwidth");
@@ -605,8 +622,8 @@ export function formatReport(r: Report, s: Settings): string {
   const out: string[] = [];
   const m = r.machine;
   const hasRef = r.summary[0]?.llama !== undefined;
-  const name = r.model === benchModelPath()
-    ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp"
+  const name = r.model === benchModelPath(s.type)
+    ? `synthetic Qwen3.5-4B shapes (qwen35-4b preset), ${s.type} by llama.cpp`
     : r.model;
   out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
   out.push(

@@ -1,6 +1,7 @@
 /**
- * The default benchmark model: a synthetic model with exactly Qwen3.5-4B's shapes, quantized to
- * Q4_K_M by the pinned llama.cpp (≈ 2.7 GB), cached in `.cache/bench/` (git-ignored).
+ * The benchmark models: a synthetic model with exactly Qwen3.5-4B's shapes, quantized by the
+ * pinned llama.cpp to Q4_K_M (the default, ≈ 2.7 GB) or any file type `llama_model_quantize` makes
+ * (`--type`), each cached in `.cache/bench/` (git-ignored).
  *
  * The file name carries a hash of the generator's sources and the llama.cpp version, so a change
  * to either builds a new file. Building writes the F16 model (≈ 8.4 GB) under a temporary name,
@@ -15,7 +16,7 @@ import { ProgressBar } from "./progress.ts";
 import { isFile } from "../util/fs.ts";
 
 const PRESET = "qwen35-4b";
-const QUANT = "Q4_K_M";
+export const DEFAULT_BENCH_TYPE = "Q4_K_M";
 const SEED = 1;
 /** F16 intermediate (8.4 GB) + quantized result (2.7 GB) + headroom. */
 const DISK_NEEDED = 12e9;
@@ -28,9 +29,22 @@ function fromUrl(u: URL): string {
 
 export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
 
-/** Where the cached benchmark model is (or will be). */
-export function benchModelPath(): string {
-  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
+/** Where the cached benchmark model of a file type is (or will be). */
+export function benchModelPath(type: string = DEFAULT_BENCH_TYPE): string {
+  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${type}.gguf`;
+}
+
+/**
+ * The file types a benchmark model can be built in (llama.cpp's quantize presets and F16/BF16),
+ * or a DeltaqError naming them for an unknown one. Imported lazily: the oracle is test and
+ * benchmark machinery.
+ */
+export async function checkBenchType(type: string): Promise<string> {
+  const { LLAMA_FTYPE } = await import("../oracle/llama.ts");
+  const known = Object.keys(LLAMA_FTYPE);
+  const match = known.find((k) => k.toLowerCase() === type.toLowerCase());
+  if (!match) throw new DeltaqError(`unknown benchmark model type ${JSON.stringify(type)}; use one of ${known.join(", ")}`);
+  return match;
 }
 
 /** Free bytes on the file system holding `dir`, or undefined when `df` cannot tell. */
@@ -46,11 +60,13 @@ function freeBytes(dir: string): number | undefined {
 }
 
 /**
- * The path of the cached 4B Q4_K_M benchmark model, building it when missing (several minutes;
- * `log` receives one line per stage).
+ * The path of the cached 4B benchmark model in file type `type` (a key of llama.cpp's
+ * `LLAMA_FTYPE`, see `checkBenchType`), building it when missing (several minutes; `log` receives
+ * one line per stage).
  */
-export async function ensureBenchModel(log: (line: string) => void): Promise<string> {
-  const path = benchModelPath();
+export async function ensureBenchModel(log: (line: string) => void, type: string = DEFAULT_BENCH_TYPE): Promise<string> {
+  const quant = await checkBenchType(type);
+  const path = benchModelPath(quant);
   if (isFile(path)) return path;
   Deno.mkdirSync(BENCH_CACHE, { recursive: true });
   removeLeftovers();
@@ -80,7 +96,7 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
   Deno.addSignalListener("SIGINT", onInterrupt);
   let listening = true;
   try {
-    log(`building the benchmark model (once): synthetic ${PRESET} in F16, then ${QUANT} with llama.cpp`);
+    log(`building the benchmark model (once): synthetic ${PRESET} in F16, then ${quant} with llama.cpp`);
     const bar = new ProgressBar(`${PRESET} F16`);
     const t0 = performance.now();
     await writeSyntheticQwen35(
@@ -92,7 +108,7 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     log(
       `wrote the F16 model in ${
         ((performance.now() - t0) / 1000).toFixed(0)
-      } s; quantizing to ${QUANT} (several minutes)…`,
+      } s; quantizing to ${quant} (several minutes)…`,
     );
     const t1 = performance.now();
     // Imported here: the oracle installs the pinned llama.cpp on first use.
@@ -101,7 +117,7 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     // let Ctrl-C end the process at once; the next build removes what it left (removeLeftovers).
     Deno.removeSignalListener("SIGINT", onInterrupt);
     listening = false;
-    quantize(floatPath, path, QUANT);
+    quantize(floatPath, path, quant as Parameters<typeof quantize>[2]);
     log(
       `quantized in ${((performance.now() - t1) / 1000).toFixed(0)} s: ${path} (${
         (Deno.statSync(path).size / 1e9).toFixed(2)
@@ -111,7 +127,8 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     cleanUp();
     if (listening) Deno.removeSignalListener("SIGINT", onInterrupt);
   }
-  removeOutdated(path, /^qwen35-4b-s\d+-[0-9a-f]{8}-llama[\d.]+-\w+\.gguf$/, log);
+  // Earlier builds of the same type (other generator or llama.cpp versions); other types stay.
+  removeOutdated(path, new RegExp(`^qwen35-4b-s\\d+-[0-9a-f]{8}-llama[\\d.]+-${quant}\\.gguf$`), log);
   return path;
 }
 

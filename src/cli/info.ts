@@ -3,7 +3,8 @@
  * only (no weights are touched).
  */
 import { DeltaqError } from "../errors.ts";
-import { Metadata, readGgufHeader } from "../gguf/read.ts";
+import { Metadata } from "../gguf/read.ts";
+import { readModelHeader } from "../gguf/split.ts";
 import { ggmlTypeName, type GgufFile, type GgufValue } from "../gguf/types.ts";
 import { type Qwen35Config, readConfig } from "../model/config.ts";
 import { contextMemory } from "../model/model.ts";
@@ -32,9 +33,10 @@ function describeValue(v: GgufValue): string {
   return String(v);
 }
 
-export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {}): string {
+export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {}, parts: string[] = [path]): string {
   const lines: string[] = [];
   lines.push(`file: ${path} (${formatBytes(gguf.fileSize)}, GGUF v${gguf.version}, ${gguf.tensors.length} tensors, alignment ${gguf.alignment})`);
+  if (parts.length > 1) lines.push(`split into ${parts.length} files: ${parts.join(", ")}`);
   lines.push("", "metadata:");
   const width = Math.max(...[...gguf.metadata.keys()].map((k) => k.length), 0);
   for (const [k, v] of gguf.metadata) lines.push(`  ${k.padEnd(width)}  ${describeValue(v)}`);
@@ -110,5 +112,6 @@ function formatMemory(cfg: Qwen35Config, q: MemoryQuery): string[] {
 }
 
 export function runInfo(path: string, memory: MemoryQuery = {}): void {
-  console.log(formatInfo(path, readGgufHeader(path), memory));
+  const header = readModelHeader(path);
+  console.log(formatInfo(path, header, memory, header.parts));
 }

@@ -5,6 +5,7 @@
  * of weight ids that the forward pass (qwen35.ts) reads by name.
  */
 import { checkGgufPath, Metadata, parseGguf } from "../gguf/read.ts";
+import { checkSplitPart, joinSplitParts, splitPartPaths } from "../gguf/split.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
 import { allocate, type Context, mapFile, type Region, registerWeight, repackBytes } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
@@ -49,7 +50,10 @@ export interface ModelWeights {
   gguf: GgufFile;
   metadata: Metadata;
   config: Qwen35Config;
+  /** The file's mapping (of the first part, for a split model). */
   mapping: Region;
+  /** The mappings of a split model's other parts (empty for one file); `freeMappings` frees all. */
+  partMappings: Region[];
   tokenEmbd: number;
   outputNorm: number;
   /** LM head: output.weight, or token_embd.weight when tied. */
@@ -66,8 +70,9 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 };
 
 /**
- * Copies every matrix the kernels can repack (Q4_K, Q3_K, Q2_K, IQ4_XS) into one buffer, in the
- * row-interleaved layouts their one-token matmuls run fastest on, and points the layers (and a separate LM head) at the copies.
+ * Copies every matrix the kernels can repack (Q4_K, Q3_K, Q2_K, IQ4_XS, Q4_0, Q8_0) into one
+ * buffer, in the layouts their one-token matmuls run fastest on, and points the layers (and a
+ * separate LM head) at the copies.
  * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
  * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.
@@ -102,11 +107,41 @@ export function repackWeights(w: ModelWeights, context: Context): Region | undef
   return region;
 }
 
-export function loadWeights(path: string): ModelWeights {
+/** Unmaps the model file (every part of a split model). */
+export function freeMappings(w: ModelWeights): void {
+  w.mapping.free();
+  for (const m of w.partMappings) m.free();
+}
+
+/**
+ * Maps a model file — every part of a split one (`../gguf/split.ts`) — and checks it; returns the
+ * mappings (first part first), the joined header and which part holds each tensor.
+ */
+function mapModel(path: string): { mappings: Region[]; gguf: GgufFile; part: Map<string, number> } {
   checkGgufPath(path);
-  const mapping = mapFile(path);
+  const mappings = [mapFile(path)];
   try {
-    const gguf = parseGguf(mapping.bytes(), path, mapping.byteLength);
+    const first = parseGguf(mappings[0].bytes(), path, mappings[0].byteLength);
+    const paths = splitPartPaths(path, first);
+    if (paths.length === 1) return { mappings, gguf: first, part: new Map() };
+    const parts = [first];
+    for (let i = 1; i < paths.length; i++) {
+      checkGgufPath(paths[i]);
+      mappings.push(mapFile(paths[i]));
+      parts.push(parseGguf(mappings[i].bytes(), paths[i], mappings[i].byteLength));
+      checkSplitPart(paths[i], parts[i], i, paths.length);
+    }
+    return { mappings, ...joinSplitParts(paths, parts) };
+  } catch (e) {
+    for (const m of mappings) m.free();
+    throw e;
+  }
+}
+
+export function loadWeights(path: string): ModelWeights {
+  const { mappings, gguf, part } = mapModel(path);
+  const mapping = mappings[0];
+  try {
     const metadata = new Metadata(gguf, path);
     const config = readConfig(metadata, gguf.tensors, path);
     const byName = new Map(gguf.tensors.map((t) => [t.name, t]));
@@ -114,7 +149,7 @@ export function loadWeights(path: string): ModelWeights {
       const t = byName.get(name) as GgufTensorInfo; // presence and shape checked by readConfig
       const ne0 = t.shape[0];
       const ne1 = t.shape.slice(1).reduce((a, b) => a * b, 1);
-      return registerWeight(mapping, t.fileOffset, t.type, ne0, ne1, `${path}: tensor ${name}`);
+      return registerWeight(mappings[part.get(name) ?? 0], t.fileOffset, t.type, ne0, ne1, `${path}: tensor ${name}`);
     };
     // Register only what the pass uses (MTP blocks and unknown extras are ignored).
     const ids = new Map<string, number>();
@@ -161,6 +196,7 @@ export function loadWeights(path: string): ModelWeights {
       metadata,
       config,
       mapping,
+      partMappings: mappings.slice(1),
       tokenEmbd: id("token_embd.weight"),
       outputNorm: id("output_norm.weight"),
       output: ids.get("output.weight") ?? id("token_embd.weight"),
@@ -168,7 +204,7 @@ export function loadWeights(path: string): ModelWeights {
       tensorTypes: new Map(gguf.tensors.map((t) => [t.name, t.type])),
     };
   } catch (e) {
-    mapping.free();
+    for (const m of mappings) m.free();
     throw e;
   }
 }

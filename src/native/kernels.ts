@@ -23,14 +23,20 @@ export function rowsOf(ref: Ref, first: number, width: number): Ref {
 export const GgmlType = {
   F32: 0,
   F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q5_0: 6,
+  Q5_1: 7,
   Q8_0: 8,
   Q2_K: 10,
   Q3_K: 11,
   Q4_K: 12,
   Q5_K: 13,
   Q6_K: 14,
+  IQ4_NL: 20,
   IQ4_XS: 23,
   BF16: 30,
+  MXFP4: 39,
 } as const;
 
 /**
@@ -182,8 +188,9 @@ export function registerWeight(
 }
 
 /**
- * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K, Q3_K,
- * Q2_K and IQ4_XS matrices in whole groups of 8 or 16 rows can).
+ * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (Q4_K, Q3_K, Q2_K and
+ * IQ4_XS matrices in whole groups of 8 or 16 rows, Q4_0 and Q8_0 matrices with rows of a multiple
+ * of 256 values can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);

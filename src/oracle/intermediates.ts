@@ -19,7 +19,7 @@ import { LlamaReference } from "./llama.ts";
 import { Activations, encodeForward, type LayerState, singleSequence } from "../model/qwen35.ts";
 import { convDim } from "../model/deltanet.ts";
 import { RopeSchedule } from "../model/rope.ts";
-import { loadWeights, type ModelWeights } from "../model/weights.ts";
+import { freeMappings, loadWeights, type ModelWeights } from "../model/weights.ts";
 import type { Qwen35Config } from "../model/config.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ export function dumpOurs(
     for (const r of regions) r.free();
     a.free();
     ctx.free();
-    w.mapping.free();
+    freeMappings(w);
   }
 }
 

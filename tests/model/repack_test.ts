@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
-import { loadWeights } from "../../src/model/weights.ts";
+import { freeMappings, loadWeights } from "../../src/model/weights.ts";
 import { allocate, Context, repackBytes } from "../../src/native/kernels.ts";
 import { testModel } from "../models.ts";
 
@@ -74,6 +74,6 @@ Deno.test("repacking gives up the mapped original: its id is freed", async () =>
     buffer.free();
   } finally {
     ctx.free();
-    w.mapping.free();
+    freeMappings(w);
   }
 });

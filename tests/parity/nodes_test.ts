@@ -27,7 +27,7 @@ import {
   dumpOurs,
   mergeCalls,
 } from "../../src/oracle/intermediates.ts";
-import type { QuantizeType } from "../../src/oracle/llama.ts";
+import type { QuantizeOptions, QuantizeType } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
 
 const PROMPT = 72;
@@ -56,6 +56,11 @@ const TYPES: FileType[] = [
   "IQ2_M",
   "IQ1_S",
   "IQ1_M",
+  "Q4_0",
+  "Q5_0",
+  "IQ4_NL",
+  "Q4_1",
+  "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
@@ -79,25 +84,29 @@ function check(table: Comparison[], what: string, tolerance: (node: string) => n
   }
 }
 
+/** One node-by-node case: a cached test model of `type` (made with `quantOptions`). */
+function nodeCase(type: FileType, shape: string, quantOptions?: QuantizeOptions, label: string = type): void {
+  Deno.test(`node-by-node parity with llama.cpp: ${shape} ${label}, prompt and token by token`, async () => {
+    const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type, quantOptions });
+    const tokens = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % 1000);
+
+    const prompt = dumpLlama(path, [tokens]);
+    const ours = dumpOurs(path, [tokens], prompt.calls);
+    check(compareCall(ours.calls[0], prompt.calls[0]), `${shape} ${type} prompt`, () => NODE_TOLERANCE);
+
+    const steps = tokens.slice(0, STEPS).map((t) => [t]);
+    const stepwise = dumpLlama(path, steps);
+    const oursStepwise = dumpOurs(path, steps, stepwise.calls);
+    const table = mergeCalls(oursStepwise.calls.map((c, i) => compareCall(c, stepwise.calls[i])));
+    check(
+      table,
+      `${shape} ${type} token by token`,
+      (node) => node.startsWith("attn_pregate-") ? DECODE_ATTENTION_TOLERANCE : NODE_TOLERANCE,
+    );
+  });
+}
+
 for (const shape of SHAPES) {
-  for (const type of TYPES) {
-    Deno.test(`node-by-node parity with llama.cpp: ${shape} ${type}, prompt and token by token`, async () => {
-      const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type });
-      const tokens = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % 1000);
-
-      const prompt = dumpLlama(path, [tokens]);
-      const ours = dumpOurs(path, [tokens], prompt.calls);
-      check(compareCall(ours.calls[0], prompt.calls[0]), `${shape} ${type} prompt`, () => NODE_TOLERANCE);
-
-      const steps = tokens.slice(0, STEPS).map((t) => [t]);
-      const stepwise = dumpLlama(path, steps);
-      const oursStepwise = dumpOurs(path, steps, stepwise.calls);
-      const table = mergeCalls(oursStepwise.calls.map((c, i) => compareCall(c, stepwise.calls[i])));
-      check(
-        table,
-        `${shape} ${type} token by token`,
-        (node) => node.startsWith("attn_pregate-") ? DECODE_ATTENTION_TOLERANCE : NODE_TOLERANCE,
-      );
-    });
-  }
+  for (const type of TYPES) nodeCase(type, shape);
+  nodeCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");
 }

@@ -2,7 +2,9 @@
  * Logit parity with llama.cpp (the pinned build) on synthetic Qwen3.5 models: two shapes (one with
  * full_attention_interval 3 and a V/K head ratio of 4, one with interval 4 and ratio 2), written as
  * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S,
- * Q3_K_M, Q3_K_L and IQ4_XS (presets that mix types tensor by tensor). Each file is
+ * Q3_K_M, Q3_K_L, IQ4_XS, Q4_0, Q5_0, IQ4_NL, Q4_1 and Q5_1 (presets that mix types tensor by
+ * tensor), and to MXFP4 in every matrix (no preset makes MXFP4 for a dense model: the MXFP4_MOE
+ * file type with --pure, token embedding and LM head included). Each file is
  * evaluated on 72 positions, as one prompt and token by token, by both engines.
  *
  * The grid-based IQ types (IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M) run as llama.cpp's
@@ -49,6 +51,11 @@ const TYPES: FileType[] = [
   "Q3_K_M",
   "Q3_K_L",
   "IQ4_XS",
+  "Q4_0",
+  "Q5_0",
+  "IQ4_NL",
+  "Q4_1",
+  "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
 
@@ -218,3 +225,7 @@ for (const type of IQ_TYPES) {
   if (type === "IQ3_S") parityCase(type, "tiny"); // its mix is IQ3_S throughout but the tied Q6_K head
   else parityCase(type, "tiny", { pure: true }, `${type} pure`);
 }
+
+// MXFP4: every matrix, token embedding and LM head included (MXFP4_MOE's own mix is all Q8_0 for a
+// dense model).
+for (const shape of SHAPES) parityCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");
