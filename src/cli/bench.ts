@@ -446,6 +446,7 @@ async function measureBandwidth(
  * Bytes of weights a decode step streams: every tensor of the trunk, the LM head included, except
  * the token embedding when the LM head is a separate `output.weight` (then only one embedding row
  * is read per token) and blocks beyond `block_count` (MTP heads the forward pass does not run).
+ * Of a routed-expert tensor (`*_exps`), only the share of the experts a token uses.
  */
 export function decodeWeightBytes(
   h: { metadata: Map<string, unknown>; tensors: { name: string; byteLength: number }[] },
@@ -453,12 +454,20 @@ export function decodeWeightBytes(
   const arch = String(h.metadata.get("general.architecture") ?? "");
   const blocks = Number(h.metadata.get(`${arch}.block_count`) ?? Infinity);
   const untied = h.tensors.some((t) => t.name === "output.weight");
+  const experts = Number(h.metadata.get(`${arch}.expert_count`) ?? 0);
+  const used = h.metadata.get(`${arch}.expert_used_count`);
+  // per-layer counts: their mean
+  const usedCount = typeof used === "number"
+    ? used
+    : ArrayBuffer.isView(used) || Array.isArray(used)
+    ? Array.from(used as ArrayLike<number>).reduce((a, b) => a + Number(b), 0) / (used as ArrayLike<number>).length
+    : 0;
   let bytes = 0;
   for (const t of h.tensors) {
     if (untied && t.name === "token_embd.weight") continue;
     const blk = /^blk\.(\d+)\./.exec(t.name);
     if (blk && Number(blk[1]) >= blocks) continue;
-    bytes += t.byteLength;
+    bytes += /_exps\.weight$/.test(t.name) && experts > 0 ? t.byteLength * usedCount / experts : t.byteLength;
   }
   return bytes;
 }

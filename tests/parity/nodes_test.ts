@@ -1,9 +1,10 @@
 /**
  * Node-by-node parity with llama.cpp: every operation of deltaq's forward pass, run on exactly
  * llama.cpp's inputs for it (teacher forcing, src/oracle/intermediates.ts), must reproduce
- * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes in every
- * file type the logit parity test uses, for a 72-token prompt in one call and for tokens fed one
- * at a time.
+ * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes and the
+ * two mixture-of-experts shapes in every file type the logit parity test uses, for a 72-token
+ * prompt in one call and for tokens fed one at a time. (The experts each token picks are not a
+ * node llama.cpp reports as floats; a different pick shows as a mismatch of the expert nodes.)
  *
  * Why this exists next to the logit test: on quantized models the two engines' logits cannot
  * agree to better than the noise of activation quantization. A ~1e-7 float difference sooner or
@@ -58,6 +59,8 @@ const TYPES: FileType[] = [
   "IQ1_M",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
+const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
+const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K"];
 
 function check(table: Comparison[], what: string, tolerance: (node: string) => number): void {
   assert.ok(table.length > 0, `${what}: no nodes compared`);
@@ -79,8 +82,12 @@ function check(table: Comparison[], what: string, tolerance: (node: string) => n
   }
 }
 
-for (const shape of SHAPES) {
-  for (const type of TYPES) {
+const CASES: [string, FileType[]][] = [
+  ...SHAPES.map((s) => [s, TYPES] as [string, FileType[]]),
+  ...MOE_SHAPES.map((s) => [s, MOE_TYPES] as [string, FileType[]]),
+];
+for (const [shape, types] of CASES) {
+  for (const type of types) {
     Deno.test(`node-by-node parity with llama.cpp: ${shape} ${type}, prompt and token by token`, async () => {
       const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type });
       const tokens = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % 1000);

@@ -2,8 +2,10 @@
  * Logit parity with llama.cpp (the pinned build) on synthetic Qwen3.5 models: two shapes (one with
  * full_attention_interval 3 and a V/K head ratio of 4, one with interval 4 and ratio 2), written as
  * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S,
- * Q3_K_M, Q3_K_L and IQ4_XS (presets that mix types tensor by tensor). Each file is
- * evaluated on 72 positions, as one prompt and token by token, by both engines.
+ * Q3_K_M, Q3_K_L and IQ4_XS (presets that mix types tensor by tensor); and two mixture-of-experts
+ * (`qwen35moe`) shapes (6 experts, 2 used, tied, fused gate/up; 5 experts, 1 used, untied, split
+ * gate/up) as F32, Q8_0, Q4_K_M and Q6_K. Each file is evaluated on 72 positions, as one prompt
+ * and token by token, by both engines.
  *
  * The grid-based IQ types (IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M) run as llama.cpp's
  * own mixes on tiny-b (IQ2_M is the mix whose base type is IQ2_S; all but IQ3_S are made with a
@@ -51,6 +53,9 @@ const TYPES: FileType[] = [
   "IQ4_XS",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
+/** Mixture-of-experts shapes and the file types llama.cpp converts them to. */
+const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
+const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K"];
 
 /** Deterministic prompt ids spread over the vocabulary. */
 function promptTokens(nVocab: number, n: number, seed: number): number[] {
@@ -210,6 +215,9 @@ function parityCase(
 
 for (const shape of SHAPES) {
   for (const type of TYPES) parityCase(type, shape);
+}
+for (const shape of MOE_SHAPES) {
+  for (const type of MOE_TYPES) parityCase(type, shape);
 }
 
 const IQ_TYPES: QuantizeType[] = ["IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_M", "IQ1_S", "IQ1_M"];
