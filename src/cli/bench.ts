@@ -8,7 +8,7 @@
  * time goes, per kind of work.
  *
  * Without -m the model is a synthetic one with Qwen3.5-4B's exact shapes in Q4_K_M, built once
- * (./bench_model.ts). Speed depends on what else the machine is doing: the load average before and
+ * (./bench_model.ts); `--preset 35b-a3b` takes Qwen3.5-35B-A3B's (mixture of experts, 8 layers). Speed depends on what else the machine is doing: the load average before and
  * after is printed with the table.
  */
 import { fileURLToPath } from "node:url";
@@ -19,7 +19,10 @@ import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/b
 import { flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
+  BENCH_PRESETS,
+  benchModelDescription,
   benchModelPath,
+  DEFAULT_BENCH_PRESET,
   ensureBenchModel,
   removeLeftovers,
   removeOutdated,
@@ -36,6 +39,11 @@ const FLAGS: Specs = [
     short: "m",
     kind: "string",
     help: "FILE  model to measure (default: synthetic Qwen3.5-4B Q4_K_M, built once)",
+  },
+  {
+    long: "preset",
+    kind: "string",
+    help: `NAME  synthetic benchmark model instead of -m: ${Object.keys(BENCH_PRESETS).join(" | ")} (default ${DEFAULT_BENCH_PRESET})`,
   },
   {
     long: "threads",
@@ -86,6 +94,8 @@ as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
 (2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes).
+--preset 35b-a3b builds one with Qwen3.5-35B-A3B's widths (256 experts, 8 used + 1 shared) and 8
+of its 40 layers (4.7 GB; needs ~22 GB free while building, and ~10 GB of memory for llama.cpp).
 
 options:
 ${flagHelp(FLAGS)}
@@ -96,6 +106,8 @@ const BANDWIDTH_SOURCE = new URL("../../bench/bandwidth.zig", import.meta.url);
 
 interface Settings {
   model: string;
+  /** The benchmark preset the model comes from (when no -m was given). */
+  preset: string;
   threads: number;
   pp: number;
   tg: number;
@@ -193,8 +205,14 @@ function readFlags(args: string[]): Settings | undefined {
       `unexpected argument ${JSON.stringify(positionals[0])} (the model goes after -m; see bench --help)`,
     );
   }
+  const preset = flags.preset as string | undefined;
+  if (preset !== undefined && flags.model !== undefined) throw new DeltaqError("give either -m FILE or --preset NAME, not both");
+  if (preset !== undefined && !(preset in BENCH_PRESETS)) {
+    throw new DeltaqError(`unknown --preset ${preset}; use one of ${Object.keys(BENCH_PRESETS).join(", ")}`);
+  }
   return {
     model: (flags.model as string | undefined) ?? "",
+    preset: preset ?? DEFAULT_BENCH_PRESET,
     threads: (flags.threads as number | undefined) ?? 2,
     pp: (flags.pp as number | undefined) ?? 512,
     tg: (flags.tg as number | undefined) ?? 128,
@@ -238,7 +256,7 @@ export async function runBench(args: string[]): Promise<number> {
     console.error(`deltaq bench: ${line}`);
   };
   removeLeftovers();
-  if (!s.model) s.model = await ensureBenchModel(log);
+  if (!s.model) s.model = await ensureBenchModel(log, s.preset);
   const header = readGgufHeader(s.model); // a clear error for a missing or broken file, before any run
 
   // Everything a run would otherwise do once first (build the kernels, install llama.cpp) happens
@@ -614,9 +632,8 @@ export function formatReport(r: Report, s: Settings): string {
   const out: string[] = [];
   const m = r.machine;
   const hasRef = r.summary[0]?.llama !== undefined;
-  const name = r.model === benchModelPath()
-    ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp"
-    : r.model;
+  const preset = Object.keys(BENCH_PRESETS).find((p) => r.model === benchModelPath(p));
+  const name = preset ? benchModelDescription(preset) : r.model;
   out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
   out.push(
     `machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`,
