@@ -126,12 +126,12 @@ pub const Experts = struct {
 /// then each chosen expert's rows are streamed (one token: `matvec`) or unpacked (a prompt) once
 /// for all of its tokens, in one pass of the pool over all experts. Only the chosen experts'
 /// rows are read.
-pub fn matmulExperts(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, n_inputs: usize, y: [*]f32, y_stride: usize, experts: *const Experts, matvec: bool) error{Failed}!void {
+pub fn matmulExperts(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, n_inputs: usize, y: [*]f32, y_stride: usize, experts: *const Experts, one_token: bool) error{Failed}!void {
     if (n_inputs == 0 or experts.n_used == 0) return;
     if (x_stride < w.ne0 or y_stride < experts.rows.count) return root.fail("matmul: expert strides ({d}, {d}) are shorter than the rows ({d}, {d})", .{ x_stride, y_stride, w.ne0, experts.rows.count });
     if (w.repacked and (experts.rows.stride % q4_k_x8.rows != 0 or experts.rows.first % q4_k_x8.rows != 0 or experts.rows.count % q4_k_x8.rows != 0))
         return root.fail("matmul: repacked experts must start and end on {d}-row groups", .{q4_k_x8.rows});
-    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_inputs, .matvec = matvec, .cfg = .{}, .experts = experts });
+    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_inputs, .matvec = one_token, .cfg = .{}, .experts = experts });
 }
 
 fn dispatch(ctx: *root.Context, p: Problem) error{Failed}!void {

@@ -488,10 +488,10 @@ pub const Op = enum(u32) {
     /// logits: ref, n_tokens, n_expert, k, ids: ref(i32), weights: ref — mixture-of-experts
     /// routing of each token's router logits (see moe.zig): ids [n_tokens][k], weights likewise.
     moe_route = 20,
-    /// w, x: ref, x_stride, input_per_slot, ids: ref(i32), n_tokens, k, n_expert, first, rows,
-    /// y: ref, y_stride — y[t·k+i] = rows [first, first+rows) of expert ids[t][i]'s slice of w
-    /// (ne1 = n_expert · stride rows) times x[t] (or x[t·k+i] with input_per_slot); only the
-    /// chosen experts' rows are read.
+    /// w, x: ref, x_stride, flags, ids: ref(i32), n_tokens, k, n_expert, first, rows, y: ref,
+    /// y_stride — y[t·k+i] = rows [first, first+rows) of expert ids[t][i]'s slice of w (ne1 =
+    /// n_expert · stride rows) times x[t], or x[t·k+i] with flag 1 (input per slot); flag 2: every
+    /// token multiplied as a lone token would be (as `matvec`). Only chosen experts' rows are read.
     matmul_experts = 21,
     /// y: ref, y_stride, weights: ref, n_tokens, k, dim, shared: ref, gate: ref, out: ref —
     /// out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t].
@@ -829,7 +829,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const w = try r.weight();
             const x_ref = try r.deferred();
             const x_stride = try r.int();
-            const per_slot = try r.int();
+            const flags = try r.int();
             const ids_ref = try r.deferred();
             const n_tokens = try r.int();
             const k = try r.int();
@@ -839,7 +839,8 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const y_ref = try r.deferred();
             const y_stride = try r.int();
             try checkExperts(n_expert, k);
-            if (per_slot > 1) return fail("input_per_slot must be 0 or 1", .{});
+            if (flags > 3) return fail("unknown flags {d}", .{flags});
+            const per_slot: usize = flags & 1;
             if (w.ne1 % n_expert != 0) return fail("weight of {d} rows does not split into {d} experts", .{ w.ne1, n_expert });
             const stride = w.ne1 / n_expert;
             if (rows == 0 or first > stride or rows > stride - first) return fail("rows [{d}, {d}) lie outside an expert's {d} rows", .{ first, first + rows, stride });
@@ -851,7 +852,7 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const buf = try ctx.auxBytes(moe.groupingBytes(n_tokens, k, n_expert));
             const experts = moe.group(ids, n_tokens, k, n_expert, per_slot == 1, buf, .{ .stride = stride, .first = first, .count = rows }) catch
                 return fail("expert id outside 0..{d}", .{n_expert - 1});
-            try matmul.matmulExperts(ctx, w, x, x_stride, n_inputs, y, y_stride, &experts, n_tokens == 1);
+            try matmul.matmulExperts(ctx, w, x, x_stride, n_inputs, y, y_stride, &experts, n_tokens == 1 or flags & 2 != 0);
         },
         .moe_combine => {
             const y_ref = try r.deferred();

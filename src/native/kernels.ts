@@ -543,7 +543,8 @@ export class CommandList {
 
   /**
    * y[t·k+i] = rows [first, first+rows) of expert ids[t][i] (weight rows split into nExpert equal
-   * slices) times x[t], or x[t·k+i] with `inputPerSlot`. Reads only the chosen experts' rows.
+   * slices) times x[t], or x[t·k+i] with `inputPerSlot`. Reads only the chosen experts' rows;
+   * honours `eachTokenAlone` as `matmul` does.
    */
   matmulExperts(
     weight: number,
@@ -555,7 +556,8 @@ export class CommandList {
     y: Ref,
     yStride: number,
   ): this {
-    return this.#op(21, weight, x, xStride, inputPerSlot ? 1 : 0, ids, s.nTokens, s.k, s.nExpert, s.first, s.rows, y, yStride);
+    const flags = (inputPerSlot ? 1 : 0) | (this.#eachTokenAlone ? 2 : 0);
+    return this.#op(21, weight, x, xStride, flags, ids, s.nTokens, s.k, s.nExpert, s.first, s.rows, y, yStride);
   }
 
   /** out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t], rows of `dim` values. */
