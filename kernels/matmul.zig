@@ -128,10 +128,57 @@ pub fn matvec(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: u
 
 pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize, cfg: Config) error{Failed}!void {
     if (n_tokens == 0) return;
-    if (w.kind.rowBytes(w.ne0) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @backingInt(w.kind), w.ne0 });
     if (n_tokens > 1 and x_stride < w.ne0) return root.fail("matmul: activation stride {d} is shorter than a row ({d})", .{ x_stride, w.ne0 });
     if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
-    const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
+    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .matvec = n_tokens == 1 or cfg.each_token_alone, .cfg = cfg });
+}
+
+/// Which rows of a stacked expert tensor (`ne1` = n_expert · stride rows) one expert matmul uses:
+/// expert e's rows [e·stride + first, e·stride + first + count). A fused gate/up tensor is read
+/// as its gate half (first 0) and its up half (first = count).
+pub const ExpertRows = struct {
+    stride: usize,
+    first: usize,
+    count: usize,
+};
+
+/// The (input row, output row) pairs of a batch grouped by expert (`moe.group`): expert `used[u]`
+/// owns pairs [start[u], start[u+1]).
+pub const Experts = struct {
+    rows: ExpertRows,
+    in_rows: [*]const u32,
+    out_rows: [*]const u32,
+    used: [*]const u32,
+    start: [*]const u32,
+    n_used: usize,
+
+    /// Expert e's rows of `w` as a weight of their own.
+    fn view(ex: *const Experts, w: *const Weight, e: usize) Weight {
+        var v = w.*;
+        v.data = w.data + (e * ex.rows.stride + ex.rows.first) * w.row_bytes;
+        v.ne1 = ex.rows.count;
+        return v;
+    }
+};
+
+/// Mixture-of-experts matmul (llama.cpp's `mul_mat_id`): for every pair of `experts`,
+///   y[out_row] = (expert e's rows of w) · x[in_row]
+/// `n_inputs` rows of x (`x_stride` apart) are converted to the weight type's dot partner once;
+/// then each chosen expert's rows are streamed (one token: `matvec`) or unpacked (a prompt) once
+/// for all of its tokens, in one pass of the pool over all experts. Only the chosen experts'
+/// rows are read.
+pub fn matmulExperts(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, n_inputs: usize, y: [*]f32, y_stride: usize, experts: *const Experts, one_token: bool) error{Failed}!void {
+    if (n_inputs == 0 or experts.n_used == 0) return;
+    if (x_stride < w.ne0 or y_stride < experts.rows.count) return root.fail("matmul: expert strides ({d}, {d}) are shorter than the rows ({d}, {d})", .{ x_stride, y_stride, w.ne0, experts.rows.count });
+    const group = repackedGroupRows(w);
+    if (experts.rows.stride % group != 0 or experts.rows.first % group != 0 or experts.rows.count % group != 0)
+        return root.fail("matmul: repacked experts must start and end on {d}-row groups", .{group});
+    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_inputs, .matvec = one_token, .cfg = .{}, .experts = experts });
+}
+
+fn dispatch(ctx: *root.Context, p: Problem) error{Failed}!void {
+    const w = p.w;
+    if (w.kind.rowBytes(w.ne0) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @backingInt(w.kind), w.ne0 });
     switch (w.kind) {
         .q4_k => if (w.repacked) try runKQuant(q4_k, q4_k_x8, ctx, p) else try runKQuant(q4_k, null, ctx, p),
         .q5_k => try runKQuant(q5_k, null, ctx, p),
@@ -175,6 +222,12 @@ const repackable = [_]GgmlType{ .q4_k, .q3_k, .q2_k, .iq4_xs };
 
 /// The 32-value block formats with a super-block layout (`quant/block32.zig`).
 const super_block_kinds = [_]GgmlType{ .q4_0, .q8_0 };
+
+/// Rows a weight's layout keeps together: its interleaved group when repacked, else 1.
+fn repackedGroupRows(w: *const Weight) usize {
+    if (w.repacked) inline for (repackable) |kind| if (w.kind == kind) return Interleaved(kind).?.rows;
+    return 1;
+}
 
 /// Whether `repack` can take the weight: a type with an interleaved layout in whole row groups,
 /// or a 32-value block format with a super-block layout (Q4_0, Q8_0) in whole super-blocks of
@@ -275,19 +328,35 @@ const Problem = struct {
     y: [*]f32,
     y_stride: usize,
     n_tokens: usize,
+    /// Every token through the one-token kernels (`dotRows`) rather than GEMM tiles: one token,
+    /// `Config.each_token_alone`, or an expert matmul's decode step (one token per expert, but
+    /// several input rows in all, one per slot). Set when the problem is made: an expert's share
+    /// of a batch must keep the activation layout the whole batch was prepared in.
+    matvec: bool,
     cfg: Config,
+    /// Expert matmuls: the grouping, and for one expert's share (made by `runExperts`) where
+    /// its tokens' activation rows and output rows are. Null maps are the identity.
+    experts: ?*const Experts = null,
+    x_rows: ?[*]const u32 = null,
+    y_rows: ?[*]const u32 = null,
 
     fn prefetchAhead(p: Problem) usize {
         return (p.cfg.prefetch_bytes + p.w.row_bytes - 1) / p.w.row_bytes * p.w.row_bytes;
     }
 
+    /// Which prepared activation row (or x row) token t reads.
+    fn inRow(p: Problem, t: usize) usize {
+        return if (p.x_rows) |m| m[t] else t;
+    }
+
     fn out(p: Problem, t: usize, r: usize) *f32 {
-        return &p.y[t * p.y_stride + r];
+        const row = if (p.y_rows) |m| m[t] else t;
+        return &p.y[row * p.y_stride + r];
     }
 
     /// GEMM tiles (several tokens) rather than the one-token kernels run per token.
     fn tiled(p: Problem) bool {
-        return p.n_tokens > 1 and !p.cfg.each_token_alone;
+        return !p.matvec;
     }
 
     /// Tokens per chunk: a multiple of the tile, with `row_bytes` of activations per token.
@@ -327,38 +396,78 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
 /// `groupRows(K)`, then tiles of `tile_rows` × `tile_tokens`. Ragged edges run as single rows /
 /// single tokens (few tile shapes keep the build fast; edges are a small share of the work).
 fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
+    if (k.p.experts) |ex| return runExperts(ctx, K, k, ex);
     const Driver = struct {
         fn work(kk: *const K, worker: usize, _: usize) void {
-            const p = kk.p;
-            if (!p.tiled()) {
-                while (kk.chunks.take()) |range| {
-                    var r = range.begin;
-                    const m = comptime matvecRows(K);
-                    while (r + m <= range.end) : (r += m) rowsForEachToken(kk, m, r);
-                    // Repacked weights come in whole groups, so this never runs for them.
-                    if (m == matvec_rows) while (r < range.end) : (r += 1) rowsForEachToken(kk, 1, r);
-                }
-                return;
-            }
-            const chunk = p.tokenChunk(if (comptime @hasDecl(K, "Act")) K.Act.Row.bytes(p.w.ne0) else K.actRowBytes(p.w.ne0));
-            while (kk.chunks.take()) |range| {
-                var t0: usize = 0;
-                while (t0 < p.n_tokens) : (t0 += chunk) {
-                    const t1 = @min(p.n_tokens, t0 + chunk);
-                    var r = range.begin;
-                    const group = comptime groupRows(K);
-                    while (r < range.end) : (r += group) {
-                        const n_rows = @min(group, range.end - r);
-                        kk.prepare(worker, r, n_rows);
-                        var i: usize = 0;
-                        while (i + tile_rows <= n_rows) : (i += tile_rows) tokenTiles(kk, worker, tile_rows, r + i, i, t0, t1);
-                        while (i < n_rows) : (i += 1) tokenTiles(kk, worker, 1, r + i, i, t0, t1);
-                    }
-                }
-            }
+            while (kk.chunks.take()) |range| workRows(kk, worker, range.begin, range.end);
         }
     };
     ctx.pool.run(K, k, Driver.work);
+}
+
+/// Rows [begin, end) of a kernel's problem, for every token.
+fn workRows(kk: anytype, worker: usize, begin: usize, end: usize) void {
+    const K = @TypeOf(kk.*);
+    const p = kk.p;
+    if (!p.tiled()) {
+        var r = begin;
+        const m = comptime matvecRows(K);
+        while (r + m <= end) : (r += m) rowsForEachToken(kk, m, r);
+        // Repacked weights come in whole groups, so this never runs for them.
+        if (m == matvec_rows) while (r < end) : (r += 1) rowsForEachToken(kk, 1, r);
+        return;
+    }
+    const chunk = p.tokenChunk(if (comptime @hasDecl(K, "Act")) K.Act.Row.bytes(p.w.ne0) else K.actRowBytes(p.w.ne0));
+    var t0: usize = 0;
+    while (t0 < p.n_tokens) : (t0 += chunk) {
+        const t1 = @min(p.n_tokens, t0 + chunk);
+        var r = begin;
+        const group = comptime groupRows(K);
+        while (r < end) : (r += group) {
+            const n_rows = @min(group, end - r);
+            kk.prepare(worker, r, n_rows);
+            var i: usize = 0;
+            while (i + tile_rows <= n_rows) : (i += tile_rows) tokenTiles(kk, worker, tile_rows, r + i, i, t0, t1);
+            while (i < n_rows) : (i += 1) tokenTiles(kk, worker, 1, r + i, i, t0, t1);
+        }
+    }
+}
+
+/// An expert matmul: work items are (chosen expert, row chunk) pairs over all experts, so one
+/// pass of the pool covers the whole batch. Each item runs the kernel on a copy whose problem is
+/// that expert's rows and tokens.
+fn runExperts(ctx: *root.Context, comptime K: type, k: *const K, ex: *const Experts) void {
+    const p = k.p;
+    const first_view = ex.view(p.w, ex.used[0]);
+    var sample = p;
+    sample.w = &first_view;
+    sample.n_tokens = if (p.matvec) 1 else p.n_tokens;
+    const chunk = rowChunk(ctx, sample, rowMultiple(K));
+    const per_expert = (ex.rows.count + chunk - 1) / chunk;
+    const Job = struct {
+        k: *const K,
+        ex: *const Experts,
+        chunk: usize,
+        per_expert: usize,
+        items: pool_mod.Chunks,
+        fn work(j: *const @This(), worker: usize, _: usize) void {
+            const items: *pool_mod.Chunks = @constCast(&j.items);
+            while (items.take()) |range| for (range.begin..range.end) |item| {
+                const u = item / j.per_expert;
+                const e = j.ex.used[u];
+                const view = j.ex.view(j.k.p.w, e);
+                var kk = j.k.*;
+                kk.p.w = &view;
+                kk.p.n_tokens = j.ex.start[u + 1] - j.ex.start[u];
+                kk.p.x_rows = j.ex.in_rows + j.ex.start[u];
+                kk.p.y_rows = j.ex.out_rows + j.ex.start[u];
+                const begin = item % j.per_expert * j.chunk;
+                workRows(&kk, worker, begin, @min(j.ex.rows.count, begin + j.chunk));
+            };
+        }
+    };
+    const job = Job{ .k = k, .ex = ex, .chunk = chunk, .per_expert = per_expert, .items = pool_mod.Chunks.init(ex.n_used * per_expert, 1) };
+    ctx.pool.run(Job, &job, Job.work);
 }
 
 /// Tokens fused per pass over a row group by kernels with `dotRowsTokens`.
@@ -405,6 +514,11 @@ fn matvecRows(comptime K: type) usize {
     return if (@hasDecl(K, "dot_rows")) K.dot_rows else matvec_rows;
 }
 
+/// What row chunks must be a multiple of (whole repacked groups).
+fn rowMultiple(comptime K: type) usize {
+    return if (@hasDecl(K, "row_multiple")) K.row_multiple else 1;
+}
+
 /// Rows a kernel prepares (unpacks) together before their tiles.
 fn groupRows(comptime K: type) usize {
     return if (@hasDecl(K, "group_rows")) K.group_rows else tile_rows;
@@ -442,6 +556,7 @@ fn KQuantKernel(comptime F: type, comptime X: ?type) type {
         };
         pub const dot_rows = if (repacked) I.rows else matvec_rows;
         pub const group_rows = if (repacked) I.rows else tile_rows;
+        pub const row_multiple = if (repacked) I.rows else 1;
 
         pub const Act = q8_k;
 
@@ -450,7 +565,7 @@ fn KQuantKernel(comptime F: type, comptime X: ?type) type {
         }
 
         fn act(self: *const Self, t: usize) q8_k.Row {
-            return q8_k.Row.at(self.acts, self.p.w.ne0, t);
+            return q8_k.Row.at(self.acts, self.p.w.ne0, self.p.inRow(t));
         }
 
         fn panel(self: *const Self, worker: usize) kquants.Panel {
@@ -530,7 +645,7 @@ fn KQuantKernel(comptime F: type, comptime X: ?type) type {
 fn runKQuant(comptime F: type, comptime X: ?type, ctx: *root.Context, p: Problem) error{Failed}!void {
     const K = KQuantKernel(F, X);
     const panel_bytes = kquants.Panel.bytes(K.group_rows, p.w.ne0 / 256);
-    try runQuantized(K, ctx, p, panel_bytes, if (K.repacked) K.I.rows else 1);
+    try runQuantized(K, ctx, p, panel_bytes, rowMultiple(K));
 }
 
 /// Runs a quantized kernel K (fields p, chunks, acts, panels, panel_bytes; activation format
@@ -588,7 +703,7 @@ fn Block32Kernel(comptime F: type, comptime repacked: bool) type {
         }
 
         fn act(self: *const Self, t: usize) q8_0.Row {
-            return q8_0.Row.at(self.acts, self.p.w.ne0, t);
+            return q8_0.Row.at(self.acts, self.p.w.ne0, self.p.inRow(t));
         }
 
         fn panel(self: *const Self, worker: usize) block32.Panel {
@@ -662,7 +777,7 @@ fn FloatKernel(comptime W: type) type {
         fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
-            return float.dotRows(W, R, rows, self.xs + t * self.x_stride, self.p.w.ne0, self.p.prefetchAhead());
+            return float.dotRows(W, R, rows, self.xs + self.p.inRow(t) * self.x_stride, self.p.w.ne0, self.p.prefetchAhead());
         }
 
         fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
@@ -671,7 +786,7 @@ fn FloatKernel(comptime W: type) type {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
             var xs: [T][*]const f32 = undefined;
-            inline for (0..T) |i| xs[i] = self.xs + (t + i) * self.x_stride;
+            inline for (0..T) |i| xs[i] = self.xs + self.p.inRow(t + i) * self.x_stride;
             var out: [R][T]f32 = undefined;
             float.tile(W, R, T, rows, xs, self.p.w.ne0, &out);
             return out;
@@ -954,6 +1069,68 @@ test "matvec gives every token exactly the one-token matmul's result (every type
                     std.debug.print("{s} (repacked: {}): token {d} of {d}\n", .{ @tagName(kind), repack_it, t, n_tokens });
                     return err;
                 };
+            }
+        };
+    };
+}
+
+test "expert matmul equals each chosen expert's own matmul, one token and a batch, every type" {
+    const moe = @import("moe.zig");
+    var prng = common.testRng(41);
+    const rand = prng.random();
+    const n_expert = 5;
+    const stride = 24; // rows per expert: gate 16 at first 0, "up" 8 at first 16
+    const max_tokens = 9;
+    const k_used = 3;
+    const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
+    defer for (contexts) |c| freeTestContext(c);
+    const kinds = [_]GgmlType{ .q4_k, .q6_k, .q8_0, .f32, .f16 };
+    for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
+        if (repack_it and kind != .q4_k) continue;
+        const k: usize = if (kind == .q8_0 or kind == .f32 or kind == .f16) 64 else 512;
+        const n = n_expert * stride;
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(bytes);
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(packed_bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+        const w = if (repack_it) repack(contexts[1], &natural, packed_bytes.ptr) else natural;
+        var x: [max_tokens * k_used * 512]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        for (contexts) |ctx| for ([_]usize{ 1, max_tokens }) |n_tokens| for ([_]bool{ false, true }) |per_slot| {
+            var ids: [max_tokens * k_used]i32 = undefined;
+            for (0..n_tokens) |t| {
+                // k distinct experts per token, not all experts used when there is one token
+                const base = rand.uintLessThan(usize, n_expert);
+                for (0..k_used) |i| ids[t * k_used + i] = @intCast((base + 2 * i) % n_expert);
+            }
+            for ([_][2]usize{ .{ 0, 16 }, .{ 16, 8 } }) |range| {
+                const rows = ExpertRows{ .stride = stride, .first = range[0], .count = range[1] };
+                var buf: [4096]u8 align(64) = undefined;
+                const ex = try moe.group(&ids, n_tokens, k_used, n_expert, per_slot, &buf, rows);
+                const n_inputs = if (per_slot) n_tokens * k_used else n_tokens;
+                const y_stride = 19;
+                var got: [max_tokens * k_used * 19]f32 = @splat(std.math.nan(f32));
+                try matmulExperts(ctx, &w, &x, k, n_inputs, &got, y_stride, &ex, n_tokens == 1);
+                for (0..n_tokens * k_used) |pair| {
+                    const e: usize = @intCast(ids[pair]);
+                    const input = if (per_slot) pair else pair / k_used;
+                    var want: [16]f32 = undefined;
+                    var view = natural;
+                    view.data = natural.data + (e * stride + range[0]) * natural.row_bytes;
+                    view.ne1 = range[1];
+                    try matmul(ctx, &view, x[input * k ..].ptr, k, &want, range[1], 1);
+                    for (0..range[1]) |r| {
+                        const g = got[pair * y_stride + r];
+                        testing.expectApproxEqAbs(want[r], g, 1e-4 * @max(1, @abs(want[r]))) catch |err| {
+                            std.debug.print("{s} repacked={} tokens={d} per_slot={} pair {d} row {d}\n", .{ @tagName(kind), repack_it, n_tokens, per_slot, pair, r });
+                            return err;
+                        };
+                    }
+                    for (range[1]..y_stride) |r| try testing.expect(std.math.isNan(got[pair * y_stride + r]));
+                }
             }
         };
     };

@@ -29,6 +29,7 @@ const rope = @import("rope.zig");
 const attention = @import("attention.zig");
 const conv1d = @import("conv1d.zig");
 const deltanet = @import("deltanet.zig");
+const moe = @import("moe.zig");
 
 pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
@@ -307,6 +308,9 @@ fn lookupWeight(id: u32) error{Failed}!*const Weight {
 pub const Context = struct {
     pool: Pool,
     scratch: []align(64) u8 = &.{},
+    /// A second scratch area for what must stay valid while a kernel uses `scratch` (the expert
+    /// grouping of a mixture-of-experts matmul).
+    aux: []align(64) u8 = &.{},
     /// Per-command timing, when enabled by `dq_profile` (null otherwise: no clock reads at all).
     profile: ?*Profile = null,
     /// The current profile label (set by `Op.label`), i.e. which part of the model is running.
@@ -314,25 +318,39 @@ pub const Context = struct {
 
     /// Scratch memory of at least `bytes`, valid until the next call; contents are not kept.
     pub fn scratchBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
-        if (self.scratch.len < bytes) {
-            self.freeScratch();
+        return grow(&self.scratch, bytes);
+    }
+
+    /// Like `scratchBytes`, from the separate `aux` area.
+    pub fn auxBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
+        return grow(&self.aux, bytes);
+    }
+
+    fn grow(area: *[]align(64) u8, bytes: usize) error{Failed}![]align(64) u8 {
+        if (area.len < bytes) {
+            freeArea(area);
             const len = os.pageRound(bytes);
             const ptr = os.allocPages(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
-            self.scratch = ptr[0..len];
+            area.* = ptr[0..len];
         }
-        return self.scratch[0..bytes];
+        return area.*[0..bytes];
+    }
+
+    fn freeArea(area: *[]align(64) u8) void {
+        if (area.len != 0) os.freePages(@alignCast(area.ptr), area.len);
+        area.* = &.{};
     }
 
     pub fn freeScratch(self: *Context) void {
-        if (self.scratch.len != 0) os.freePages(@alignCast(self.scratch.ptr), self.scratch.len);
-        self.scratch = &.{};
+        freeArea(&self.scratch);
+        freeArea(&self.aux);
     }
 };
 
 /// Accumulated time and call counts per (label, opcode, weight type).
 pub const Profile = struct {
     pub const labels = 8;
-    pub const ops = 16;
+    pub const ops = 32;
     pub const kinds = 32;
     const cells = labels * ops * kinds;
     nanos: [cells]f64 = @splat(0),
@@ -360,7 +378,7 @@ export fn dq_profile(context: u32, enable: u32) i32 {
 }
 
 /// Copies the profile as `labels × ops × kinds` nanoseconds followed by as many call counts
-/// (`2 · 8 · 16 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
+/// (`2 · 8 · 32 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
 export fn dq_profile_read(context: u32, out: [*]f64, cap: u32) u32 {
     const ctx = lookupContext(context) catch return 0;
     const p = ctx.profile orelse return 0;
@@ -414,6 +432,14 @@ export fn dq_context_free(id: u32) void {
 // ---------------------------------------------------------------------------------------------
 // Command lists.
 
+/// llama.cpp's LLAMA_MAX_EXPERTS.
+const max_experts = 1024;
+
+/// `k` experts used per token of `n_expert`.
+fn checkExperts(n_expert: usize, k: usize) error{Failed}!void {
+    if (n_expert == 0 or n_expert > max_experts or k == 0 or k > n_expert) return fail("{d} experts used of {d} (at most {d} experts)", .{ k, n_expert, max_experts });
+}
+
 /// Opcodes and their operands, in order. `ref` = two words (region id, element offset), always
 /// into a buffer region (never a mapping); `w` = a weight id; `w?` = a weight id or 0xffffffff for
 /// none; `f32` = the bits of a float. Row operations take `rows = tokens × heads` with separate
@@ -461,6 +487,17 @@ pub const Op = enum(u32) {
     /// Operands as `matmul`; every token is multiplied exactly as a lone token would be (the
     /// one-token kernels, bit for bit) in one pass over w: a decode step of several sequences.
     matvec = 14,
+    /// logits: ref, n_tokens, n_expert, k, ids: ref(i32), weights: ref — mixture-of-experts
+    /// routing of each token's router logits (see moe.zig): ids [n_tokens][k], weights likewise.
+    moe_route = 20,
+    /// w, x: ref, x_stride, flags, ids: ref(i32), n_tokens, k, n_expert, first, rows, y: ref,
+    /// y_stride — y[t·k+i] = rows [first, first+rows) of expert ids[t][i]'s slice of w (ne1 =
+    /// n_expert · stride rows) times x[t], or x[t·k+i] with flag 1 (input per slot); flag 2: every
+    /// token multiplied as a lone token would be (as `matvec`). Only chosen experts' rows are read.
+    matmul_experts = 21,
+    /// y: ref, y_stride, weights: ref, n_tokens, k, dim, shared: ref, gate: ref, out: ref —
+    /// out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t].
+    moe_combine = 22,
     _,
 };
 
@@ -568,7 +605,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
         };
         if (ctx.profile) |p| {
             // matmul and embed are split by weight type: their first operand is the weight id
-            const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed) and len > 2)
+            const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed or op == .matmul_experts) and len > 2)
                 if (lookupWeight(cmds[at + 2])) |w| @intFromEnum(w.kind) else |_| 31
             else
                 0;
@@ -777,6 +814,67 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             norm.gatedRows(&ctx.pool, try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
         },
         .label => ctx.label = try r.int(),
+        .moe_route => {
+            const logits_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const n_expert = try r.int();
+            const k = try r.int();
+            const ids_ref = try r.deferred();
+            const weights_ref = try r.deferred();
+            try checkExperts(n_expert, k);
+            const logits = try logits_ref.get(f32, try mul(n_tokens, n_expert));
+            const ids = try ids_ref.get(i32, try mul(n_tokens, k));
+            const route_weights = try weights_ref.get(f32, try mul(n_tokens, k));
+            moe.route(logits, n_tokens, n_expert, k, ids, route_weights);
+        },
+        .matmul_experts => {
+            const w = try r.weight();
+            const x_ref = try r.deferred();
+            const x_stride = try r.int();
+            const flags = try r.int();
+            const ids_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const k = try r.int();
+            const n_expert = try r.int();
+            const first = try r.int();
+            const rows = try r.int();
+            const y_ref = try r.deferred();
+            const y_stride = try r.int();
+            try checkExperts(n_expert, k);
+            if (flags > 3) return fail("unknown flags {d}", .{flags});
+            const per_slot: usize = flags & 1;
+            if (w.ne1 % n_expert != 0) return fail("weight of {d} rows does not split into {d} experts", .{ w.ne1, n_expert });
+            const stride = w.ne1 / n_expert;
+            if (rows == 0 or first > stride or rows > stride - first) return fail("rows [{d}, {d}) lie outside an expert's {d} rows", .{ first, first + rows, stride });
+            const pairs = try mul(n_tokens, k);
+            const n_inputs = if (per_slot == 1) pairs else n_tokens;
+            const ids = try ids_ref.get(i32, pairs);
+            const x = try x_ref.get(f32, try span(n_inputs, x_stride, w.ne0));
+            const y = try y_ref.get(f32, try span(pairs, y_stride, rows));
+            const buf = try ctx.auxBytes(moe.groupingBytes(n_tokens, k, n_expert));
+            const experts = moe.group(ids, n_tokens, k, n_expert, per_slot == 1, buf, .{ .stride = stride, .first = first, .count = rows }) catch
+                return fail("expert id outside 0..{d}", .{n_expert - 1});
+            try matmul.matmulExperts(ctx, w, x, x_stride, n_inputs, y, y_stride, &experts, n_tokens == 1 or flags & 2 != 0);
+        },
+        .moe_combine => {
+            const y_ref = try r.deferred();
+            const y_stride = try r.int();
+            const weights_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const k = try r.int();
+            const dim = try r.int();
+            const shared_ref = try r.deferred();
+            const gate_ref = try r.deferred();
+            const out_ref = try r.deferred();
+            if (k == 0 or k > max_experts) return fail("{d} experts per token (at most {d})", .{ k, max_experts });
+            const pairs = try mul(n_tokens, k);
+            const y = try y_ref.get(f32, try span(pairs, y_stride, dim));
+            const slot_weights = try weights_ref.get(f32, pairs);
+            const shared = try shared_ref.get(f32, try mul(n_tokens, dim));
+            const gate = try gate_ref.get(f32, n_tokens);
+            const out = try out_ref.get(f32, try mul(n_tokens, dim));
+            moe.combine(&ctx.pool, y, y_stride, slot_weights, n_tokens, k, dim, shared, gate, out);
+        },
         _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
     }
     if (r.at != r.words.len) return fail("{d} operand words, expected {d}", .{ r.words.len, r.at });
@@ -794,4 +892,5 @@ test {
     _ = attention;
     _ = conv1d;
     _ = deltanet;
+    _ = moe;
 }

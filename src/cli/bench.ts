@@ -8,7 +8,7 @@
  * time goes, per kind of work.
  *
  * Without -m the model is a synthetic one with Qwen3.5-4B's exact shapes in Q4_K_M, built once
- * (./bench_model.ts). Speed depends on what else the machine is doing: the load average before and
+ * (./bench_model.ts); `--preset 35b-a3b` takes Qwen3.5-35B-A3B's (mixture of experts, 8 layers). Speed depends on what else the machine is doing: the load average before and
  * after is printed with the table.
  */
 import { fileURLToPath } from "node:url";
@@ -19,8 +19,11 @@ import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/b
 import { flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
+  BENCH_PRESETS,
+  benchModelDescription,
   benchModelPath,
   checkBenchType,
+  DEFAULT_BENCH_PRESET,
   DEFAULT_BENCH_TYPE,
   ensureBenchModel,
   removeLeftovers,
@@ -40,9 +43,14 @@ const FLAGS: Specs = [
     help: "FILE  model to measure (default: synthetic Qwen3.5-4B Q4_K_M, built once)",
   },
   {
+    long: "preset",
+    kind: "string",
+    help: `NAME  synthetic benchmark model instead of -m: ${Object.keys(BENCH_PRESETS).join(" | ")} (default ${DEFAULT_BENCH_PRESET})`,
+  },
+  {
     long: "type",
     kind: "string",
-    help: "T  without -m: the synthetic 4B model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …), built once",
+    help: "T  without -m: the synthetic model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …; default Q4_K_M), built once",
   },
   {
     long: "threads",
@@ -94,6 +102,8 @@ as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
 (2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes);
 --type T builds and keeps one in any other llama.cpp file type (Q4_0, Q8_0, Q2_K, IQ4_XS, …).
+--preset 35b-a3b builds one with Qwen3.5-35B-A3B's widths (256 experts, 8 used + 1 shared) and 8
+of its 40 layers (4.7 GB; needs ~22 GB free while building, and ~10 GB of memory for llama.cpp).
 
 options:
 ${flagHelp(FLAGS)}
@@ -104,6 +114,8 @@ const BANDWIDTH_SOURCE = new URL("../../bench/bandwidth.zig", import.meta.url);
 
 interface Settings {
   model: string;
+  /** The benchmark preset the model comes from (when no -m was given). */
+  preset: string;
   /** The benchmark model's file type when no model is given. */
   type: string;
   threads: number;
@@ -203,11 +215,16 @@ function readFlags(args: string[]): Settings | undefined {
       `unexpected argument ${JSON.stringify(positionals[0])} (the model goes after -m; see bench --help)`,
     );
   }
-  if (flags.model !== undefined && flags.type !== undefined) {
-    throw new DeltaqError("bench takes either -m FILE or --type T (the synthetic model's type), not both");
+  const preset = flags.preset as string | undefined;
+  if (flags.model !== undefined && (preset !== undefined || flags.type !== undefined)) {
+    throw new DeltaqError("bench takes either -m FILE or a synthetic model (--preset NAME, --type T), not both");
+  }
+  if (preset !== undefined && !(preset in BENCH_PRESETS)) {
+    throw new DeltaqError(`unknown --preset ${preset}; use one of ${Object.keys(BENCH_PRESETS).join(", ")}`);
   }
   return {
     model: (flags.model as string | undefined) ?? "",
+    preset: preset ?? DEFAULT_BENCH_PRESET,
     type: (flags.type as string | undefined) ?? DEFAULT_BENCH_TYPE,
     threads: (flags.threads as number | undefined) ?? 2,
     pp: (flags.pp as number | undefined) ?? 512,
@@ -254,7 +271,7 @@ export async function runBench(args: string[]): Promise<number> {
   removeLeftovers();
   if (!s.model) {
     s.type = await checkBenchType(s.type);
-    s.model = await ensureBenchModel(log, s.type);
+    s.model = await ensureBenchModel(log, s.preset, s.type);
   }
   const header = readModelHeader(s.model); // a clear error for a missing or broken file, before any run
 
@@ -463,6 +480,7 @@ async function measureBandwidth(
  * Bytes of weights a decode step streams: every tensor of the trunk, the LM head included, except
  * the token embedding when the LM head is a separate `output.weight` (then only one embedding row
  * is read per token) and blocks beyond `block_count` (MTP heads the forward pass does not run).
+ * Of a routed-expert tensor (`*_exps`), only the share of the experts a token uses.
  */
 export function decodeWeightBytes(
   h: { metadata: Map<string, unknown>; tensors: { name: string; byteLength: number }[] },
@@ -470,12 +488,20 @@ export function decodeWeightBytes(
   const arch = String(h.metadata.get("general.architecture") ?? "");
   const blocks = Number(h.metadata.get(`${arch}.block_count`) ?? Infinity);
   const untied = h.tensors.some((t) => t.name === "output.weight");
+  const experts = Number(h.metadata.get(`${arch}.expert_count`) ?? 0);
+  const used = h.metadata.get(`${arch}.expert_used_count`);
+  // per-layer counts: their mean
+  const usedCount = typeof used === "number"
+    ? used
+    : ArrayBuffer.isView(used) || Array.isArray(used)
+    ? Array.from(used as ArrayLike<number>).reduce((a, b) => a + Number(b), 0) / (used as ArrayLike<number>).length
+    : 0;
   let bytes = 0;
   for (const t of h.tensors) {
     if (untied && t.name === "token_embd.weight") continue;
     const blk = /^blk\.(\d+)\./.exec(t.name);
     if (blk && Number(blk[1]) >= blocks) continue;
-    bytes += t.byteLength;
+    bytes += /_exps\.weight$/.test(t.name) && experts > 0 ? t.byteLength * usedCount / experts : t.byteLength;
   }
   return bytes;
 }
@@ -622,9 +648,8 @@ export function formatReport(r: Report, s: Settings): string {
   const out: string[] = [];
   const m = r.machine;
   const hasRef = r.summary[0]?.llama !== undefined;
-  const name = r.model === benchModelPath(s.type)
-    ? `synthetic Qwen3.5-4B shapes (qwen35-4b preset), ${s.type} by llama.cpp`
-    : r.model;
+  const preset = Object.keys(BENCH_PRESETS).find((p) => r.model === benchModelPath(p, s.type));
+  const name = preset ? benchModelDescription(preset, s.type) : r.model;
   out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
   out.push(
     `machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`,

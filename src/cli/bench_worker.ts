@@ -232,6 +232,8 @@ const OP_CATEGORY: Record<string, string> = {
   add: "element-wise (add, swiglu)",
   swiglu: "element-wise (add, swiglu)",
   embed: "token embedding",
+  moe_route: "expert routing and weighted sum",
+  moe_combine: "expert routing and weighted sum",
 };
 export const FFI_CATEGORY = "FFI + dispatch (exec wall − kernels)";
 export const JS_CATEGORY = "JS command encoding";
@@ -255,6 +257,7 @@ export function categorize(
     kernels += e.ms;
     const type = GGML_TYPES[e.weightType]?.name ?? `type ${e.weightType}`;
     if (e.op === "matmul") add(e.label === "lm_head" ? `LM head matmul ${type}` : `matmul ${type}`, e.ms);
+    else if (e.op === "matmul_experts") add(`matmul ${type} (experts)`, e.ms);
     else add(OP_CATEGORY[e.op] ?? `other kernels (${e.op})`, e.ms);
   }
   const byTime = [...ms].sort((a, b) => b[1] - a[1]);

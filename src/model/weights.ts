@@ -10,6 +10,39 @@ import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
 import { allocate, type Context, mapFile, type Region, registerWeight, repackBytes } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
 
+/** A dense SwiGLU FFN (`qwen35`). */
+export interface DenseFfnWeights {
+  kind: "dense";
+  gate: number;
+  up: number;
+  down: number;
+}
+
+/**
+ * A mixture-of-experts FFN (`qwen35moe`, spec qwen35moe.md §3–§4). Each expert tensor stacks
+ * `nExpert` slices of `rowsPerExpert` rows; a fused gate/up tensor is `gate` and `up` at once,
+ * the gate rows of each expert first (`upFirst` = nFfExp), the up rows after them.
+ */
+export interface MoeFfnWeights {
+  kind: "moe";
+  /** Experts each token uses in this layer. */
+  nUsed: number;
+  router: number; // ffn_gate_inp, {E, nExpert}
+  gate: number;
+  up: number;
+  /** Rows per expert of `gate`/`up` (nFfExp, or 2·nFfExp when fused) and where each half starts. */
+  gateUpRowsPerExpert: number;
+  gateFirst: number;
+  upFirst: number;
+  down: number;
+  sharedGateInp: number; // ffn_gate_inp_shexp, {E}: the shared expert's scalar gate
+  sharedGate: number;
+  sharedUp: number;
+  sharedDown: number;
+}
+
+export type FfnWeights = DenseFfnWeights | MoeFfnWeights;
+
 export interface AttentionWeights {
   kind: "attention";
   attnNorm: number;
@@ -20,9 +53,7 @@ export interface AttentionWeights {
   kNorm: number;
   output: number;
   postAttentionNorm: number;
-  ffnGate: number;
-  ffnUp: number;
-  ffnDown: number;
+  ffn: FfnWeights;
 }
 
 export interface DeltaNetWeights {
@@ -38,9 +69,7 @@ export interface DeltaNetWeights {
   ssmNorm: number;
   ssmOut: number;
   postAttentionNorm: number;
-  ffnGate: number;
-  ffnUp: number;
-  ffnDown: number;
+  ffn: FfnWeights;
 }
 
 export type LayerWeights = AttentionWeights | DeltaNetWeights;
@@ -64,9 +93,17 @@ export interface ModelWeights {
 }
 
 /** The fields of each layer kind that are matrices the forward pass multiplies by. */
-const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof DeltaNetWeights)[] } = {
-  attention: ["q", "k", "v", "output", "ffnGate", "ffnUp", "ffnDown"],
-  deltanet: ["qkv", "gate", "beta", "alpha", "ssmOut", "ffnGate", "ffnUp", "ffnDown"],
+const MATRIX_FIELDS: {
+  attention: (keyof AttentionWeights)[];
+  deltanet: (keyof DeltaNetWeights)[];
+  dense: (keyof DenseFfnWeights)[];
+  moe: (keyof MoeFfnWeights)[];
+} = {
+  attention: ["q", "k", "v", "output"],
+  deltanet: ["qkv", "gate", "beta", "alpha", "ssmOut"],
+  dense: ["gate", "up", "down"],
+  // the router is F32 in every llama.cpp file, so never repacked; listed for completeness
+  moe: ["router", "gate", "up", "down", "sharedGate", "sharedUp", "sharedDown"],
 };
 
 /**
@@ -80,16 +117,34 @@ const MATRIX_FIELDS: { attention: (keyof AttentionWeights)[]; deltanet: (keyof D
 export function repackWeights(w: ModelWeights, context: Context): Region | undefined {
   const targets: { holder: Record<string, unknown>; key: string; id: number; offset: number }[] = [];
   let total = 0;
+  const copies = new Map<number, number>(); // original id → offset (a fused tensor is gate and up)
   const consider = (holder: Record<string, unknown>, key: string) => {
     const id = holder[key] as number;
     const bytes = repackBytes(id);
     if (bytes === 0) return;
-    targets.push({ holder, key, id, offset: total });
-    total += Math.ceil(bytes / 64) * 64;
+    if (!copies.has(id)) {
+      copies.set(id, total);
+      total += Math.ceil(bytes / 64) * 64;
+    }
+    targets.push({ holder, key, id, offset: copies.get(id)! });
   };
   for (const layer of w.layers) {
     const fields: string[] = layer.kind === "attention" ? MATRIX_FIELDS.attention : MATRIX_FIELDS.deltanet;
     for (const key of fields) consider(layer as unknown as Record<string, unknown>, key);
+    const ffn = layer.ffn;
+    if (ffn.kind === "dense") {
+      for (const key of MATRIX_FIELDS.dense) consider(ffn as unknown as Record<string, unknown>, key);
+    } else {
+      // An expert's rows must start and end on the repacked layout's 8-row groups.
+      const expertRows: Partial<Record<keyof MoeFfnWeights, number>> = {
+        gate: w.config.moe!.nFfExp,
+        up: w.config.moe!.nFfExp,
+        down: w.config.nEmbd,
+      };
+      for (const key of MATRIX_FIELDS.moe) {
+        if ((expertRows[key] ?? 0) % 8 === 0) consider(ffn as unknown as Record<string, unknown>, key);
+      }
+    }
   }
   if (w.output !== w.tokenEmbd) consider(w as unknown as Record<string, unknown>, "output");
   if (targets.length === 0) return undefined;
@@ -99,12 +154,42 @@ export function repackWeights(w: ModelWeights, context: Context): Region | undef
   // and whole-model decode measured 13.5 vs 14.0 tok/s, within this machine's run-to-run noise.
   const region = allocate(total);
   try {
-    for (const t of targets) t.holder[t.key] = context.repack(t.id, region, t.offset, `${w.file}: ${t.key}`);
+    const repacked = new Map<number, number>();
+    for (const t of targets) {
+      let id = repacked.get(t.id);
+      if (id === undefined) {
+        id = context.repack(t.id, region, t.offset, `${w.file}: ${t.key}`);
+        repacked.set(t.id, id);
+      }
+      t.holder[t.key] = id;
+    }
   } catch (e) {
     region.free();
     throw e;
   }
   return region;
+}
+
+function ffnWeights(config: Qwen35Config, layer: number, b: (name: string) => number): FfnWeights {
+  const moe = config.moe;
+  if (!moe) return { kind: "dense", gate: b("ffn_gate.weight"), up: b("ffn_up.weight"), down: b("ffn_down.weight") };
+  const Fe = moe.nFfExp;
+  const fused = moe.fusedGateUp[layer];
+  return {
+    kind: "moe",
+    nUsed: moe.nExpertUsed[layer],
+    router: b("ffn_gate_inp.weight"),
+    gate: b(fused ? "ffn_gate_up_exps.weight" : "ffn_gate_exps.weight"),
+    up: b(fused ? "ffn_gate_up_exps.weight" : "ffn_up_exps.weight"),
+    gateUpRowsPerExpert: fused ? 2 * Fe : Fe,
+    gateFirst: 0,
+    upFirst: fused ? Fe : 0,
+    down: b("ffn_down_exps.weight"),
+    sharedGateInp: b("ffn_gate_inp_shexp.weight"),
+    sharedGate: b("ffn_gate_shexp.weight"),
+    sharedUp: b("ffn_up_shexp.weight"),
+    sharedDown: b("ffn_down_shexp.weight"),
+  };
 }
 
 /** Unmaps the model file (every part of a split model). */
@@ -160,9 +245,7 @@ export function loadWeights(path: string): ModelWeights {
       const common = {
         attnNorm: b("attn_norm.weight"),
         postAttentionNorm: b("post_attention_norm.weight"),
-        ffnGate: b("ffn_gate.weight"),
-        ffnUp: b("ffn_up.weight"),
-        ffnDown: b("ffn_down.weight"),
+        ffn: ffnWeights(config, i, b),
       };
       if (kind === "attention") {
         return {

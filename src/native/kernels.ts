@@ -284,7 +284,7 @@ export class Context {
 /** Profile labels, in the order of their ids (kernels/root.zig `Profile.labels` ≥ this length). */
 export const PROFILE_LABELS = ["other", "attention", "deltanet", "ffn", "lm_head", "unused5", "unused6", "unused7"] as const;
 export type ProfileLabel = (typeof PROFILE_LABELS)[number];
-const PROFILE_OPS = 16;
+const PROFILE_OPS = 32;
 const PROFILE_KINDS = 32;
 const OP_NAMES: Record<number, string> = {
   1: "embed",
@@ -301,12 +301,15 @@ const OP_NAMES: Record<number, string> = {
   12: "gated_norm",
   13: "label",
   14: "matvec",
+  20: "moe_route",
+  21: "matmul_experts",
+  22: "moe_combine",
 };
 
 export interface ProfileEntry {
   label: ProfileLabel;
   op: string;
-  /** GGML type of the weight for matmul/embed, else 0. */
+  /** GGML type of the weight for matmul/matmul_experts/embed, else 0. */
   weightType: number;
   ms: number;
   calls: number;
@@ -535,6 +538,38 @@ export class CommandList {
   /** Names the part of the model the following commands belong to (for profiles). */
   label(label: ProfileLabel): this {
     return this.#op(13, PROFILE_LABELS.indexOf(label));
+  }
+
+  /**
+   * Mixture-of-experts routing: per token, softmax over the `nExpert` router logits, the `k`
+   * most probable experts (ids, i32) and their probabilities renormalised to sum 1 (weights).
+   */
+  moeRoute(logits: Ref, nTokens: number, nExpert: number, k: number, ids: Ref, weights: Ref): this {
+    return this.#op(20, logits, nTokens, nExpert, k, ids, weights);
+  }
+
+  /**
+   * y[t·k+i] = rows [first, first+rows) of expert ids[t][i] (weight rows split into nExpert equal
+   * slices) times x[t], or x[t·k+i] with `inputPerSlot`. Reads only the chosen experts' rows;
+   * honours `eachTokenAlone` as `matmul` does.
+   */
+  matmulExperts(
+    weight: number,
+    x: Ref,
+    xStride: number,
+    inputPerSlot: boolean,
+    ids: Ref,
+    s: { nTokens: number; k: number; nExpert: number; first: number; rows: number },
+    y: Ref,
+    yStride: number,
+  ): this {
+    const flags = (inputPerSlot ? 1 : 0) | (this.#eachTokenAlone ? 2 : 0);
+    return this.#op(21, weight, x, xStride, flags, ids, s.nTokens, s.k, s.nExpert, s.first, s.rows, y, yStride);
+  }
+
+  /** out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t], rows of `dim` values. */
+  moeCombine(y: Ref, yStride: number, weights: Ref, nTokens: number, k: number, dim: number, shared: Ref, gate: Ref, out: Ref): this {
+    return this.#op(22, y, yStride, weights, nTokens, k, dim, shared, gate, out);
   }
 
   /** out = rmsnorm(o)·w·silu(z), rows contiguous. */

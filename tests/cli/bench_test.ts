@@ -167,12 +167,34 @@ Deno.test("bench helpers: medians, decode bytes, profile categories", () => {
     }),
     70,
   );
+  // mixture of experts: a token streams k of the X experts of each *_exps tensor, all the rest
+  const moe = new Map<string, unknown>([
+    ["general.architecture", "qwen35moe"],
+    ["qwen35moe.block_count", 1],
+    ["qwen35moe.expert_count", 8],
+    ["qwen35moe.expert_used_count", 2],
+  ]);
+  assert.equal(
+    decodeWeightBytes({
+      metadata: moe,
+      tensors: [
+        tensor("token_embd.weight", 100),
+        tensor("blk.0.ffn_gate_inp.weight", 4),
+        tensor("blk.0.ffn_up_exps.weight", 80),
+        tensor("blk.0.ffn_down_exps.weight", 40),
+        tensor("blk.0.ffn_up_shexp.weight", 10),
+      ],
+    }),
+    100 + 4 + 20 + 10 + 10,
+  );
 
   const b = categorize(
     {
       entries: [
-        { label: "ffn", op: "matmul", weightType: 12, ms: 6, calls: 3 },
+        { label: "ffn", op: "matmul", weightType: 12, ms: 5.5, calls: 3 },
         { label: "lm_head", op: "matmul", weightType: 14, ms: 2, calls: 1 },
+        { label: "ffn", op: "matmul_experts", weightType: 12, ms: 0.25, calls: 1 },
+        { label: "ffn", op: "moe_route", weightType: 0, ms: 0.25, calls: 1 },
         { label: "deltanet", op: "conv1d", weightType: 0, ms: 1, calls: 1 },
         { label: "other", op: "label", weightType: 0, ms: 0.5, calls: 9 },
       ],
@@ -183,9 +205,11 @@ Deno.test("bench helpers: medians, decode bytes, profile categories", () => {
     12,
   );
   const ms = Object.fromEntries(b.rows.map((r) => [r.category, r.msPerToken * 2]));
-  assert.equal(ms["matmul Q4_K"], 6);
+  assert.equal(ms["matmul Q4_K"], 5.5);
   assert.equal(ms["LM head matmul Q6_K"], 2);
   assert.equal(ms["DeltaNet (recurrence, conv1d, gated norm)"], 1);
+  assert.equal(ms["matmul Q4_K (experts)"], 0.25);
+  assert.equal(ms["expert routing and weighted sum"], 0.25);
   assert.equal(ms["FFI + dispatch (exec wall − kernels)"], 1); // 10 − 9, label commands count as dispatch
   assert.equal(ms["JS command encoding"], 1);
   assert.equal(ms["rest of eval (logits copy, argmax)"], 1);

@@ -1,9 +1,10 @@
 /**
  * Node-by-node parity with llama.cpp: every operation of deltaq's forward pass, run on exactly
  * llama.cpp's inputs for it (teacher forcing, src/oracle/intermediates.ts), must reproduce
- * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes in every
- * file type the logit parity test uses, for a 72-token prompt in one call and for tokens fed one
- * at a time.
+ * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes and the
+ * two mixture-of-experts shapes in every file type the logit parity test uses, for a 72-token
+ * prompt in one call and for tokens fed one at a time. (The experts each token picks are not a
+ * node llama.cpp reports as floats; a different pick shows as a mismatch of the expert nodes.)
  *
  * Why this exists next to the logit test: on quantized models the two engines' logits cannot
  * agree to better than the noise of activation quantization. A ~1e-7 float difference sooner or
@@ -63,6 +64,8 @@ const TYPES: FileType[] = [
   "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
+const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
+const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K", "MXFP4_MOE"];
 
 function check(table: Comparison[], what: string, tolerance: (node: string) => number): void {
   assert.ok(table.length > 0, `${what}: no nodes compared`);
@@ -109,4 +112,8 @@ function nodeCase(type: FileType, shape: string, quantOptions?: QuantizeOptions,
 for (const shape of SHAPES) {
   for (const type of TYPES) nodeCase(type, shape);
   nodeCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");
+}
+
+for (const shape of MOE_SHAPES) {
+  for (const type of MOE_TYPES) nodeCase(type, shape);
 }
