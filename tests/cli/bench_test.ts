@@ -112,6 +112,34 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
   assert.ok(timed && timed.match(/[\d.]+/g)!.length === 2, `timed row: ${timed}`);
 });
 
+Deno.test("bench --depth: pp and decode at each depth for both engines, the table and the memory line", async () => {
+  const depthArgs = ["-m", model, "-t", "1", "--pp", "16", "--tg", "4", "--depth", "64,0", "-ctk", "q8_0", "-ctv", "q8_0"];
+  const r = await bench(...depthArgs, "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.deepEqual(report.depths, [0, 64]);
+  assert.equal(report.cacheTypeK, "q8_0");
+  assert.deepEqual(report.runs.map((x: { engine: string }) => x.engine), ["deltaq", "llama.cpp"]);
+  for (const run of report.runs) {
+    assert.deepEqual(run.points.map((p: { depth: number }) => p.depth), [0, 64]);
+    for (const p of run.points) {
+      positive(p.pp.tokensPerSecond, `${run.engine} pp at ${p.depth}`);
+      positive(p.tg.tokensPerSecond, `${run.engine} tg at ${p.depth}`);
+    }
+    positive(run.peakRssKiB, `${run.engine} peak RSS`);
+  }
+  assert.equal(report.rows[0].tgOfDepth0, 1);
+  positive(report.rows[1].ppRatio, "pp ratio");
+  positive(report.memory.kvCacheBytes, "KV bytes");
+
+  const table = await bench(...depthArgs);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0/);
+  assert.match(table.stdout, /KV cache q8_0\/q8_0/);
+  assert.match(table.stdout, /peak RSS, deltaq, after depth 64: [\d,]+ MiB against file/);
+  assert.match((await bench("--depth", "0,x")).stderr, /--depth needs a comma-separated list/);
+});
+
 Deno.test("bench: mistakes end with one line, --help lists the options", async () => {
   const cases: [string[], RegExp][] = [
     [["--reps", "0"], /--reps must be at least 1/],
@@ -137,6 +165,8 @@ Deno.test("bench: mistakes end with one line, --help lists the options", async (
       "--profile",
       "--no-reference",
       "--json",
+      "--depth",
+      "--cache-type-k",
     ]
   ) {
     assert.ok(help.stdout.includes(flag), flag);
