@@ -376,14 +376,21 @@ fn KQuantKernel(comptime F: type) type {
             return kquants.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
-        /// Repacked Q4_K: T tokens per pass over a row group (`q4_k_x8.dotRowGroupTokens`).
-        pub const fuses_tokens = repacked;
+        /// T tokens per pass over the rows, each block unpacked once for all: repacked Q4_K
+        /// (`q4_k_x8.dotRowGroupTokens`) and formats with a prepared dot (`kquants.dotRowsTokens`).
+        pub const fuses_tokens = repacked or @hasDecl(F, "prepare");
 
         fn dotRowsTokens(self: *const Self, comptime R: usize, comptime T: usize, r: usize, t: usize) [T][R]f32 {
-            if (!repacked or R != q4_k_x8.rows) unreachable;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
-            return q4_k_x8.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            if (repacked) {
+                if (R != q4_k_x8.rows) unreachable;
+                return q4_k_x8.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
+            if (!@hasDecl(F, "prepare")) unreachable;
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return kquants.dotRowsTokens(F, R, T, rows, acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
