@@ -267,17 +267,26 @@ inline fn rowsForEachToken(kk: anytype, comptime R: usize, r: usize) void {
     var t: usize = 0;
     const K = @TypeOf(kk.*);
     if (comptime @hasDecl(K, "fuses_tokens") and K.fuses_tokens) {
-        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) {
-            const s = kk.dotRowsTokens(R, fused_tokens, r, t);
-            inline for (0..fused_tokens) |ti| inline for (0..R) |i| {
-                p.out(t + ti, r + i).* = s[ti][i];
-            };
+        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) fusedTokens(kk, R, fused_tokens, r, t);
+        // the rest (2 or 3 tokens) in one pass too
+        inline for (2..fused_tokens) |rest| {
+            if (p.n_tokens - t == rest) {
+                fusedTokens(kk, R, rest, r, t);
+                t += rest;
+            }
         }
     }
     while (t < p.n_tokens) : (t += 1) {
         const s = kk.dotRows(R, r, t);
         inline for (0..R) |i| p.out(t, r + i).* = s[i];
     }
+}
+
+inline fn fusedTokens(kk: anytype, comptime R: usize, comptime T: usize, r: usize, t: usize) void {
+    const s = kk.dotRowsTokens(R, T, r, t);
+    inline for (0..T) |ti| inline for (0..R) |i| {
+        kk.p.out(t + ti, r + i).* = s[ti][i];
+    };
 }
 
 /// Tiles of R rows (row r = row i of the prepared group) over tokens [t0, t1).
@@ -773,7 +782,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
     var prng = common.testRng(41);
     const rand = prng.random();
     const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
-    const max_tokens = 9; // two fused passes of 4 and a single token
+    const max_tokens = 11; // two fused passes of 4 and one of 3
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
     const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16 };
@@ -792,7 +801,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
         var x: [max_tokens * (512 + 3)]f32 = undefined;
         for (&x) |*v| v.* = rand.floatNorm(f32);
         const y_stride = n + 1;
-        for (contexts) |ctx| for ([_]usize{ 2, max_tokens }) |n_tokens| {
+        for (contexts) |ctx| for ([_]usize{ 2, 9, max_tokens }) |n_tokens| {
             var together: [max_tokens * (n + 1)]f32 = undefined;
             const cfg = Config{ .row_chunk_decode = 16, .each_token_alone = true };
             try matmulWith(ctx, &w, &x, x_stride, &together, y_stride, n_tokens, cfg);
