@@ -18,15 +18,53 @@ import { flagHelp, parseFlags } from "../src/cli/args.ts";
 import { DeltaqError } from "../src/errors.ts";
 
 const FLAGS = [
-  { long: "model", short: "m", kind: "string" as const, help: "FILE  model (default: the 4B-shaped benchmark model)" },
-  { long: "clients", short: "n", kind: "int" as const, min: 1, max: 16, help: "N  parallel clients and slots (default 4)" },
+  {
+    long: "model",
+    short: "m",
+    kind: "string" as const,
+    help: "FILE  model (default: the 4B-shaped benchmark model)",
+  },
+  {
+    long: "clients",
+    short: "n",
+    kind: "int" as const,
+    min: 1,
+    max: 16,
+    help: "N  parallel clients and slots (default 4)",
+  },
   { long: "turns", kind: "int" as const, min: 1, max: 100, help: "N  turns per conversation (default 10)" },
   { long: "max-tokens", kind: "int" as const, min: 1, max: 4096, help: "N  tokens per reply (default 32)" },
-  { long: "decode-tokens", kind: "int" as const, min: 1, max: 4096, help: "N  tokens per stream in the decode test (default 32)" },
-  { long: "tool-tokens", kind: "int" as const, min: 0, max: 100000, help: "N  about this many tokens per tool result (default 300)" },
-  { long: "ctx", short: "c", kind: "int" as const, min: 256, max: 1 << 20, help: "N  context length (default 8192)" },
+  {
+    long: "decode-tokens",
+    kind: "int" as const,
+    min: 1,
+    max: 4096,
+    help: "N  tokens per stream in the decode test (default 32)",
+  },
+  {
+    long: "tool-tokens",
+    kind: "int" as const,
+    min: 0,
+    max: 100000,
+    help: "N  about this many tokens per tool result (default 300)",
+  },
+  {
+    long: "ctx",
+    short: "c",
+    kind: "int" as const,
+    min: 256,
+    max: 1 << 20,
+    help: "N  context length (default 8192)",
+  },
   { long: "cache-mib", kind: "int" as const, min: 0, help: "N  prompt-cache budget (default: the server's)" },
-  { long: "threads", short: "t", kind: "int" as const, min: 1, max: 64, help: "N  threads (default: all CPUs)" },
+  {
+    long: "threads",
+    short: "t",
+    kind: "int" as const,
+    min: 1,
+    max: 64,
+    help: "N  threads (default: all CPUs)",
+  },
   { long: "skip-single", kind: "flag" as const, help: "skip the one-client conversation" },
   { long: "skip-parallel", kind: "flag" as const, help: "skip the N-client conversations" },
   { long: "skip-decode", kind: "flag" as const, help: "skip the decode-throughput test" },
@@ -34,7 +72,9 @@ const FLAGS = [
 ];
 
 const TOOLS = [
-  tool("read_file", "Read a file of the repository.", { path: { type: "string", description: "path from the repository root" } }, ["path"]),
+  tool("read_file", "Read a file of the repository.", {
+    path: { type: "string", description: "path from the repository root" },
+  }, ["path"]),
   tool("run_shell", "Run a shell command in the repository and return its output.", {
     command: { type: "string" },
     timeout_s: { type: "integer", description: "seconds before the command is killed" },
@@ -93,7 +133,8 @@ async function main(args: string[]): Promise<number> {
   const maxTokens = (flags.maxTokens as number | undefined) ?? 32;
   const decodeTokens = (flags.decodeTokens as number | undefined) ?? 32;
   const toolTokens = (flags.toolTokens as number | undefined) ?? 300;
-  const path = (flags.model as string | undefined) ?? await ensureBenchModel((l) => console.error(`bench-serve: ${l}`));
+  const path = (flags.model as string | undefined) ??
+    await ensureBenchModel((l) => console.error(`bench-serve: ${l}`));
   const t0 = performance.now();
   const model = await loadModel(path, {
     threads: flags.threads as number | undefined,
@@ -101,44 +142,65 @@ async function main(args: string[]): Promise<number> {
   });
   const loadMs = performance.now() - t0;
   const server = serve(model, { port: 0, parallel: clients, cacheMiB: flags.cacheMib as number | undefined });
+  // End-of-generation tokens are banned (logit_bias -100): every reply has its full length, so
+  // runs of different code do the same work.
+  const noEnd = Object.fromEntries(model.tokenizer.endOfGenerationIds.map((id) => [id, -100]));
   const cacheMiB = server.engine.stats().cache.capacityBytes / 2 ** 20;
   try {
     const cpu = cpuName();
-    console.log(`model:    ${path} (${(model.info.fileSize / 1e9).toFixed(2)} GB), loaded in ${(loadMs / 1000).toFixed(1)} s`);
+    console.log(
+      `model:    ${path} (${(model.info.fileSize / 1e9).toFixed(2)} GB), loaded in ${
+        (loadMs / 1000).toFixed(1)
+      } s`,
+    );
     console.log(`machine:  ${cpu}, ${navigator.hardwareConcurrency} logical CPUs; load avg ${loadAvg()}`);
     console.log(
-      `server:   ${server.url}, ${clients} slots, context ${model.info.contextLength}, prompt cache ${cacheMiB.toFixed(0)} MiB, ` +
+      `server:   ${server.url}, ${clients} slots, context ${model.info.contextLength}, prompt cache ${
+        cacheMiB.toFixed(0)
+      } MiB, ` +
         `${model.info.threads} threads`,
     );
-    console.log(`workload: ${turns} turns, ${maxTokens} tokens per reply, tool results of ~${toolTokens} tokens, temperature 0\n`);
+    console.log(
+      `workload: ${turns} turns, ${maxTokens} tokens per reply (end of generation banned), tool results of ~${toolTokens} ` +
+        `tokens, temperature 0\n`,
+    );
 
     if (!flags.skipSingle) {
       console.log("one client, one conversation");
       const start = performance.now();
-      const stats = await conversation(server.url, model, 0, turns, maxTokens, toolTokens);
+      const stats = await conversation(server.url, model, 0, turns, maxTokens, toolTokens, noEnd);
       printTurns(stats.map((s) => [s]), performance.now() - start);
     }
     if (!flags.skipParallel && clients > 1) {
       console.log(`\n${clients} clients, one conversation each, at once`);
       const start = performance.now();
       const all = await Promise.all(
-        Array.from({ length: clients }, (_, c) => conversation(server.url, model, c + 1, turns, maxTokens, toolTokens)),
+        Array.from(
+          { length: clients },
+          (_, c) => conversation(server.url, model, c + 1, turns, maxTokens, toolTokens, noEnd),
+        ),
       );
       printTurns(Array.from({ length: turns }, (_, t) => all.map((s) => s[t])), performance.now() - start);
     }
     if (!flags.skipDecode) {
       console.log(`\ndecode throughput (${decodeTokens} tokens per stream, short prompts)`);
-      const one = await decodeStreams(server.url, 1, decodeTokens);
-      const many = clients > 1 ? await decodeStreams(server.url, clients, decodeTokens) : undefined;
+      const one = await decodeStreams(server.url, 1, decodeTokens, noEnd);
+      const many = clients > 1 ? await decodeStreams(server.url, clients, decodeTokens, noEnd) : undefined;
       console.log(`  1 stream:   ${one.toFixed(2)} tokens/s`);
       if (many !== undefined) {
-        console.log(`  ${clients} streams:  ${many.toFixed(2)} tokens/s aggregate (${(many / one).toFixed(2)}× one stream)`);
+        console.log(
+          `  ${clients} streams:  ${many.toFixed(2)} tokens/s aggregate (${
+            (many / one).toFixed(2)
+          }× one stream)`,
+        );
       }
     }
     const s = server.engine.stats();
     console.log(
       `\nprompt cache: ${s.cache.entries} checkpoints, ${(s.cache.bytes / 2 ** 20).toFixed(0)} MiB of ` +
-        `${cacheMiB.toFixed(0)}, ${s.cache.hits} hits, ${s.cache.misses} misses; load avg after: ${loadAvg()}`,
+        `${
+          cacheMiB.toFixed(0)
+        }, ${s.cache.hits} hits, ${s.cache.misses} misses; load avg after: ${loadAvg()}`,
     );
   } finally {
     await server.close();
@@ -160,6 +222,7 @@ async function conversation(
   turns: number,
   maxTokens: number,
   toolTokens: number,
+  logitBias: Record<string, number>,
 ): Promise<TurnStats[]> {
   const messages: ChatMessage[] = [
     { role: "system", content: SYSTEM },
@@ -169,20 +232,37 @@ async function conversation(
   let previousHistory: number | undefined;
   for (let turn = 0; turn < turns; turn++) {
     const rendered = model.renderChat(messages, { tools: TOOLS });
-    const r = await chat(url, messages, maxTokens);
-    stats.push({ ...r, newTokens: previousHistory === undefined ? undefined : r.promptTokens - previousHistory });
+    const r = await chat(url, messages, maxTokens, logitBias);
+    stats.push({
+      ...r,
+      newTokens: previousHistory === undefined ? undefined : r.promptTokens - previousHistory,
+    });
     previousHistory = rendered.historyTokens;
     // The agent's side: the reply (its thinking goes back as reasoning_content, which the template
     // drops), a tool call, the tool's result, and on to the next turn.
     const call = toolCall(client, turn);
-    messages.push({ role: "assistant", content: r.content, reasoning_content: r.reasoning, tool_calls: [call] } as ChatMessage);
-    messages.push({ role: "tool", tool_call_id: call.id, content: toolResult(client, turn, toolTokens) } as ChatMessage);
+    messages.push(
+      {
+        role: "assistant",
+        content: r.content,
+        reasoning_content: r.reasoning,
+        tool_calls: [call],
+      } as ChatMessage,
+    );
+    messages.push(
+      { role: "tool", tool_call_id: call.id, content: toolResult(client, turn, toolTokens) } as ChatMessage,
+    );
   }
   return stats;
 }
 
 /** One streamed chat completion; times the first token. */
-async function chat(url: string, messages: ChatMessage[], maxTokens: number) {
+async function chat(
+  url: string,
+  messages: ChatMessage[],
+  maxTokens: number,
+  logitBias: Record<string, number>,
+) {
   const start = performance.now();
   const res = await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
@@ -192,6 +272,7 @@ async function chat(url: string, messages: ChatMessage[], maxTokens: number) {
       messages,
       tools: TOOLS,
       max_tokens: maxTokens,
+      logit_bias: logitBias,
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },
@@ -199,13 +280,19 @@ async function chat(url: string, messages: ChatMessage[], maxTokens: number) {
   });
   if (!res.ok || !res.body) throw new DeltaqError(`the server answered ${res.status}: ${await res.text()}`);
   let ttftMs = 0, content = "", reasoning = "";
-  let usage: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens?: number } } | undefined;
+  let usage: {
+    prompt_tokens: number;
+    completion_tokens: number;
+    prompt_tokens_details?: { cached_tokens?: number };
+  } | undefined;
   for await (const data of sseEvents(res.body)) {
     if (data === "[DONE]") break;
     const chunk = JSON.parse(data);
     if (chunk.error) throw new DeltaqError(`the server reported: ${chunk.error.message}`);
     const delta = chunk.choices?.[0]?.delta;
-    if (delta && !ttftMs && (delta.content || delta.reasoning_content || delta.tool_calls)) ttftMs = performance.now() - start;
+    if (delta && !ttftMs && (delta.content || delta.reasoning_content || delta.tool_calls)) {
+      ttftMs = performance.now() - start;
+    }
     content += delta?.content ?? "";
     reasoning += delta?.reasoning_content ?? "";
     if (chunk.usage) usage = chunk.usage;
@@ -223,9 +310,13 @@ async function chat(url: string, messages: ChatMessage[], maxTokens: number) {
 }
 
 /** `streams` short prompts at once, each generating `tokens`; aggregate tokens per second. */
-async function decodeStreams(url: string, streams: number, tokens: number): Promise<number> {
+async function decodeStreams(
+  url: string,
+  streams: number,
+  tokens: number,
+  logitBias: Record<string, number>,
+): Promise<number> {
   const run = async (i: number) => {
-    const start = performance.now();
     const res = await fetch(`${url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -233,6 +324,7 @@ async function decodeStreams(url: string, streams: number, tokens: number): Prom
         model: "bench",
         prompt: `Stream ${i}: once upon a time`,
         max_tokens: tokens,
+        logit_bias: logitBias,
         temperature: 0.8,
         seed: i,
         stream: true,
@@ -245,13 +337,18 @@ async function decodeStreams(url: string, streams: number, tokens: number): Prom
       if (data === "[DONE]") break;
       if (JSON.parse(data).choices?.[0]?.text) times.push(performance.now());
     }
-    void start;
+    if (times.length < 2) {
+      throw new DeltaqError(`stream ${i} produced ${times.length} tokens: nothing to time`);
+    }
     return times;
   };
-  const streamsTimes = await Promise.all(Array.from({ length: streams }, (_, i) => run(i)));
-  // each stream's rate from its first token to its last (its prompt is not decode time), summed:
-  // the streams start within a few short prompt passes of each other and decode side by side
-  return streamsTimes.reduce((sum, t) => sum + (t.length < 2 ? 0 : (t.length - 1) / ((t.at(-1)! - t[0]) / 1000)), 0);
+  const times = await Promise.all(Array.from({ length: streams }, (_, i) => run(i)));
+  // from the moment every stream has its first token (prompts are not decode time) to the end:
+  // the tokens each stream produced in that window, over its length
+  const from = Math.max(...times.map((t) => t[0]));
+  const to = Math.max(...times.map((t) => t.at(-1)!));
+  const counted = times.reduce((n, t) => n + t.filter((x) => x > from).length, 0);
+  return counted / ((to - from) / 1000);
 }
 
 /** The `data:` payloads of a server-sent event stream. */
@@ -271,7 +368,16 @@ async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<stri
 
 /** Rows of one turn from every client: medians of times, sums of tokens. */
 function printTurns(rows: TurnStats[][], wallMs: number): void {
-  const header = ["turn", "TTFT ms", "reply ms", "prompt", "cached", "processed", "new since checkpoint", "target met"];
+  const header = [
+    "turn",
+    "TTFT ms",
+    "reply ms",
+    "prompt",
+    "cached",
+    "processed",
+    "new since checkpoint",
+    "target met",
+  ];
   const lines = rows.map((turn, t) => {
     const sum = (f: (s: TurnStats) => number) => turn.reduce((n, s) => n + f(s), 0);
     const processed = sum((s) => s.promptTokens - s.cachedTokens);
@@ -297,8 +403,12 @@ function printTurns(rows: TurnStats[][], wallMs: number): void {
   const cached = rows.flat().reduce((n, s) => n + s.cachedTokens, 0);
   console.log(
     `${rows[0].length > 1 ? "times are medians over clients, tokens sums; " : ""}` +
-      `wall ${(wallMs / 1000).toFixed(1)} s, ${completion} tokens generated (${(completion / (wallMs / 1000)).toFixed(2)} tokens/s ` +
-      `aggregate over the wall time), prompt tokens ${prompt}, of them cached ${cached} (${(100 * cached / prompt).toFixed(0)}%)`,
+      `wall ${(wallMs / 1000).toFixed(1)} s, ${completion} tokens generated (${
+        (completion / (wallMs / 1000)).toFixed(2)
+      } tokens/s ` +
+      `aggregate over the wall time), prompt tokens ${prompt}, of them cached ${cached} (${
+        (100 * cached / prompt).toFixed(0)
+      }%)`,
   );
 }
 
@@ -308,7 +418,10 @@ function median(xs: number[]): number {
 }
 
 function tool(name: string, description: string, properties: Record<string, unknown>, required: string[]) {
-  return { type: "function" as const, function: { name, description, parameters: { type: "object", properties, required } } };
+  return {
+    type: "function" as const,
+    function: { name, description, parameters: { type: "object", properties, required } },
+  };
 }
 
 function toolCall(client: number, turn: number) {
@@ -328,7 +441,8 @@ function toolResult(client: number, turn: number, tokens: number): string {
   const lines: string[] = [];
   let approx = 0;
   for (let i = 0; approx < tokens; i++) {
-    const line = `export function handle${turn}_${i}(input: Record<string, number>, client = ${client}): number {` +
+    const line =
+      `export function handle${turn}_${i}(input: Record<string, number>, client = ${client}): number {` +
       ` return Object.values(input).reduce((a, b) => a + b * ${i + 1}, ${turn}); }`;
     lines.push(line);
     approx += 40; // about 40 tokens per line
