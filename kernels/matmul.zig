@@ -480,17 +480,26 @@ inline fn rowsForEachToken(kk: anytype, comptime R: usize, r: usize) void {
     var t: usize = 0;
     const K = @TypeOf(kk.*);
     if (comptime @hasDecl(K, "fuses_tokens") and K.fuses_tokens) {
-        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) {
-            const s = kk.dotRowsTokens(R, fused_tokens, r, t);
-            inline for (0..fused_tokens) |ti| inline for (0..R) |i| {
-                p.out(t + ti, r + i).* = s[ti][i];
-            };
+        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) fusedTokens(kk, R, fused_tokens, r, t);
+        // the rest (2 or 3 tokens) in one pass too
+        inline for (2..fused_tokens) |rest| {
+            if (p.n_tokens - t == rest) {
+                fusedTokens(kk, R, rest, r, t);
+                t += rest;
+            }
         }
     }
     while (t < p.n_tokens) : (t += 1) {
         const s = kk.dotRows(R, r, t);
         inline for (0..R) |i| p.out(t, r + i).* = s[i];
     }
+}
+
+inline fn fusedTokens(kk: anytype, comptime R: usize, comptime T: usize, r: usize, t: usize) void {
+    const s = kk.dotRowsTokens(R, T, r, t);
+    inline for (0..T) |ti| inline for (0..R) |i| {
+        kk.p.out(t + ti, r + i).* = s[ti][i];
+    };
 }
 
 /// Tiles of R rows (row r = row i of the prepared group) over tokens [t0, t1).
@@ -587,14 +596,21 @@ fn KQuantKernel(comptime F: type, comptime X: ?type) type {
             return kquants.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
-        /// Repacked layouts with `dotRowGroupTokens` (Q4_K's): T tokens per pass over a row group.
-        pub const fuses_tokens = repacked and @hasDecl(I, "dotRowGroupTokens");
+        /// T tokens per pass over the rows, each block unpacked once for all: repacked layouts
+        /// with `dotRowGroupTokens` (Q4_K's) and formats with a prepared dot (`kquants.dotRowsTokens`).
+        pub const fuses_tokens = (repacked and @hasDecl(I, "dotRowGroupTokens")) or (!repacked and @hasDecl(F, "prepare"));
 
         fn dotRowsTokens(self: *const Self, comptime R: usize, comptime T: usize, r: usize, t: usize) [T][R]f32 {
-            if (!fuses_tokens or R != I.rows) unreachable;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
-            return I.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            if (repacked) {
+                if (!@hasDecl(I, "dotRowGroupTokens") or R != I.rows) unreachable;
+                return I.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
+            if (!@hasDecl(F, "prepare")) unreachable;
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return kquants.dotRowsTokens(F, R, T, rows, acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
@@ -1039,7 +1055,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
     var prng = common.testRng(41);
     const rand = prng.random();
     const n = 80; // 10 or 5 repacked row groups; not a multiple of the row chunk below
-    const max_tokens = 9; // two fused passes of 4 and a single token
+    const max_tokens = 11; // two fused passes of 4 and one of 3
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
     const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16 };
@@ -1058,7 +1074,7 @@ test "matvec gives every token exactly the one-token matmul's result (every type
         var x: [max_tokens * (512 + 3)]f32 = undefined;
         for (&x) |*v| v.* = rand.floatNorm(f32);
         const y_stride = n + 1;
-        for (contexts) |ctx| for ([_]usize{ 2, max_tokens }) |n_tokens| {
+        for (contexts) |ctx| for ([_]usize{ 2, 9, max_tokens }) |n_tokens| {
             var together: [max_tokens * (n + 1)]f32 = undefined;
             const cfg = Config{ .row_chunk_decode = 32, .each_token_alone = true };
             try matmulWith(ctx, &w, &x, x_stride, &together, y_stride, n_tokens, cfg);

@@ -126,6 +126,27 @@ pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.B
     return out;
 }
 
+/// `dotRows` for T activation rows in one pass over the weights, for formats that can prepare a
+/// block once for several dots (`F.prepare`, `F.preparedDot`). Each token's products come from the
+/// same operations in the same order as `dotRows` for it alone: the same bits.
+pub inline fn dotRowsTokens(comptime F: type, comptime R: usize, comptime T: usize, rows: [R][*]const F.Block, acts: [T]q8_k.Row, nb: usize, ahead: usize) [T][R]f32 {
+    var acc: [T][R]F32x8 = @splat(@splat(@splat(0)));
+    for (0..nb) |b| {
+        var bsums: [T]I16x16 = undefined;
+        inline for (0..T) |t| bsums[t] = acts[t].bsums[b * 16 ..][0..16].*;
+        inline for (0..R) |r| {
+            common.prefetchSpan(@as([*]const u8, @ptrCast(&rows[r][b])) + ahead, @sizeOf(F.Block));
+            const p = F.prepare(&rows[r][b]);
+            inline for (0..T) |t| acc[t][r] += F.preparedDot(&p, acts[t].qs + b * 256, bsums[t], acts[t].d[b]);
+        }
+    }
+    var out: [T][R]f32 = undefined;
+    inline for (0..T) |t| inline for (0..R) |r| {
+        out[t][r] = common.sum(acc[t][r]);
+    };
+    return out;
+}
+
 /// The GEMM panel: the unpacked blocks of a group of rows, stored by row pairs. Every 32-byte
 /// field of `Unpacked` appears twice in a `Pair`, row 2p's then row 2p+1's, so one 64-byte vector
 /// holds both rows: the 64-byte tile (`has_vnni512`) multiplies two rows per `vpdpbusd` against
