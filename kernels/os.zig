@@ -305,6 +305,34 @@ pub fn getenv(name: [*:0]const u8) ?[:0]const u8 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CPU features the OS reports (arm64: user space cannot read the ID registers portably).
+
+pub const ArmFeatures = struct { dotprod: bool = false, i8mm: bool = false };
+
+/// The arm64 extensions the kernels have paths for: Linux hwcaps (HWCAP_ASIMDDP, HWCAP2_I8MM),
+/// macOS `hw.optional.arm.FEAT_*`. Nothing on other systems (Windows on arm64 is not a target).
+pub fn armFeatures() ArmFeatures {
+    if (is_linux) {
+        const at_hwcap = 16;
+        const at_hwcap2 = 26;
+        // In a library loaded by a libc program Zig's own auxv copy is never set up: ask libc.
+        const getauxval = if (builtin.link_libc) std.c.getauxval else linux.getauxval;
+        const hwcap = getauxval(at_hwcap);
+        const hwcap2 = getauxval(at_hwcap2);
+        return .{ .dotprod = hwcap & (1 << 20) != 0, .i8mm = hwcap2 & (1 << 13) != 0 };
+    }
+    if (is_darwin) return .{ .dotprod = sysctlFlag("hw.optional.arm.FEAT_DotProd"), .i8mm = sysctlFlag("hw.optional.arm.FEAT_I8MM") };
+    return .{};
+}
+
+fn sysctlFlag(name: [*:0]const u8) bool {
+    var value: c_int = 0;
+    var len: usize = @sizeOf(c_int);
+    if (std.c.sysctlbyname(name, &value, &len, null, 0) != 0) return false;
+    return value != 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Windows: kernel32 and ntdll.
 
 const windows = struct {

@@ -129,7 +129,7 @@ pub inline fn dotRows(comptime R: usize, rows: [R][*]const Block, act: Row, nb: 
     return out;
 }
 
-/// R weight rows × T activation rows: |w| and the weight scale are taken once per row and block
+/// R weight rows × T activation rows: the weights (`common.signedWeights`) and their scale are prepared
 /// and serve T tokens.
 pub fn tile(comptime R: usize, comptime T: usize, rows: [R][*]const Block, acts: [T]Row, nb: usize, out: *[R][T]f32) void {
     var facc: [R][T]F32x8 = @splat(@splat(@splat(0)));
@@ -138,12 +138,11 @@ pub fn tile(comptime R: usize, comptime T: usize, rows: [R][*]const Block, acts:
         inline for (0..T) |t| x[t] = acts[t].qs[32 * b ..][0..32].*;
         inline for (0..R) |r| {
             const blk = &rows[r][b];
-            const w: I8x32 = blk.qs;
-            const w_abs: common.U8x32 = @bitCast(common.applySign(w, w));
+            const w = common.signedWeights(blk.qs);
             const dw: f32 = blk.d;
             inline for (0..T) |t| {
-                const isum = common.dotBytes(@splat(0), w_abs, common.applySign(x[t], w));
-                facc[r][t] = @mulAdd(F32x8, @floatFromInt(isum), @splat(dw * acts[t].d[b]), facc[r][t]);
+                const isum = common.dotSigned(@splat(0), w, x[t]);
+                facc[r][t] = common.mulAdd(F32x8, @floatFromInt(isum), @splat(dw * acts[t].d[b]), facc[r][t]);
             }
         }
     }

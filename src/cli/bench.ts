@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
 import { readGgufHeader } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
-import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
+import { ensureLibrary, findZig, isCompiledBinary } from "../native/build.ts";
 import { flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
@@ -399,7 +399,7 @@ async function measureBandwidth(
   threads: number,
   log: (l: string) => void,
 ): Promise<{ bytes: number; gbPerSecond: number[] }> {
-  const cpu = targetCpu();
+  const cpu = "native";
   const exe = `${BENCH_CACHE}bandwidth-${hex32(fnv1a(Deno.readFileSync(BANDWIDTH_SOURCE)))}-${cpu}`;
   if (!isFile(exe)) {
     Deno.mkdirSync(BENCH_CACHE, { recursive: true });
