@@ -27,7 +27,7 @@ fn routeToken(z: []const f32, ids: []i32, w: []f32) void {
     var max: f32 = -std.math.inf(f32);
     for (z) |v| max = @max(max, v);
     var sum: f32 = 0;
-    for (z) |v| sum += @exp(v - max);
+    for (z) |v| sum += simd.expScalar(v - max);
     const inv = 1 / sum;
     // top k by repeated selection: k is small (8 of 256 at the real shapes). Ties go to the lower
     // index; the synthetic models are built so that the k-th and (k+1)-th logits never tie.
@@ -45,7 +45,7 @@ fn routeToken(z: []const f32, ids: []i32, w: []f32) void {
             }
         }
         id.* = @intCast(best);
-        wi.* = @exp(best_z - max) * inv;
+        wi.* = simd.expScalar(best_z - max) * inv;
         taken_sum += wi.*;
     }
     const norm = @max(taken_sum, min_weight_sum);

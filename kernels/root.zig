@@ -1,5 +1,8 @@
-//! The C ABI of libdeltaq. This is the only file that exports symbols; `src/native/ffi.ts` is its
-//! mirror on the TypeScript side and must change with it (bump `abi_version`).
+//! The C ABI of libdeltaq. This is the only file that exports symbols: every `pub fn dq_*` here
+//! (`callconv(.c)`; never `export fn`), exported by the loop at the end of the file with this
+//! copy's CPU-level suffix (see `levels.zig`: the library links one copy of the kernels per
+//! level, so plain `export fn`s would clash). `src/native/ffi.ts` is its mirror on the
+//! TypeScript side and must change with it (bump `abi_version`).
 //!
 //! Memory model. Every byte a kernel touches lives in a *region* this library owns: a read-only
 //! file mapping (`dq_map_file`) or a zeroed, 64-byte aligned buffer (`dq_alloc`). TypeScript
@@ -19,7 +22,9 @@
 //! FFI call runs hundreds of kernels while the worker pool stays awake. The operand layouts are
 //! documented on `Op` below and encoded by `src/native/commands.ts`.
 const std = @import("std");
+const build_level = @import("build_level");
 const os = @import("os.zig");
+const cpu = @import("cpu.zig");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
 const matmul = @import("matmul.zig");
@@ -35,7 +40,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 6;
+pub const abi_version: u32 = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -57,12 +62,31 @@ fn setError(comptime fmt: []const u8, args: anytype) void {
     error_len = msg.len;
 }
 
-export fn dq_abi_version() u32 {
+pub fn dq_abi_version() callconv(.c) u32 {
     return abi_version;
 }
 
+/// The CPU levels linked into this library, space-separated, base level first (written into
+/// `out`, at most `cap` bytes; returns the full length). The base level's symbols are the plain
+/// names; level `x`'s are the same names followed by `__x`.
+pub fn dq_cpu_levels(out: [*]u8, cap: u32) callconv(.c) u32 {
+    const names = comptime blk: {
+        var joined: []const u8 = "";
+        for (build_level.levels, 0..) |name, i| joined = joined ++ (if (i == 0) "" else " ") ++ name;
+        break :blk joined;
+    };
+    const n = @min(names.len, cap);
+    @memcpy(out[0..n], names[0..n]);
+    return names.len;
+}
+
+/// Bit i set when this CPU can run level i of `dq_cpu_levels`.
+pub fn dq_cpu_runnable() callconv(.c) u32 {
+    return cpu.runnableMask(build_level.levels);
+}
+
 /// Copies the last error message into `out` (at most `cap` bytes) and returns its length.
-export fn dq_last_error(out: [*]u8, cap: u32) u32 {
+pub fn dq_last_error(out: [*]u8, cap: u32) callconv(.c) u32 {
     const n = @min(error_len, cap);
     @memcpy(out[0..n], error_buf[0..n]);
     return @intCast(n);
@@ -104,7 +128,7 @@ fn freeSlot() error{Failed}!usize {
 }
 
 /// Maps a file read-only. Returns a region id, or -1 (see `dq_last_error`).
-export fn dq_map_file(path: [*:0]const u8) i32 {
+pub fn dq_map_file(path: [*:0]const u8) callconv(.c) i32 {
     return mapFile(path) catch -1;
 }
 
@@ -122,7 +146,7 @@ fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
 /// `resident` != 0 its pages are faulted in now rather than on first touch: for memory every
 /// token reads and writes in full (recurrent state), so that cost lands at allocation instead of
 /// in the first token. Buffers used a few rows at a time (KV caches, activations) stay lazy.
-export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
+pub fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) callconv(.c) i32 {
     return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, resident != 0) catch -1;
 }
 
@@ -137,7 +161,7 @@ fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
 /// memory yet: `dq_region_resize` commits what it needs (in 2 MiB granules, as the sequence of a
 /// KV cache grows) and gives memory back when it shrinks. Its length starts at 0. Returns a region
 /// id, or -1.
-export fn dq_reserve(bytes_lo: u32, bytes_hi: u32) i32 {
+pub fn dq_reserve(bytes_lo: u32, bytes_hi: u32) callconv(.c) i32 {
     return reserve((@as(usize, bytes_hi) << 32) | bytes_lo) catch -1;
 }
 
@@ -152,7 +176,7 @@ fn reserve(bytes: usize) error{Failed}!i32 {
 /// Sets the length of a growable buffer to `lo | hi << 32` bytes (at most what was reserved):
 /// granules up to the new length are committed (new bytes read as zero), whole granules past it
 /// are released. Returns 0, or -1 (out of memory, or not a growable buffer).
-export fn dq_region_resize(id: u32, bytes_lo: u32, bytes_hi: u32) i32 {
+pub fn dq_region_resize(id: u32, bytes_lo: u32, bytes_hi: u32) callconv(.c) i32 {
     resize(id, (@as(usize, bytes_hi) << 32) | bytes_lo) catch return -1;
     return 0;
 }
@@ -173,25 +197,25 @@ fn resize(id: u32, bytes: usize) error{Failed}!void {
 
 /// Bytes of memory a region holds committed (growable buffers), or its length (others); -1 for an
 /// invalid id.
-export fn dq_region_committed(id: u32) f64 {
+pub fn dq_region_committed(id: u32) callconv(.c) f64 {
     const r = lookupRegion(id) catch return -1;
     return @floatFromInt(if (r.reserved != 0) r.committed else r.len);
 }
 
 /// The base address of a region (null for an invalid id).
-export fn dq_region_ptr(id: u32) ?*anyopaque {
+pub fn dq_region_ptr(id: u32) callconv(.c) ?*anyopaque {
     const r = lookupRegion(id) catch return null;
     return r.ptr;
 }
 
 /// The length in bytes of a region, as a double (exact below 2^53; -1 for an invalid id).
-export fn dq_region_len(id: u32) f64 {
+pub fn dq_region_len(id: u32) callconv(.c) f64 {
     const r = lookupRegion(id) catch return -1;
     return @floatFromInt(r.len);
 }
 
 /// Unmaps or frees a region and every weight registered on it. Freeing twice is harmless.
-export fn dq_region_free(id: u32) void {
+pub fn dq_region_free(id: u32) callconv(.c) void {
     const r = lookupRegion(id) catch return;
     const slot = id & 0xffff;
     for (&weights) |*w| if (w.used and w.region_slot == slot) w.retire();
@@ -225,13 +249,13 @@ var weights: [max_weights]WeightSlot = @splat(.{});
 /// Registers `ne1` rows of `ne0` values of GGML type `ggml_type` at byte offset `lo | hi << 32` of
 /// a region. Returns a weight id, or -1 when the type is unsupported, a row is not a whole number
 /// of blocks, or the tensor does not lie inside the region.
-export fn dq_weight(region: u32, off_lo: u32, off_hi: u32, ggml_type: u32, ne0: u32, ne1: u32) i32 {
+pub fn dq_weight(region: u32, off_lo: u32, off_hi: u32, ggml_type: u32, ne0: u32, ne1: u32) callconv(.c) i32 {
     return registerWeight(region, (@as(usize, off_hi) << 32) | off_lo, ggml_type, ne0, ne1) catch -1;
 }
 
 fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32) error{Failed}!i32 {
     const r = try lookupRegion(region);
-    const kind: GgmlType = @enumFromInt(ggml_type);
+    const kind: GgmlType = @fromBackingInt(@intCast(ggml_type));
     if (kind.layout() == null) return fail("tensor type {d} is not supported", .{ggml_type});
     if (ne0 == 0 or ne1 == 0) return fail("empty tensor ({d} x {d})", .{ ne0, ne1 });
     const row_bytes = kind.rowBytes(ne0) orelse return fail("row of {d} values is not a whole number of {s} blocks", .{ ne0, @tagName(kind) });
@@ -251,9 +275,9 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
 }
 
 /// Bytes `dq_repack` needs for a weight (its size), or 0 when the weight cannot be repacked
-/// (see `matmul.canRepack`: K-quants with an interleaved layout in whole row groups, Q4_0 and Q8_0 with rows of a multiple
-/// of 256 values) or the id is invalid.
-export fn dq_repack_bytes(weight: u32) f64 {
+/// (see `matmul.canRepack`: K-quants with an interleaved layout in whole row groups, Q4_0 and Q8_0
+/// with rows of a multiple of 256 values) or the id is invalid.
+pub fn dq_repack_bytes(weight: u32) callconv(.c) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
     return @floatFromInt(w.ne1 * w.row_bytes);
@@ -263,7 +287,7 @@ export fn dq_repack_bytes(weight: u32) f64 {
 /// type's row-interleaved layout (`matmul.repack`), using the context's threads. If the source
 /// lies in a file mapping, its whole pages are unmapped (the range stays reserved, inaccessible)
 /// and its id is freed: the copy replaces it. Returns the new weight's id, or -1.
-export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) i32 {
+pub fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) callconv(.c) i32 {
     return repackWeight(context, weight, region, (@as(usize, off_hi) << 32) | off_lo) catch -1;
 }
 
@@ -365,7 +389,7 @@ pub const Profile = struct {
 };
 
 /// Turns per-command timing on (and clears it) or off for a context.
-export fn dq_profile(context: u32, enable: u32) i32 {
+pub fn dq_profile(context: u32, enable: u32) callconv(.c) i32 {
     const ctx = lookupContext(context) catch return -1;
     if (enable == 0) {
         if (ctx.profile) |p| std.heap.page_allocator.destroy(p);
@@ -379,7 +403,7 @@ export fn dq_profile(context: u32, enable: u32) i32 {
 
 /// Copies the profile as `labels × ops × kinds` nanoseconds followed by as many call counts
 /// (`2 · 8 · 32 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
-export fn dq_profile_read(context: u32, out: [*]f64, cap: u32) u32 {
+pub fn dq_profile_read(context: u32, out: [*]f64, cap: u32) callconv(.c) u32 {
     const ctx = lookupContext(context) catch return 0;
     const p = ctx.profile orelse return 0;
     const n = p.nanos.len;
@@ -399,7 +423,7 @@ var contexts: [max_contexts]?*Context = @splat(null);
 
 /// Creates a context with a pool of `n_threads` workers (the calling thread counts as one).
 /// Returns a context id, or -1.
-export fn dq_context(n_threads: u32) i32 {
+pub fn dq_context(n_threads: u32) callconv(.c) i32 {
     return createContext(n_threads) catch -1;
 }
 
@@ -419,7 +443,7 @@ fn createContext(n_threads: u32) error{Failed}!i32 {
 }
 
 /// Stops a context's workers and frees its scratch memory. Freeing twice is harmless.
-export fn dq_context_free(id: u32) void {
+pub fn dq_context_free(id: u32) callconv(.c) void {
     if (id >= max_contexts) return;
     const ctx = contexts[id] orelse return;
     ctx.pool.deinit();
@@ -575,7 +599,7 @@ fn span2(n_tokens: usize, tok_stride: usize, n_heads: usize, head_stride: usize,
 
 /// Runs a command list on a context. Returns 0, or -1 with the failing command named in
 /// `dq_last_error`. Commands before the failing one have run.
-export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
+pub fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) callconv(.c) i32 {
     const ctx = lookupContext(context) catch return -1;
     var at: usize = 0;
     var index: usize = 0;
@@ -584,7 +608,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             setError("command {d}: truncated header", .{index});
             return -1;
         }
-        const op: Op = @enumFromInt(cmds[at]);
+        const op: Op = @fromBackingInt(@intCast(cmds[at]));
         const len = cmds[at + 1];
         if (len < 2 or len > n_words - at) {
             setError("command {d}: bad length {d}", .{ index, len });
@@ -606,10 +630,10 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
         if (ctx.profile) |p| {
             // matmul and embed are split by weight type: their first operand is the weight id
             const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed or op == .matmul_experts) and len > 2)
-                if (lookupWeight(cmds[at + 2])) |w| @intFromEnum(w.kind) else |_| 31
+                if (lookupWeight(cmds[at + 2])) |w| @backingInt(w.kind) else |_| 31
             else
                 0;
-            const c = Profile.cell(ctx.label, @intFromEnum(op), kind);
+            const c = Profile.cell(ctx.label, @backingInt(op), kind);
             p.nanos[c] += @floatFromInt(os.monotonicNanos() - start);
             p.counts[c] += 1;
         }
@@ -716,12 +740,12 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const kc_ref = try r.deferred();
             const vc_ref = try r.deferred();
             const pos = try r.int();
-            const k_type: attention.CacheType = @enumFromInt(try r.int());
-            const v_type: attention.CacheType = @enumFromInt(try r.int());
+            const k_type: attention.CacheType = @fromBackingInt(@intCast(try r.int()));
+            const v_type: attention.CacheType = @fromBackingInt(@intCast(try r.int()));
             const head_dim = try r.int();
             if (head_dim == 0 or head_dim > attention.max_head_dim or kv_dim % head_dim != 0) return fail("head dim {d} must divide the row of {d} values and be at most {d}", .{ head_dim, kv_dim, attention.max_head_dim });
-            const k_row = k_type.rowBytes(kv_dim) orelse return fail("K cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(k_type), kv_dim });
-            const v_row = v_type.rowBytes(kv_dim) orelse return fail("V cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(v_type), kv_dim });
+            const k_row = k_type.rowBytes(kv_dim) orelse return fail("K cache type {d} cannot hold rows of {d} values", .{ @backingInt(k_type), kv_dim });
+            const v_row = v_type.rowBytes(kv_dim) orelse return fail("V cache type {d} cannot hold rows of {d} values", .{ @backingInt(v_type), kv_dim });
             const n = try mul(n_tokens, kv_dim);
             const k = try k_ref.get(f32, n);
             const v = try v_ref.get(f32, n);
@@ -746,8 +770,8 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
                 .n_head_kv = try r.int(),
                 .head_dim = try r.int(),
                 .scale = try r.float(),
-                .k_type = @enumFromInt(try r.int()),
-                .v_type = @enumFromInt(try r.int()),
+                .k_type = @fromBackingInt(@intCast(try r.int())),
+                .v_type = @fromBackingInt(@intCast(try r.int())),
             };
             try attention.validate(s);
             const kv_dim = s.n_head_kv * s.head_dim;
@@ -875,13 +899,23 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const out = try out_ref.get(f32, try mul(n_tokens, dim));
             moe.combine(&ctx.pool, y, y_stride, slot_weights, n_tokens, k, dim, shared, gate, out);
         },
-        _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
+        _ => return fail("unknown opcode {d}", .{@backingInt(op)}),
     }
     if (r.at != r.words.len) return fail("{d} operand words, expected {d}", .{ r.words.len, r.at });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exports: every `pub fn dq_*`, named with this copy's level suffix ("" for the base level).
+
+comptime {
+    for (std.meta.declarations(@This())) |name| {
+        if (std.mem.startsWith(u8, name, "dq_")) @export(&@field(@This(), name), .{ .name = name ++ build_level.suffix });
+    }
+}
+
 test {
     std.testing.refAllDecls(@This());
+    _ = cpu;
     _ = os;
     _ = types;
     _ = pool_mod;

@@ -94,5 +94,5 @@ test "row sizes of every supported type" {
     try std.testing.expectEqual(@as(?usize, 10 * 144), GgmlType.q4_k.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, 80 * 34), GgmlType.q8_0.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, null), GgmlType.q6_k.rowBytes(100));
-    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @enumFromInt(9)).rowBytes(32));
+    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @fromBackingInt(@intCast(9))).rowBytes(32));
 }

@@ -76,7 +76,7 @@ pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.B
             const blk = &rows[r][b];
             common.prefetchSpan(@as([*]const u8, @ptrCast(blk)) + ahead, @sizeOf(F.Block));
             const isum = dotQuants(F, start, F.quants(blk), x);
-            acc[r] = @mulAdd(F32x8, @floatFromInt(isum), @splat(F.scale(blk) * act.d[b]), acc[r]);
+            acc[r] = common.mulAdd(F32x8, @floatFromInt(isum), @splat(F.scale(blk) * act.d[b]), acc[r]);
             if (F.has_min) mins[r] += F.min(blk) * act.s[b];
         }
     }
@@ -215,10 +215,10 @@ fn tileWidth(comptime F: type, comptime L: usize, comptime G: usize, comptime T:
             inline for (0..G) |g| {
                 const pr = &pairs[g][s];
                 const dw: FL = if (L == 2) pr.d else halfConst(F32x8, &pr.d, halves[g]);
-                facc[g][t] = @mulAdd(FL, @floatFromInt(iacc[g][t]), dw * dx, facc[g][t]);
+                facc[g][t] = common.mulAdd(FL, @floatFromInt(iacc[g][t]), dw * dx, facc[g][t]);
                 if (F.has_min) {
                     const m: FL = if (L == 2) pr.m else halfConst(F32x8, &pr.m, halves[g]);
-                    facc[g][t] = @mulAdd(FL, m, sx, facc[g][t]);
+                    facc[g][t] = common.mulAdd(FL, m, sx, facc[g][t]);
                 }
             }
         }
@@ -266,8 +266,8 @@ pub inline fn dotRowsSuper(comptime F: type, comptime R: usize, rows: [R][*]cons
             // Two chains: a vpdpbusd waits for the previous one's result.
             var iacc: [2]I32x8 = .{ start, @splat(0) };
             inline for (0..8) |v| iacc[v % 2] = dotQuants(F, iacc[v % 2], u[v], x[v]);
-            acc[r] = @mulAdd(F32x8, @floatFromInt(iacc[0] +% iacc[1]), F.superScales(sup) * dx, acc[r]);
-            if (F.has_min) acc[r] = @mulAdd(F32x8, F.superMins(sup), act.s[8 * s ..][0..8].*, acc[r]);
+            acc[r] = common.mulAdd(F32x8, @floatFromInt(iacc[0] +% iacc[1]), F.superScales(sup) * dx, acc[r]);
+            if (F.has_min) acc[r] = common.mulAdd(F32x8, F.superMins(sup), act.s[8 * s ..][0..8].*, acc[r]);
         }
     }
     var out: [R]f32 = undefined;

@@ -286,7 +286,7 @@ fn tileRows(
                     const pr = &rows[r][b];
                     const sums: F32x8 = @floatFromInt(iacc[r][t]);
                     const scaled = if (scheme.scale_values == 256) sums else sums * halfConst(F32x8, if (g == 0) &pr.scales_lo else &pr.scales_hi, halves[r]);
-                    facc[r][t] = @mulAdd(F32x8, scaled, halfConst(F32x8, &pr.d, halves[r]) * dx, facc[r][t]);
+                    facc[r][t] = common.mulAdd(F32x8, scaled, halfConst(F32x8, &pr.d, halves[r]) * dx, facc[r][t]);
                 }
             }
         }
@@ -294,14 +294,14 @@ fn tileRows(
             .none => {},
             .per32 => inline for (0..T) |t| {
                 const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
-                inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
+                inline for (0..R) |r| facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
             },
             .per16 => inline for (0..T) |t| {
                 const sums = sums16(acts[t], b);
                 inline for (0..R) |r| {
                     const pr = &rows[r][b];
-                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins, halves[r]), sums[0], facc[r][t]);
-                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins_hi, halves[r]), sums[1], facc[r][t]);
+                    facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &pr.mins, halves[r]), sums[0], facc[r][t]);
+                    facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &pr.mins_hi, halves[r]), sums[1], facc[r][t]);
                 }
             },
         }
@@ -349,7 +349,7 @@ fn tilePairs(
                     const pr = &pairs[p][b];
                     const sums: F32x16 = @floatFromInt(iacc[p][t]);
                     const scaled = if (scheme.scale_values == 256) sums else sums * (if (g == 0) pr.scales_lo else pr.scales_hi);
-                    facc[p][t] = @mulAdd(F32x16, scaled, pr.d * dx, facc[p][t]);
+                    facc[p][t] = common.mulAdd(F32x16, scaled, pr.d * dx, facc[p][t]);
                 }
             }
         }
@@ -357,15 +357,15 @@ fn tilePairs(
             .none => {},
             .per32 => inline for (0..T) |t| {
                 const sums32 = both(f32, acts[t].sums32[b * 8 ..][0..8].*);
-                inline for (0..P) |p| facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
+                inline for (0..P) |p| facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
             },
             .per16 => inline for (0..T) |t| {
                 const sums = sums16(acts[t], b);
                 const lo = both(f32, sums[0]);
                 const hi = both(f32, sums[1]);
                 inline for (0..P) |p| {
-                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, lo, facc[p][t]);
-                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins_hi, hi, facc[p][t]);
+                    facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins, lo, facc[p][t]);
+                    facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins_hi, hi, facc[p][t]);
                 }
             },
         }

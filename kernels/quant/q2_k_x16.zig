@@ -93,8 +93,8 @@ pub fn dotRowGroup(groups: [*]const Group, act: q8_k.Row, nb: usize, ahead: usiz
         const dx: F32s = @splat(act.d[b]);
         const d: F32s = @floatCast(@as(@Vector(rows, f16), g.d));
         const dmin: F32s = @floatCast(@as(@Vector(rows, f16), g.dmin));
-        acc = @mulAdd(F32s, @floatFromInt(isum), d * dx, acc);
-        acc = @mulAdd(F32s, @floatFromInt(imin), -dmin * dx, acc);
+        acc = common.mulAdd(F32s, @floatFromInt(isum), d * dx, acc);
+        acc = common.mulAdd(F32s, @floatFromInt(imin), -dmin * dx, acc);
     }
     return acc;
 }

@@ -67,7 +67,6 @@ pub inline fn scaleWords(comptime W: type, a: W, b: W, c: W) [4]W {
     };
 }
 
-
 /// The unsigned 3-bit quants q2 + 4h of chunk c (values 32c..32c+31).
 inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
     const bits: U8x32 = blk.qs[32 * (c / 4) ..][0..32].*;

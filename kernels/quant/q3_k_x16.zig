@@ -105,7 +105,7 @@ pub fn dotRowGroup(groups: [*]const Group, act: q8_k.Row, nb: usize, ahead: usiz
             isum = common.dotWordsLanes(rows, isum, @bitCast(part), s[k]);
         }
         const d: F32s = @floatCast(@as(@Vector(rows, f16), g.d));
-        acc = @mulAdd(F32s, @floatFromInt(isum), d * @as(F32s, @splat(act.d[b])), acc);
+        acc = common.mulAdd(F32s, @floatFromInt(isum), d * @as(F32s, @splat(act.d[b])), acc);
     }
     return acc;
 }

@@ -63,7 +63,6 @@ pub inline fn scaleWords(comptime W: type, a: W, b: W, c: W) struct { sc: [2]W, 
     };
 }
 
-
 /// [m0, m0, m1, m1, …, m7, m7] as i16: multiplies the activation's 16 bsums pairwise.
 pub inline fn pairUp(m: @Vector(8, u8)) I16x16 {
     const wide: @Vector(8, i16) = m;

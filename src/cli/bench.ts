@@ -16,7 +16,7 @@ import { DeltaqError } from "../errors.ts";
 import { readModelHeader } from "../gguf/split.ts";
 import { Metadata } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
-import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
+import { ensureLibrary, findZig, isCompiledBinary } from "../native/build.ts";
 import { CACHE_TYPE_K, CACHE_TYPE_V, cacheTypeFlag, flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
@@ -476,7 +476,7 @@ async function measureBandwidth(
   threads: number,
   log: (l: string) => void,
 ): Promise<{ bytes: number; gbPerSecond: number[] }> {
-  const cpu = targetCpu();
+  const cpu = "native";
   const exe = `${BENCH_CACHE}bandwidth-${hex32(fnv1a(Deno.readFileSync(BANDWIDTH_SOURCE)))}-${cpu}`;
   if (!isFile(exe)) {
     Deno.mkdirSync(BENCH_CACHE, { recursive: true });

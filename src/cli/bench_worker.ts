@@ -32,7 +32,7 @@ import { parseArgs } from "node:util";
 import { DeltaqError } from "../errors.ts";
 import { GGML_TYPES } from "../gguf/types.ts";
 import { Model } from "../model/model.ts";
-import { targetCpu } from "../native/build.ts";
+import { cpuLevels } from "../native/ffi.ts";
 import type { CacheType, ProfileEntry } from "../native/kernels.ts";
 import { cacheTypeFlag } from "./args.ts";
 import { LLAMA_PACKAGE, LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
@@ -307,7 +307,7 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
   };
   return {
     runner,
-    build: `deltaq (kernels built for -Dcpu=${targetCpu()})`,
+    build: `deltaq (kernels: ${cpuLevels().selected} level of ${cpuLevels().all.join(", ")})`,
     nVocab: model.config.nVocab,
     profile,
   };
