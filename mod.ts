@@ -26,7 +26,7 @@ export { DeltaqError } from "./src/errors.ts";
 export { type ChatOptions, type ContextMemory, type LoadOptions, Model, type ModelInfo } from "./src/model/model.ts";
 export type { CacheType } from "./src/native/kernels.ts";
 export type { EvalOptions, Session } from "./src/model/session.ts";
-export type { LayerType, Qwen35Config } from "./src/model/config.ts";
+export type { LayerType, MoeConfig, Qwen35Config } from "./src/model/config.ts";
 export type {
   GenerateOptions,
   Generation,

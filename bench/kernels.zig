@@ -9,7 +9,7 @@
 //!   zig build bench-kernels -- --prompt             16-, 64- and 512-token runs only
 //!   zig build bench-kernels -- --hot                one copy of each matrix (cache-resident
 //!                                                   where it fits: compute ceiling, not DRAM)
-//!   zig build bench-kernels -- --repack             Q4_K and IQ3_S repacked (as loaded)
+//!   zig build bench-kernels -- --repack             repackable types repacked as loaded (`/r`)
 //!   zig build bench-kernels -- --prefetch=32768 --chunk=32   tuning knobs (see matmul.Config)
 //!
 //! One- and 16-token runs cycle through enough copies of the matrix (≥ 384 MiB) that every call reads
@@ -27,7 +27,7 @@ const shapes = [_]Shape{
 };
 const lm_head = Shape{ .rows = 248320, .cols = 2560, .name = "248320x2560 (LM head)" };
 
-const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q8_0, .f16, .bf16, .f32, .iq3_s };
+const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f16, .bf16, .f32, .iq3_s };
 
 const dram_bytes = 384 << 20;
 
@@ -68,12 +68,21 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
         s ^= s << 17;
         w.* = s;
     }
-    const Patch = struct { block: usize, offsets: []const usize };
+    const Patch = struct { block: usize, offsets: []const usize, byte: bool = false };
     const patch: ?Patch = switch (kind) {
         .q4_k => .{ .block = 144, .offsets = &.{ 0, 2 } },
         .q5_k => .{ .block = 176, .offsets = &.{ 0, 2 } },
         .q6_k => .{ .block = 210, .offsets = &.{208} },
+        .q2_k => .{ .block = 84, .offsets = &.{ 80, 82 } },
+        .q3_k => .{ .block = 110, .offsets = &.{108} },
+        .iq4_xs => .{ .block = 136, .offsets = &.{0} },
         .q8_0 => .{ .block = 34, .offsets = &.{0} },
+        .q4_0, .iq4_nl => .{ .block = 18, .offsets = &.{0} },
+        .q4_1 => .{ .block = 20, .offsets = &.{ 0, 2 } },
+        .q5_0 => .{ .block = 22, .offsets = &.{0} },
+        .q5_1 => .{ .block = 24, .offsets = &.{ 0, 2 } },
+        // MXFP4's scale is one exponent byte: 0x3c (2^-68) is small and normal.
+        .mxfp4 => .{ .block = 17, .offsets = &.{0}, .byte = true },
         .iq3_s => .{ .block = 110, .offsets = &.{0} },
         .iq3_xxs => .{ .block = 98, .offsets = &.{0} },
         .iq2_xxs => .{ .block = 66, .offsets = &.{0} },
@@ -86,7 +95,7 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
     if (patch) |p| {
         var b: usize = 0;
         while (b + p.block <= bytes.len) : (b += p.block) for (p.offsets) |o| {
-            @memcpy(bytes[b + o ..][0..2], std.mem.asBytes(&small));
+            if (p.byte) bytes[b + o] = 0x3c else @memcpy(bytes[b + o ..][0..2], std.mem.asBytes(&small));
         };
     } else {
         // float weights: random bit patterns include NaN/Inf; use small values instead
@@ -247,7 +256,8 @@ pub fn main(init: std.process.Init.Minimal) !void {
             if (packed_buf.len > 0) for (0..copies) |c| {
                 weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * packed_stride));
             };
-            const name = if (packed_buf.len == 0) @tagName(kind) else if (kind == .q4_k) "q4_kx8" else "iq3_sc";
+            var name_buf: [16]u8 = undefined;
+            const name = if (packed_buf.len > 0) std.fmt.bufPrint(&name_buf, "{s}/r", .{@tagName(kind)}) catch unreachable else @tagName(kind);
             const token_counts: []const usize = if (decode_only or si >= shapes.len) &.{1} else if (prompt_only) &.{ 16, 64, 512 } else &.{ 1, 16, 64, 512 };
             for (token_counts) |n_tokens| for (&contexts, 1..) |*ctx, threads| {
                 // Short prompts (a chat turn) still stream their weights from DRAM, as decode does.
@@ -256,7 +266,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 const sec = timing.seconds;
                 const macs = @as(f64, @floatFromInt(shape.rows * shape.cols * n_tokens));
                 print("{s:<6} {s:<22} {d:>6} {d:>3} {d:>10.3} {d:>8.1} {d:>8.1} {d:>5.2} {d:>9.1}\n", .{
-                    name,                                              shape.name,        n_tokens,         threads, sec * 1e3,
+                    name,                                              shape.name,       n_tokens,         threads,                                                                sec * 1e3,
                     @as(f64, @floatFromInt(matrix_bytes)) / sec / 1e9, macs / sec / 1e9, timing.cpu_share, macs / sec / 1e9 / timing.cpu_share / @as(f64, @floatFromInt(threads)),
                 });
             };

@@ -189,7 +189,7 @@ pub fn validate(s: Shape) error{Failed}!void {
     if (s.head_dim == 0 or s.head_dim > max_head_dim or s.head_dim % 8 != 0) return root.fail("head dim {d} must be a multiple of 8 up to {d}", .{ s.head_dim, max_head_dim });
     if (s.n_head_kv == 0 or s.n_head % s.n_head_kv != 0) return root.fail("{d} query heads cannot share {d} KV heads", .{ s.n_head, s.n_head_kv });
     inline for (.{ s.k_type, s.v_type }, .{ "K", "V" }) |t, which| {
-        if (t.rowBytes(0) == null) return root.fail("unknown {s} cache type {d}", .{ which, @intFromEnum(t) });
+        if (t.rowBytes(0) == null) return root.fail("unknown {s} cache type {d}", .{ which, @backingInt(t) });
         if (t.rowBytes(s.head_dim) == null) return root.fail("a {s} {s} cache needs a head dim that is a multiple of 32, not {d}", .{ t.name(), which, s.head_dim });
     }
 }
@@ -440,7 +440,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     for (0..p.splits) |sp| {
                         const row = j.partials + (i + sp) * p.partialFloats() + r * (d + 2);
                         if (row[1] == 0) continue;
-                        const f = @exp(row[0] - m);
+                        const f = simd.expScalar(row[0] - m);
                         total += row[1] * f;
                         axpy(dst, row + 2, f, d);
                     }
@@ -502,7 +502,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 inline for (0..dot_keys) |i| kv[i] = widen(KT, L, krows[i], c);
                 inline for (0..dot_rows) |j| {
                     const qv = simd.loadN(L, w.q + (r + j) * d + c);
-                    inline for (0..dot_keys) |i| acc[j * dot_keys + i] = @mulAdd(Vec, qv, kv[i], acc[j * dot_keys + i]);
+                    inline for (0..dot_keys) |i| acc[j * dot_keys + i] = simd.mulAdd(Vec, qv, kv[i], acc[j * dot_keys + i]);
                 }
             }
             const sums = sumLanes(L, acc) * @as(Vec, @splat(scale));
@@ -551,7 +551,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     inline for (0..qk_vecs) |v| kv[v] = simd.loadN(L, w.kt + c * block_keys + k0 + v * L);
                     inline for (0..n) |i| {
                         const qv: Vec = @splat(w.q[(r + i) * d + c]);
-                        inline for (0..qk_vecs) |v| acc[i][v] = @mulAdd(Vec, qv, kv[v], acc[i][v]);
+                        inline for (0..qk_vecs) |v| acc[i][v] = simd.mulAdd(Vec, qv, kv[v], acc[i][v]);
                     }
                 }
                 const sv: Vec = @splat(scale);
@@ -585,7 +585,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             const m_old = w.m[r];
             const m_new = @max(m_old, mx);
             if (m_new > m_old) {
-                const f = @exp(m_old - m_new); // 0 on the first block (m_old = −inf)
+                const f = simd.expScalar(m_old - m_new); // 0 on the first block (m_old = −inf)
                 simd.scale(w.o + r * d, w.o + r * d, f, d);
                 w.l[r] *= f;
                 w.m[r] = m_new;
@@ -600,7 +600,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             }
             var sum = @reduce(.Add, total);
             while (k < visible) : (k += 1) {
-                sc[k] = @exp(sc[k] - m_new);
+                sc[k] = simd.expScalar(sc[k] - m_new);
                 sum += sc[k];
             }
             @memset(sc[visible..nk], 0);
@@ -642,7 +642,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 inline for (0..nv) |v| vv[v] = if (widened) simd.loadN(L, values + k * d + c + v * L) else widen(VT, L, values + k * stride, c + v * L);
                 inline for (0..n) |i| {
                     const pv: Vec = @splat(w.sc[(r + i) * block_keys + k]);
-                    inline for (0..nv) |v| acc[i][v] = @mulAdd(Vec, pv, vv[v], acc[i][v]);
+                    inline for (0..nv) |v| acc[i][v] = simd.mulAdd(Vec, pv, vv[v], acc[i][v]);
                 }
             }
             inline for (0..n) |i| inline for (0..nv) |v| simd.storeN(L, w.o + (r + i) * d + c + v * L, acc[i][v]);
@@ -706,7 +706,7 @@ fn round(n: usize) usize {
 fn axpy(dst: [*]f32, src: [*]const f32, f: f32, n: usize) void {
     const fv: simd.V = @splat(f);
     var i: usize = 0;
-    while (i + simd.lanes <= n) : (i += simd.lanes) simd.store(dst + i, @mulAdd(simd.V, simd.load(src + i), fv, simd.load(dst + i)));
+    while (i + simd.lanes <= n) : (i += simd.lanes) simd.store(dst + i, simd.mulAdd(simd.V, simd.load(src + i), fv, simd.load(dst + i)));
     while (i < n) : (i += 1) dst[i] += src[i] * f;
 }
 
@@ -778,7 +778,7 @@ fn reference(s: Shape, q: []const f32, kc: []const u8, vc: []const u8, out: []f3
             if (rot != 0) hadamardRef(&qr, d, rot);
             for (0..d / 32) |b| {
                 var qs: [32]i8 = undefined;
-                const dq = q8_0.quantizeBlockRef(qr[32 * b ..][0..32], &qs);
+                const dq = q8_0.quantizeBlockRef(qr[32 * b ..][0..32], &qs).d;
                 for (0..32) |i| qr[32 * b + i] = @as(f32, dq) * @as(f32, @floatFromInt(qs[i]));
             }
         }

@@ -47,7 +47,7 @@ fn convBlock(comptime width: usize, x: [*]const f32, x_stride: usize, state: [*]
     for (0..n_tokens) |t| {
         window[k - 1] = x[t * x_stride + c0 ..][0..width].*;
         var acc: Vec = @splat(0);
-        for (0..k) |j| acc = @mulAdd(Vec, taps[j], window[j], acc);
+        for (0..k) |j| acc = simd.mulAdd(Vec, taps[j], window[j], acc);
         const one: Vec = @splat(1);
         out[t * channels + c0 ..][0..width].* = acc / (one + simd.expv(width, -acc));
         for (0..k - 1) |j| window[j] = window[j + 1];

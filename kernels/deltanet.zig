@@ -27,9 +27,8 @@ pub const Shape = struct {
     head_dim: usize,
 };
 
-
 pub fn softplus(x: f32) f32 {
-    return if (x > 20) x else @log(1 + @exp(x));
+    return if (x > 20) x else simd.logScalar(1 + simd.expScalar(x));
 }
 
 pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, beta: [*]const f32, alpha: [*]const f32, gate_stride: usize, ssm_a: [*]const f32, dt_bias: [*]const f32, state: [*]f32, out: [*]f32) void {
@@ -72,13 +71,13 @@ pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, b
                 const k = row + (j.s.n_k_heads + kh) * d;
                 const v: Vec = (row + 2 * j.s.n_k_heads * d + h * d + c)[0..W].*;
                 const g = j.ssm_a[h] * softplus(j.alpha[t * j.gate_stride + h] + j.dt_bias[h]);
-                const decay: Vec = @splat(@exp(g));
+                const decay: Vec = @splat(simd.expScalar(g));
                 const b: Vec = @splat(simd.sigmoidScalar(j.beta[t * j.gate_stride + h]));
                 // pass 1: kv = (decay·S)ᵀk, four accumulators to hide FMA latency
                 var kv: [4]Vec = @splat(@splat(0));
                 var i: usize = 0;
                 while (i < d) : (i += 4) {
-                    inline for (0..4) |u| kv[u] = @mulAdd(Vec, (S + (i + u) * d)[0..W].*, @splat(k[i + u]), kv[u]);
+                    inline for (0..4) |u| kv[u] = simd.mulAdd(Vec, (S + (i + u) * d)[0..W].*, @splat(k[i + u]), kv[u]);
                 }
                 const delta = b * (v - decay * ((kv[0] + kv[1]) + (kv[2] + kv[3])));
                 // pass 2: S ← decay·S + k·deltaᵀ, o = Sᵀq / sqrt(d)
@@ -87,9 +86,9 @@ pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, b
                 while (i < d) : (i += 4) {
                     inline for (0..4) |u| {
                         const p = (S + (i + u) * d)[0..W];
-                        const updated = @mulAdd(Vec, @splat(k[i + u]), delta, p.* * decay);
+                        const updated = simd.mulAdd(Vec, @splat(k[i + u]), delta, p.* * decay);
                         p.* = updated;
-                        o[u] = @mulAdd(Vec, updated, @splat(q[i + u] * q_scale), o[u]);
+                        o[u] = simd.mulAdd(Vec, updated, @splat(q[i + u] * q_scale), o[u]);
                     }
                 }
                 (j.out + t * j.s.n_v_heads * d + h * d + c)[0..W].* = (o[0] + o[1]) + (o[2] + o[3]);

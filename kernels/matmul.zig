@@ -7,17 +7,21 @@
 //! y rows ne1 floats, each `*_stride` floats apart.
 //!
 //! Numerics follow llama.cpp's CPU backend: the activations are first converted to the weight
-//! type's dot-product partner — Q8_K (blocks of 256) for Q2_K…Q6_K and IQ4_XS, Q8_0 for Q8_0, values
-//! rounded to F16/BF16 for F16/BF16, plain f32 for F32 — and the products are integer (quantized
-//! types) or f32 (float types). The formats live in `quant/`.
+//! type's dot-product partner (its `vec_dot_type`) — Q8_K (blocks of 256) for Q2_K…Q6_K and
+//! IQ4_XS, Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL/MXFP4, Q8_1 for
+//! Q4_1/Q5_1, values rounded to F16/BF16 for F16/BF16, plain f32 for
+//! F32 — and the products are integer (quantized types) or f32 (float types). The formats live in
+//! `quant/`; `Format` names each quantized type's file.
 //!
 //! Work is split over the context's pool by rows of `w` (dynamic chunks). One token (decode) is
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
-//! activation. Q4_K weights repacked at load (`repack`, `quant/q4_k_x8.zig`) go 8 interleaved rows
-//! at a time: the natural layout's Q4_K dot issues too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! activation. Q4_K, Q3_K, Q2_K and IQ4_XS weights repacked at load (`repack`, `quant/*_x8.zig`,
+//! `quant/*_x16.zig`) go 8 or 16 interleaved rows at a time, Q4_0 and Q8_0 eight blocks of a row
+//! at a time (`block32`'s super-blocks), IQ3_S as 4-bit value codes (`quant/iq3_s_codes.zig`,
+//! no grid lookups): the natural layouts' dots issue too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
-//! panel (`kquants.Panel`), then every tile of the chunk reads the panel; Q8_0 and float
-//! weights are read directly. Token chunks are sized so their activations stay in L2.
+//! panel (`kquants.Panel`, `block32.Panel` for the 32-value block
+//! formats), then every tile of the chunk reads the panel; float weights are read directly. Token chunks are sized so their activations stay in L2.
 const std = @import("std");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
@@ -26,6 +30,13 @@ const os = @import("os.zig");
 const common = @import("quant/common.zig");
 const q8_k = @import("quant/q8_k.zig");
 const q8_0 = @import("quant/q8_0.zig");
+const q4_0 = @import("quant/q4_0.zig");
+const q4_1 = @import("quant/q4_1.zig");
+const q5_1 = @import("quant/q5_1.zig");
+const mxfp4 = @import("quant/mxfp4.zig");
+const q5_0 = @import("quant/q5_0.zig");
+const iq4_nl = @import("quant/iq4_nl.zig");
+const block32 = @import("quant/block32.zig");
 const q4_k = @import("quant/q4_k.zig");
 const q5_k = @import("quant/q5_k.zig");
 const q6_k = @import("quant/q6_k.zig");
@@ -42,8 +53,38 @@ const iq2_s = @import("quant/iq2_s.zig");
 const iq1_s = @import("quant/iq1_s.zig");
 const iq1_m = @import("quant/iq1_m.zig");
 const iquants = @import("quant/iquants.zig");
+const q3_k_x16 = @import("quant/q3_k_x16.zig");
+const q2_k_x16 = @import("quant/q2_k_x16.zig");
+const iq4_xs_x16 = @import("quant/iq4_xs_x16.zig");
 const kquants = @import("quant/kquants.zig");
 const float = @import("quant/float.zig");
+
+/// The quant/ file of each quantized type (`getRow` and the tests; `matmulWith` picks the kernel).
+fn Format(comptime kind: GgmlType) type {
+    return switch (kind) {
+        .q4_k => q4_k,
+        .q5_k => q5_k,
+        .q6_k => q6_k,
+        .q2_k => q2_k,
+        .q3_k => q3_k,
+        .iq4_xs => iq4_xs,
+        .iq3_s => iq3_s.kernels,
+        .iq3_xxs => iq3_xxs.kernels,
+        .iq2_xxs => iq2_xxs.kernels,
+        .iq2_xs => iq2_xs.kernels,
+        .iq2_s => iq2_s.kernels,
+        .iq1_s => iq1_s.kernels,
+        .iq1_m => iq1_m.kernels,
+        .q8_0 => q8_0,
+        .q4_0 => q4_0,
+        .q4_1 => q4_1,
+        .q5_1 => q5_1,
+        .mxfp4 => mxfp4,
+        .q5_0 => q5_0,
+        .iq4_nl => iq4_nl,
+        else => @compileError("not a quantized type: " ++ @tagName(kind)),
+    };
+}
 
 pub const Weight = types.Weight;
 pub const GgmlType = types.GgmlType;
@@ -88,81 +129,139 @@ pub fn matvec(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: u
 
 pub fn matmulWith(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, y: [*]f32, y_stride: usize, n_tokens: usize, cfg: Config) error{Failed}!void {
     if (n_tokens == 0) return;
-    if ((if (w.repacked) repackedRowBytes(w) else w.kind.rowBytes(w.ne0)) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @intFromEnum(w.kind), w.ne0 });
     if (n_tokens > 1 and x_stride < w.ne0) return root.fail("matmul: activation stride {d} is shorter than a row ({d})", .{ x_stride, w.ne0 });
     if (n_tokens > 1 and y_stride < w.ne1) return root.fail("matmul: output stride {d} is shorter than a row ({d})", .{ y_stride, w.ne1 });
-    const p = Problem{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .cfg = cfg };
+    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_tokens, .matvec = n_tokens == 1 or cfg.each_token_alone, .cfg = cfg });
+}
+
+/// Which rows of a stacked expert tensor (`ne1` = n_expert · stride rows) one expert matmul uses:
+/// expert e's rows [e·stride + first, e·stride + first + count). A fused gate/up tensor is read
+/// as its gate half (first 0) and its up half (first = count).
+pub const ExpertRows = struct {
+    stride: usize,
+    first: usize,
+    count: usize,
+};
+
+/// The (input row, output row) pairs of a batch grouped by expert (`moe.group`): expert `used[u]`
+/// owns pairs [start[u], start[u+1]).
+pub const Experts = struct {
+    rows: ExpertRows,
+    in_rows: [*]const u32,
+    out_rows: [*]const u32,
+    used: [*]const u32,
+    start: [*]const u32,
+    n_used: usize,
+
+    /// Expert e's rows of `w` as a weight of their own.
+    fn view(ex: *const Experts, w: *const Weight, e: usize) Weight {
+        var v = w.*;
+        v.data = w.data + (e * ex.rows.stride + ex.rows.first) * w.row_bytes;
+        v.ne1 = ex.rows.count;
+        return v;
+    }
+};
+
+/// Mixture-of-experts matmul (llama.cpp's `mul_mat_id`): for every pair of `experts`,
+///   y[out_row] = (expert e's rows of w) · x[in_row]
+/// `n_inputs` rows of x (`x_stride` apart) are converted to the weight type's dot partner once;
+/// then each chosen expert's rows are streamed (one token: `matvec`) or unpacked (a prompt) once
+/// for all of its tokens, in one pass of the pool over all experts. Only the chosen experts'
+/// rows are read.
+pub fn matmulExperts(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_stride: usize, n_inputs: usize, y: [*]f32, y_stride: usize, experts: *const Experts, one_token: bool) error{Failed}!void {
+    if (n_inputs == 0 or experts.n_used == 0) return;
+    if (x_stride < w.ne0 or y_stride < experts.rows.count) return root.fail("matmul: expert strides ({d}, {d}) are shorter than the rows ({d}, {d})", .{ x_stride, y_stride, w.ne0, experts.rows.count });
+    const group = repackedGroupRows(w);
+    if (experts.rows.stride % group != 0 or experts.rows.first % group != 0 or experts.rows.count % group != 0)
+        return root.fail("matmul: repacked experts must start and end on {d}-row groups", .{group});
+    return dispatch(ctx, .{ .w = w, .x = x, .x_stride = x_stride, .y = y, .y_stride = y_stride, .n_tokens = n_inputs, .matvec = one_token, .cfg = .{}, .experts = experts });
+}
+
+fn dispatch(ctx: *root.Context, p: Problem) error{Failed}!void {
+    const w = p.w;
+    // A repacked IQ3_S weight's rows are its codes (`repackedRowBytes`), not the file's blocks.
+    const want_row_bytes = if (w.repacked and w.kind == .iq3_s) repackedRowBytes(w) else w.kind.rowBytes(w.ne0);
+    if (want_row_bytes != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @backingInt(w.kind), w.ne0 });
     switch (w.kind) {
-        .q4_k => if (w.repacked) try runKQuant(Q4KRepacked, ctx, p) else try runKQuant(q4_k, ctx, p),
-        .q5_k => try runKQuant(q5_k, ctx, p),
-        .q6_k => try runKQuant(q6_k, ctx, p),
-        .q2_k => try runKQuant(q2_k, ctx, p),
-        .q3_k => try runKQuant(q3_k, ctx, p),
-        .iq4_xs => try runKQuant(iq4_xs, ctx, p),
-        .iq3_s => if (w.repacked) try runKQuant(iq3_s_codes.kernels, ctx, p) else try runKQuant(iq3_s.kernels, ctx, p),
-        .iq3_xxs => try runKQuant(iq3_xxs.kernels, ctx, p),
-        .iq2_xxs => try runKQuant(iq2_xxs.kernels, ctx, p),
-        .iq2_xs => try runKQuant(iq2_xs.kernels, ctx, p),
-        .iq2_s => try runKQuant(iq2_s.kernels, ctx, p),
-        .iq1_s => try runKQuant(iq1_s.kernels, ctx, p),
-        .iq1_m => try runKQuant(iq1_m.kernels, ctx, p),
-        .q8_0 => try runQ8_0(ctx, p),
+        .q4_k => if (w.repacked) try runKQuant(q4_k, q4_k_x8, ctx, p) else try runKQuant(q4_k, null, ctx, p),
+        .q5_k => try runKQuant(q5_k, null, ctx, p),
+        .q6_k => try runKQuant(q6_k, null, ctx, p),
+        .q2_k => if (w.repacked) try runKQuant(q2_k, q2_k_x16, ctx, p) else try runKQuant(q2_k, null, ctx, p),
+        .q3_k => if (w.repacked) try runKQuant(q3_k, q3_k_x16, ctx, p) else try runKQuant(q3_k, null, ctx, p),
+        .iq4_xs => if (w.repacked) try runKQuant(iq4_xs, iq4_xs_x16, ctx, p) else try runKQuant(iq4_xs, null, ctx, p),
+        .iq3_s => if (w.repacked) try runKQuant(iq3_s_codes.kernels, null, ctx, p) else try runKQuant(iq3_s.kernels, null, ctx, p),
+        .iq3_xxs => try runKQuant(iq3_xxs.kernels, null, ctx, p),
+        .iq2_xxs => try runKQuant(iq2_xxs.kernels, null, ctx, p),
+        .iq2_xs => try runKQuant(iq2_xs.kernels, null, ctx, p),
+        .iq2_s => try runKQuant(iq2_s.kernels, null, ctx, p),
+        .iq1_s => try runKQuant(iq1_s.kernels, null, ctx, p),
+        .iq1_m => try runKQuant(iq1_m.kernels, null, ctx, p),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => |q| {
+            const F = Format(q);
+            if (comptime @hasDecl(F, "Super")) if (w.repacked) return runBlock32(F, true, ctx, p);
+            try runBlock32(F, false, ctx, p);
+        },
         .f32 => try runFloat(f32, ctx, p),
         .f16 => try runFloat(f16, ctx, p),
         .bf16 => try runFloat(float.Bf16, ctx, p),
-        _ => return root.fail("matmul: weight type {d} is not supported", .{@intFromEnum(w.kind)}),
+        _ => return root.fail("matmul: weight type {d} is not supported", .{@backingInt(w.kind)}),
     }
 }
 
-/// Whether `repack` can take the weight: Q4_K in whole groups of 8 rows, or IQ3_S.
+/// The row-interleaved layout a K-quant type is repacked into at load for one-token matmuls
+/// (`quant/*_x8.zig`, `quant/*_x16.zig`), or null when it has none.
+fn Interleaved(comptime kind: GgmlType) ?type {
+    return switch (kind) {
+        .q4_k => q4_k_x8,
+        .q3_k => q3_k_x16,
+        .q2_k => q2_k_x16,
+        .iq4_xs => iq4_xs_x16,
+        else => null,
+    };
+}
+
+/// The types with an interleaved layout.
+const repackable = [_]GgmlType{ .q4_k, .q3_k, .q2_k, .iq4_xs };
+
+/// The 32-value block formats with a super-block layout (`quant/block32.zig`).
+const super_block_kinds = [_]GgmlType{ .q4_0, .q8_0 };
+
+/// The types re-encoded block by block into a code layout (`Codes`): IQ3_S's 4-bit value codes.
+const code_kinds = [_]GgmlType{.iq3_s};
+
+/// Rows a weight's layout keeps together: its interleaved group when repacked, else 1.
+fn repackedGroupRows(w: *const Weight) usize {
+    if (w.repacked) inline for (repackable) |kind| if (w.kind == kind) return Interleaved(kind).?.rows;
+    return 1;
+}
+
+/// Whether `repack` can take the weight: a type with an interleaved layout in whole row groups,
+/// a 32-value block format with a super-block layout (Q4_0, Q8_0) in whole super-blocks of
+/// 256 values, or IQ3_S (into its code layout).
 pub fn canRepack(w: *const Weight) bool {
     if (w.repacked) return false;
-    return (w.kind == .q4_k and w.ne1 % q4_k_x8.rows == 0) or w.kind == .iq3_s;
+    inline for (repackable) |kind| if (w.kind == kind) return w.ne1 % Interleaved(kind).?.rows == 0;
+    inline for (super_block_kinds) |kind| if (w.kind == kind) return w.ne0 % 256 == 0;
+    inline for (code_kinds) |kind| if (w.kind == kind) return true;
+    return false;
 }
 
-/// Bytes per row of a weight as `repack` copies it (the same for Q4_K; IQ3_S's codes take 134
-/// bytes per block instead of 110).
+/// Bytes per row of a weight as `repack` copies it: `row_bytes`, except for the code layouts
+/// (IQ3_S's codes take 134 bytes per block of 256 values instead of 110).
 pub fn repackedRowBytes(w: *const Weight) usize {
-    return switch (w.kind) {
-        .iq3_s => w.ne0 / 256 * @sizeOf(iq3_s_codes.Block),
-        else => w.row_bytes,
-    };
+    inline for (code_kinds) |kind| if (w.kind == kind) return w.ne0 / 256 * @sizeOf(Codes(kind).Block);
+    return w.row_bytes;
 }
 
-/// Copies a Q4_K or IQ3_S weight into `dst` (`ne1 · repackedRowBytes` bytes, 64-byte aligned) in
-/// the layout its one-token matmuls run fastest on — Q4_K in 8-row interleaved groups
-/// (`quant/q4_k_x8.zig`), IQ3_S as 4-bit value codes (`quant/iq3_s_codes.zig`) — split over the
-/// pool; returns the repacked weight.
+/// Copies a weight `canRepack` accepts into `dst` (`ne1 · repackedRowBytes` bytes, 64-byte
+/// aligned) in its repacked layout — K-quants in their interleaved row groups (`Interleaved`),
+/// Q4_0 and Q8_0 in the super-blocks of `quant/block32.zig`, IQ3_S as the 4-bit value codes of
+/// `quant/iq3_s_codes.zig` — split over the pool; returns the repacked weight.
 pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
     std.debug.assert(canRepack(w));
-    const Job = struct {
-        w: *const Weight,
-        dst: [*]align(64) u8,
-        /// Rows per unit of work (Q4_K's row groups) and destination bytes per unit.
-        unit_rows: usize,
-        unit_bytes: usize,
-        fn run(j: *const @This(), worker: usize, n_workers: usize) void {
-            const nb = j.w.ne0 / 256;
-            const s = pool_mod.share(j.w.ne1 / j.unit_rows, 1, worker, n_workers);
-            // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
-            const page = os.pageSize();
-            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * j.unit_bytes), page);
-            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * j.unit_bytes), page);
-            if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
-            for (s.begin..s.end) |u| switch (j.w.kind) {
-                .q4_k => q4_k_x8.repackRowGroup(j.w.data, j.w.row_bytes, nb, u, @ptrCast(@alignCast(j.dst + u * j.unit_bytes))),
-                .iq3_s => {
-                    const src: [*]const iq3_s.Block = @ptrCast(@alignCast(j.w.row(u)));
-                    const out: [*]iq3_s_codes.Block = @ptrCast(@alignCast(j.dst + u * j.unit_bytes));
-                    for (0..nb) |b| iq3_s_codes.encode(&src[b], &out[b]);
-                },
-                else => unreachable,
-            };
-        }
-    };
-    const unit_rows: usize = if (w.kind == .q4_k) q4_k_x8.rows else 1;
-    const job = Job{ .w = w, .dst = dst, .unit_rows = unit_rows, .unit_bytes = unit_rows * repackedRowBytes(w) };
-    ctx.pool.run(Job, &job, Job.run);
+    inline for (repackable) |kind| if (w.kind == kind) repackAs(Interleaved(kind).?, ctx, w, dst);
+    inline for (super_block_kinds) |kind| if (w.kind == kind) repackAs(SuperBlocks(kind), ctx, w, dst);
+    inline for (code_kinds) |kind| if (w.kind == kind) repackAs(Codes(kind), ctx, w, dst);
     var out = w.*;
     out.data = dst;
     out.row_bytes = repackedRowBytes(w);
@@ -170,40 +269,95 @@ pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight
     return out;
 }
 
+/// `repackAs`'s description of a block32 format's super-block layout: rows are copied one by one.
+fn SuperBlocks(comptime kind: GgmlType) type {
+    return struct {
+        const rows = 0;
+        const F = Format(kind);
+
+        /// One row of `ne0` values.
+        fn repackRow(src: [*]const u8, ne0: usize, dst: [*]u8) void {
+            block32.repackRow(F, @ptrCast(@alignCast(src)), ne0 / 256, @ptrCast(@alignCast(dst)));
+        }
+    };
+}
+
+/// `repackAs`'s description of a code layout: rows are re-encoded one by one, block by block,
+/// into rows of `repackedRowBytes` (IQ3_S: `quant/iq3_s_codes.zig`).
+fn Codes(comptime kind: GgmlType) type {
+    return switch (kind) {
+        .iq3_s => struct {
+            const rows = 0;
+            /// The kernels of the repacked layout (`runKQuant`, `getRow`).
+            const F = iq3_s_codes.kernels;
+            const Block = iq3_s_codes.Block;
+
+            fn repackRow(src: [*]const u8, ne0: usize, dst: [*]u8) void {
+                const blocks: [*]const iq3_s.Block = @ptrCast(@alignCast(src));
+                const out: [*]Block = @ptrCast(@alignCast(dst));
+                for (0..ne0 / 256) |b| iq3_s_codes.encode(&blocks[b], &out[b]);
+            }
+        },
+        else => @compileError("no code layout for " ++ @tagName(kind)),
+    };
+}
+
+/// Copies a weight's rows into `dst` in layout X: an interleaved K-quant layout (`Interleaved`),
+/// a block32 super-block layout (`SuperBlocks`) or a code layout (`Codes`); the latter two go
+/// row by row (`rows` 0), into rows of `repackedRowBytes`.
+fn repackAs(comptime X: type, ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) void {
+    const Job = struct {
+        w: *const Weight,
+        dst: [*]align(64) u8,
+        dst_row_bytes: usize,
+        fn run(j: *const @This(), worker: usize, n_workers: usize) void {
+            const step: usize = if (X.rows > 0) X.rows else 1;
+            const s = pool_mod.share(j.w.ne1 / step, 1, worker, n_workers);
+            // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
+            const page = os.pageSize();
+            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * step * j.dst_row_bytes), page);
+            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * step * j.dst_row_bytes), page);
+            if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
+            if (comptime X.rows > 0) {
+                const nb = j.w.ne0 / 256;
+                const groups: [*]X.Group = @ptrCast(j.dst);
+                for (s.begin..s.end) |rg| X.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
+            } else for (s.begin..s.end) |r| {
+                X.repackRow(j.w.row(r), j.w.ne0, j.dst + r * j.dst_row_bytes);
+            }
+        }
+    };
+    const job = Job{ .w = w, .dst = dst, .dst_row_bytes = repackedRowBytes(w) };
+    ctx.pool.run(Job, &job, Job.run);
+}
+
 pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
-    if (w.repacked and w.kind == .q4_k) return dequantizeRepackedRow(w, r, out);
+    if (w.repacked) return dequantizeRepackedRow(w, r, out);
     const row = w.row(r);
-    if (w.repacked and w.kind == .iq3_s) return dequantizeRow(iq3_s_codes.kernels, row, out, w.ne0);
     switch (w.kind) {
         .f32 => float.getRow(f32, @ptrCast(@alignCast(row)), out, w.ne0),
         .f16 => float.getRow(f16, @ptrCast(@alignCast(row)), out, w.ne0),
         .bf16 => float.getRow(float.Bf16, @ptrCast(@alignCast(row)), out, w.ne0),
-        .q8_0 => dequantizeRow(q8_0, row, out, w.ne0),
-        .q4_k => dequantizeRow(q4_k, row, out, w.ne0),
-        .q5_k => dequantizeRow(q5_k, row, out, w.ne0),
-        .q6_k => dequantizeRow(q6_k, row, out, w.ne0),
-        .q2_k => dequantizeRow(q2_k, row, out, w.ne0),
-        .q3_k => dequantizeRow(q3_k, row, out, w.ne0),
-        .iq4_xs => dequantizeRow(iq4_xs, row, out, w.ne0),
-        .iq3_s => dequantizeRow(iq3_s.kernels, row, out, w.ne0),
-        .iq3_xxs => dequantizeRow(iq3_xxs.kernels, row, out, w.ne0),
-        .iq2_xxs => dequantizeRow(iq2_xxs.kernels, row, out, w.ne0),
-        .iq2_xs => dequantizeRow(iq2_xs.kernels, row, out, w.ne0),
-        .iq2_s => dequantizeRow(iq2_s.kernels, row, out, w.ne0),
-        .iq1_s => dequantizeRow(iq1_s.kernels, row, out, w.ne0),
-        .iq1_m => dequantizeRow(iq1_m.kernels, row, out, w.ne0),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| dequantizeRow(Format(q), row, out, w.ne0),
         // Registration (root.zig) only accepts the types above.
         _ => unreachable,
     }
 }
 
 fn dequantizeRepackedRow(w: *const Weight, r: usize, out: [*]f32) void {
-    const nb = w.ne0 / 256;
-    const groups: [*]const q4_k_x8.Group = @ptrCast(@alignCast(w.data));
-    for (0..nb) |b| {
-        const blk = q4_k_x8.block(&groups[r / q4_k_x8.rows * nb + b], r % q4_k_x8.rows);
-        q4_k.dequantize(&blk, out[b * 256 ..][0..256]);
-    }
+    inline for (code_kinds) |kind| if (w.kind == kind) return dequantizeRow(Codes(kind).F, w.row(r), out, w.ne0);
+    inline for (super_block_kinds) |kind| if (w.kind == kind) {
+        return block32.dequantizeSuperRow(Format(kind), @ptrCast(@alignCast(w.data + r * w.row_bytes)), w.ne0 / 256, out);
+    };
+    inline for (repackable) |kind| if (w.kind == kind) {
+        const X = Interleaved(kind).?;
+        const nb = w.ne0 / 256;
+        const groups: [*]const X.Group = @ptrCast(@alignCast(w.data));
+        for (0..nb) |b| {
+            const blk = X.block(&groups[r / X.rows * nb + b], r % X.rows);
+            X.Natural.dequantize(&blk, out[b * 256 ..][0..256]);
+        }
+    };
 }
 
 fn dequantizeRow(comptime F: type, row: [*]const u8, out: [*]f32, n: usize) void {
@@ -219,19 +373,35 @@ const Problem = struct {
     y: [*]f32,
     y_stride: usize,
     n_tokens: usize,
+    /// Every token through the one-token kernels (`dotRows`) rather than GEMM tiles: one token,
+    /// `Config.each_token_alone`, or an expert matmul's decode step (one token per expert, but
+    /// several input rows in all, one per slot). Set when the problem is made: an expert's share
+    /// of a batch must keep the activation layout the whole batch was prepared in.
+    matvec: bool,
     cfg: Config,
+    /// Expert matmuls: the grouping, and for one expert's share (made by `runExperts`) where
+    /// its tokens' activation rows and output rows are. Null maps are the identity.
+    experts: ?*const Experts = null,
+    x_rows: ?[*]const u32 = null,
+    y_rows: ?[*]const u32 = null,
 
     fn prefetchAhead(p: Problem) usize {
         return (p.cfg.prefetch_bytes + p.w.row_bytes - 1) / p.w.row_bytes * p.w.row_bytes;
     }
 
+    /// Which prepared activation row (or x row) token t reads.
+    fn inRow(p: Problem, t: usize) usize {
+        return if (p.x_rows) |m| m[t] else t;
+    }
+
     fn out(p: Problem, t: usize, r: usize) *f32 {
-        return &p.y[t * p.y_stride + r];
+        const row = if (p.y_rows) |m| m[t] else t;
+        return &p.y[row * p.y_stride + r];
     }
 
     /// GEMM tiles (several tokens) rather than the one-token kernels run per token.
     fn tiled(p: Problem) bool {
-        return p.n_tokens > 1 and !p.cfg.each_token_alone;
+        return !p.matvec;
     }
 
     /// Tokens per chunk: a multiple of the tile, with `row_bytes` of activations per token.
@@ -271,38 +441,78 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
 /// `groupRows(K)`, then tiles of `tile_rows` × `tile_tokens`. Ragged edges run as single rows /
 /// single tokens (few tile shapes keep the build fast; edges are a small share of the work).
 fn run(ctx: *root.Context, comptime K: type, k: *const K) void {
+    if (k.p.experts) |ex| return runExperts(ctx, K, k, ex);
     const Driver = struct {
         fn work(kk: *const K, worker: usize, _: usize) void {
-            const p = kk.p;
-            if (!p.tiled()) {
-                while (kk.chunks.take()) |range| {
-                    var r = range.begin;
-                    const m = comptime matvecRows(K);
-                    while (r + m <= range.end) : (r += m) rowsForEachToken(kk, m, r);
-                    // Repacked weights come in whole groups, so this never runs for them.
-                    if (m == matvec_rows) while (r < range.end) : (r += 1) rowsForEachToken(kk, 1, r);
-                }
-                return;
-            }
-            const chunk = p.tokenChunk(K.actRowBytes(p.w.ne0));
-            while (kk.chunks.take()) |range| {
-                var t0: usize = 0;
-                while (t0 < p.n_tokens) : (t0 += chunk) {
-                    const t1 = @min(p.n_tokens, t0 + chunk);
-                    var r = range.begin;
-                    const group = comptime groupRows(K);
-                    while (r < range.end) : (r += group) {
-                        const n_rows = @min(group, range.end - r);
-                        kk.prepare(worker, r, n_rows);
-                        var i: usize = 0;
-                        while (i + tile_rows <= n_rows) : (i += tile_rows) tokenTiles(kk, worker, tile_rows, r + i, i, t0, t1);
-                        while (i < n_rows) : (i += 1) tokenTiles(kk, worker, 1, r + i, i, t0, t1);
-                    }
-                }
-            }
+            while (kk.chunks.take()) |range| workRows(kk, worker, range.begin, range.end);
         }
     };
     ctx.pool.run(K, k, Driver.work);
+}
+
+/// Rows [begin, end) of a kernel's problem, for every token.
+fn workRows(kk: anytype, worker: usize, begin: usize, end: usize) void {
+    const K = @TypeOf(kk.*);
+    const p = kk.p;
+    if (!p.tiled()) {
+        var r = begin;
+        const m = comptime matvecRows(K);
+        while (r + m <= end) : (r += m) rowsForEachToken(kk, m, r);
+        // Repacked weights come in whole groups, so this never runs for them.
+        if (m == matvec_rows) while (r < end) : (r += 1) rowsForEachToken(kk, 1, r);
+        return;
+    }
+    const chunk = p.tokenChunk(if (comptime @hasDecl(K, "Act")) K.Act.Row.bytes(p.w.ne0) else K.actRowBytes(p.w.ne0));
+    var t0: usize = 0;
+    while (t0 < p.n_tokens) : (t0 += chunk) {
+        const t1 = @min(p.n_tokens, t0 + chunk);
+        var r = begin;
+        const group = comptime groupRows(K);
+        while (r < end) : (r += group) {
+            const n_rows = @min(group, end - r);
+            kk.prepare(worker, r, n_rows);
+            var i: usize = 0;
+            while (i + tile_rows <= n_rows) : (i += tile_rows) tokenTiles(kk, worker, tile_rows, r + i, i, t0, t1);
+            while (i < n_rows) : (i += 1) tokenTiles(kk, worker, 1, r + i, i, t0, t1);
+        }
+    }
+}
+
+/// An expert matmul: work items are (chosen expert, row chunk) pairs over all experts, so one
+/// pass of the pool covers the whole batch. Each item runs the kernel on a copy whose problem is
+/// that expert's rows and tokens.
+fn runExperts(ctx: *root.Context, comptime K: type, k: *const K, ex: *const Experts) void {
+    const p = k.p;
+    const first_view = ex.view(p.w, ex.used[0]);
+    var sample = p;
+    sample.w = &first_view;
+    sample.n_tokens = if (p.matvec) 1 else p.n_tokens;
+    const chunk = rowChunk(ctx, sample, rowMultiple(K));
+    const per_expert = (ex.rows.count + chunk - 1) / chunk;
+    const Job = struct {
+        k: *const K,
+        ex: *const Experts,
+        chunk: usize,
+        per_expert: usize,
+        items: pool_mod.Chunks,
+        fn work(j: *const @This(), worker: usize, _: usize) void {
+            const items: *pool_mod.Chunks = @constCast(&j.items);
+            while (items.take()) |range| for (range.begin..range.end) |item| {
+                const u = item / j.per_expert;
+                const e = j.ex.used[u];
+                const view = j.ex.view(j.k.p.w, e);
+                var kk = j.k.*;
+                kk.p.w = &view;
+                kk.p.n_tokens = j.ex.start[u + 1] - j.ex.start[u];
+                kk.p.x_rows = j.ex.in_rows + j.ex.start[u];
+                kk.p.y_rows = j.ex.out_rows + j.ex.start[u];
+                const begin = item % j.per_expert * j.chunk;
+                workRows(&kk, worker, begin, @min(j.ex.rows.count, begin + j.chunk));
+            };
+        }
+    };
+    const job = Job{ .k = k, .ex = ex, .chunk = chunk, .per_expert = per_expert, .items = pool_mod.Chunks.init(ex.n_used * per_expert, 1) };
+    ctx.pool.run(Job, &job, Job.work);
 }
 
 /// Tokens fused per pass over a row group by kernels with `dotRowsTokens`.
@@ -315,17 +525,26 @@ inline fn rowsForEachToken(kk: anytype, comptime R: usize, r: usize) void {
     var t: usize = 0;
     const K = @TypeOf(kk.*);
     if (comptime @hasDecl(K, "fuses_tokens") and K.fuses_tokens) {
-        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) {
-            const s = kk.dotRowsTokens(R, fused_tokens, r, t);
-            inline for (0..fused_tokens) |ti| inline for (0..R) |i| {
-                p.out(t + ti, r + i).* = s[ti][i];
-            };
+        while (t + fused_tokens <= p.n_tokens) : (t += fused_tokens) fusedTokens(kk, R, fused_tokens, r, t);
+        // the rest (2 or 3 tokens) in one pass too
+        inline for (2..fused_tokens) |rest| {
+            if (p.n_tokens - t == rest) {
+                fusedTokens(kk, R, rest, r, t);
+                t += rest;
+            }
         }
     }
     while (t < p.n_tokens) : (t += 1) {
         const s = kk.dotRows(R, r, t);
         inline for (0..R) |i| p.out(t, r + i).* = s[i];
     }
+}
+
+inline fn fusedTokens(kk: anytype, comptime R: usize, comptime T: usize, r: usize, t: usize) void {
+    const s = kk.dotRowsTokens(R, T, r, t);
+    inline for (0..T) |ti| inline for (0..R) |i| {
+        kk.p.out(t + ti, r + i).* = s[ti][i];
+    };
 }
 
 /// Tiles of R rows (row r = row i of the prepared group) over tokens [t0, t1).
@@ -349,6 +568,11 @@ fn matvecRows(comptime K: type) usize {
     return if (@hasDecl(K, "dot_rows")) K.dot_rows else matvec_rows;
 }
 
+/// What row chunks must be a multiple of (whole repacked groups).
+fn rowMultiple(comptime K: type) usize {
+    return if (@hasDecl(K, "row_multiple")) K.row_multiple else 1;
+}
+
 /// Rows a kernel prepares (unpacks) together before their tiles.
 fn groupRows(comptime K: type) usize {
     return if (@hasDecl(K, "group_rows")) K.group_rows else tile_rows;
@@ -369,7 +593,8 @@ fn rowChunk(ctx: *root.Context, p: Problem, multiple: usize) usize {
 // ---------------------------------------------------------------------------------------------
 // K-quants and IQ4_XS against Q8_K activations.
 
-fn KQuantKernel(comptime F: type) type {
+/// Format F's kernel; X is its interleaved layout when the weight is repacked (else null).
+fn KQuantKernel(comptime F: type, comptime X: ?type) type {
     return struct {
         p: Problem,
         chunks: *pool_mod.Chunks,
@@ -378,60 +603,59 @@ fn KQuantKernel(comptime F: type) type {
         panel_bytes: usize,
 
         const Self = @This();
-        const repacked = F == Q4KRepacked;
-        pub const dot_rows = if (repacked) q4_k_x8.rows else matvec_rows;
-        pub const group_rows = if (repacked) q4_k_x8.rows else tile_rows;
+        const repacked = X != null;
+        const I = X orelse struct {
+            const rows = 1;
+            const Group = void;
+        };
+        pub const dot_rows = if (repacked) I.rows else matvec_rows;
+        pub const group_rows = if (repacked) I.rows else tile_rows;
+        pub const row_multiple = if (repacked) I.rows else 1;
 
-        fn actRowBytes(k: usize) usize {
-            return q8_k.Row.bytes(k);
-        }
-
-        fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-            q8_k.quantize(x, k, q8_k.Row.at(dst, k, 0));
-        }
-
-        /// For the GEMM tiles: quantized, then interleaved.
-        fn convertForTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-            const row = q8_k.Row.at(dst, k, 0);
-            q8_k.quantize(x, k, row);
-            q8_k.interleave(row, k);
-        }
+        pub const Act = q8_k;
 
         fn blocks(self: *const Self, r: usize) [*]const F.Block {
             return @ptrCast(@alignCast(self.p.w.row(r)));
         }
 
         fn act(self: *const Self, t: usize) q8_k.Row {
-            return q8_k.Row.at(self.acts, self.p.w.ne0, t);
+            return q8_k.Row.at(self.acts, self.p.w.ne0, self.p.inRow(t));
         }
 
         fn panel(self: *const Self, worker: usize) kquants.Panel {
             return .{ .pairs = @ptrCast(@alignCast(self.panels + worker * self.panel_bytes)), .nb = self.p.w.ne0 / 256 };
         }
 
-        /// Repacked: the groups of the 8 rows from r (a multiple of 8).
-        fn groups(self: *const Self, r: usize) [*]const q4_k_x8.Group {
+        /// Repacked: the groups of the rows from r (a multiple of the group's rows).
+        fn groups(self: *const Self, r: usize) [*]const I.Group {
             return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
         }
 
         fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             if (repacked) {
-                if (R != q4_k_x8.rows) unreachable; // whole groups only (see `run`)
-                return q4_k_x8.dotRowGroup(self.groups(r), self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
+                if (R != I.rows) unreachable; // whole groups only (see `run`)
+                return I.dotRowGroup(self.groups(r), self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
             }
             var rows: [R][*]const F.Block = undefined;
             inline for (0..R) |i| rows[i] = self.blocks(r + i);
             return kquants.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
-        /// Repacked Q4_K: T tokens per pass over a row group (`q4_k_x8.dotRowGroupTokens`).
-        pub const fuses_tokens = repacked;
+        /// T tokens per pass over the rows, each block unpacked once for all: repacked layouts
+        /// with `dotRowGroupTokens` (Q4_K's) and formats with a prepared dot (`kquants.dotRowsTokens`).
+        pub const fuses_tokens = (repacked and @hasDecl(I, "dotRowGroupTokens")) or (!repacked and @hasDecl(F, "prepare"));
 
         fn dotRowsTokens(self: *const Self, comptime R: usize, comptime T: usize, r: usize, t: usize) [T][R]f32 {
-            if (!repacked or R != q4_k_x8.rows) unreachable;
             var acts: [T]q8_k.Row = undefined;
             inline for (0..T) |i| acts[i] = self.act(t + i);
-            return q4_k_x8.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            if (repacked) {
+                if (!@hasDecl(I, "dotRowGroupTokens") or R != I.rows) unreachable;
+                return I.dotRowGroupTokens(T, self.groups(r), acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
+            if (!@hasDecl(F, "prepare")) unreachable;
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return kquants.dotRowsTokens(F, R, T, rows, acts, self.p.w.ne0 / 256, self.p.prefetchAhead());
         }
 
         fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
@@ -444,8 +668,16 @@ fn KQuantKernel(comptime F: type) type {
                 const src = self.groups(r);
                 const next = self.groups(if (next_ok) r + n_rows else r);
                 for (0..nb) |b| {
-                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(q4_k_x8.Group));
-                    q4_k_x8.unpackGroup(&src[b], dst, 0, b);
+                    if (next_ok) common.prefetchSpan(@ptrCast(&next[b]), @sizeOf(I.Group));
+                    if (@hasDecl(I, "unpackGroup")) {
+                        I.unpackGroup(&src[b], dst, 0, b);
+                    } else for (0..I.rows) |i| {
+                        // Through the natural block: unpacking is a small share of a GEMM.
+                        const blk = I.block(&src[b], i);
+                        var u: kquants.Unpacked = undefined;
+                        F.unpack(&blk, &u);
+                        dst.store(i, b, &u);
+                    }
                 }
                 return;
             }
@@ -471,75 +703,112 @@ fn KQuantKernel(comptime F: type) type {
     };
 }
 
-/// `KQuantKernel`'s format for Q4_K repacked in groups of 8 rows (`quant/q4_k_x8.zig`).
-const Q4KRepacked = struct {
-    pub const scheme = q4_k.scheme;
-    pub const Block = q4_k.Block;
-};
+fn runKQuant(comptime F: type, comptime X: ?type, ctx: *root.Context, p: Problem) error{Failed}!void {
+    const K = KQuantKernel(F, X);
+    const panel_bytes = kquants.Panel.bytes(K.group_rows, p.w.ne0 / 256);
+    try runQuantized(K, ctx, p, panel_bytes, rowMultiple(K));
+}
 
-fn runKQuant(comptime F: type, ctx: *root.Context, p: Problem) error{Failed}!void {
-    const K = KQuantKernel(F);
-    const k = p.w.ne0;
-    const act_bytes = K.actRowBytes(k);
-    const panel_bytes = std.mem.alignForward(usize, kquants.Panel.bytes(K.group_rows, k / 256), 64);
+/// Runs a quantized kernel K (fields p, chunks, acts, panels, panel_bytes; activation format
+/// `K.Act`, q8_k or q8_0): quantizes the activations into scratch memory — interleaved for the
+/// GEMM tiles — followed by one panel of `panel_bytes` per worker, and works through the rows in
+/// chunks that are multiples of `multiple`.
+fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_min: usize, multiple: usize) error{Failed}!void {
+    // One-token kernels of repacked block32 rows read the activations interleaved too.
+    const interleave = p.tiled() or (comptime @hasDecl(K, "interleaved_acts") and K.interleaved_acts);
+    const A = K.Act;
+    const Convert = struct {
+        fn natural(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            A.quantize(x, k, A.Row.at(dst, k, 0));
+        }
+        fn forTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            const row = A.Row.at(dst, k, 0);
+            A.quantize(x, k, row);
+            A.interleave(row, k);
+        }
+    };
+    const act_bytes = A.Row.bytes(p.w.ne0);
+    const panel_bytes = std.mem.alignForward(usize, panel_bytes_min, 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
-    if (p.tiled()) prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convertForTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, K.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, if (K.repacked) q4_k_x8.rows else 1));
+    if (interleave) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
+    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, multiple));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8_0 against Q8_0 activations: tiles read the weights in place.
+// Formats with 32-value blocks (Q4_0, Q5_0, Q8_0, IQ4_NL, …) against Q8_0 / Q8_1 activations
+// (`quant/block32.zig`): one token reads the weights in place; tiles read rows unpacked into a
+// per-worker panel of interleaved super-blocks.
 
-const Q8_0Kernel = struct {
-    p: Problem,
-    chunks: *pool_mod.Chunks,
-    acts: [*]align(64) u8,
+fn Block32Kernel(comptime F: type, comptime repacked: bool) type {
+    return struct {
+        p: Problem,
+        chunks: *pool_mod.Chunks,
+        acts: [*]align(64) u8,
+        panels: [*]align(64) u8,
+        panel_bytes: usize,
 
-    const Self = @This();
+        const Self = @This();
 
-    fn actRowBytes(k: usize) usize {
-        return q8_0.Row.bytes(k);
-    }
+        pub const Act = q8_0;
+        pub const interleaved_acts = repacked;
 
-    fn convert(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
-        q8_0.quantize(x, k, q8_0.Row.at(dst, k, 0));
-    }
+        fn blocks(self: *const Self, r: usize) [*]const F.Block {
+            return @ptrCast(@alignCast(self.p.w.row(r)));
+        }
 
-    fn blocks(self: *const Self, r: usize) [*]const q8_0.Block {
-        return @ptrCast(@alignCast(self.p.w.row(r)));
-    }
+        /// Repacked: row r's super-blocks.
+        fn supers(self: *const Self, r: usize) [*]const F.Super {
+            return @ptrCast(@alignCast(self.p.w.data + r * self.p.w.row_bytes));
+        }
 
-    fn act(self: *const Self, t: usize) q8_0.Row {
-        return q8_0.Row.at(self.acts, self.p.w.ne0, t);
-    }
+        fn act(self: *const Self, t: usize) q8_0.Row {
+            return q8_0.Row.at(self.acts, self.p.w.ne0, self.p.inRow(t));
+        }
 
-    fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
-        var rows: [R][*]const q8_0.Block = undefined;
-        inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        return q8_0.dotRows(R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
-    }
+        fn panel(self: *const Self, worker: usize) block32.Panel {
+            return .{ .pairs = @ptrCast(@alignCast(self.panels + worker * self.panel_bytes)), .ns = q8_0.padded(self.p.w.ne0) / 256 };
+        }
 
-    fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
+        fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
+            if (repacked) {
+                var rows: [R][*]const F.Super = undefined;
+                inline for (0..R) |i| rows[i] = self.supers(r + i);
+                return block32.dotRowsSuper(F, R, rows, self.act(t), self.p.w.ne0 / 256, self.p.prefetchAhead());
+            }
+            var rows: [R][*]const F.Block = undefined;
+            inline for (0..R) |i| rows[i] = self.blocks(r + i);
+            return block32.dotRows(F, R, rows, self.act(t), self.p.w.ne0 / 32, self.p.prefetchAhead());
+        }
 
-    fn tile(self: *const Self, _: usize, comptime R: usize, comptime T: usize, r: usize, _: usize, t: usize) [R][T]f32 {
-        var rows: [R][*]const q8_0.Block = undefined;
-        inline for (0..R) |i| rows[i] = self.blocks(r + i);
-        var acts: [T]q8_0.Row = undefined;
-        inline for (0..T) |i| acts[i] = self.act(t + i);
-        var out: [R][T]f32 = undefined;
-        q8_0.tile(R, T, rows, acts, self.p.w.ne0 / 32, &out);
-        return out;
-    }
-};
+        fn prepare(self: *const Self, worker: usize, r: usize, n_rows: usize) void {
+            const nb = self.p.w.ne0 / 32;
+            const dst = self.panel(worker);
+            const next_ok = r + n_rows + n_rows <= self.p.w.ne1;
+            for (0..n_rows) |i| {
+                // Fetch the next group's row while unpacking this one (see KQuantKernel.prepare).
+                if (next_ok) {
+                    const next = self.p.w.data + (r + i + n_rows) * self.p.w.row_bytes;
+                    var off: usize = 0;
+                    while (off < self.p.w.row_bytes) : (off += 64) common.prefetchSpan(next + off, 64);
+                }
+                if (repacked) dst.unpackSuperRow(F, self.supers(r + i), i) else dst.unpackRow(F, self.blocks(r + i), nb, i);
+            }
+        }
 
-fn runQ8_0(ctx: *root.Context, p: Problem) error{Failed}!void {
-    const act_bytes = Q8_0Kernel.actRowBytes(p.w.ne0);
-    const scratch = try ctx.scratchBytes(p.n_tokens * act_bytes);
-    prepareActivations(ctx, p, scratch.ptr, act_bytes, Q8_0Kernel.convert);
-    var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, 1));
-    run(ctx, Q8_0Kernel, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr });
+        fn tile(self: *const Self, worker: usize, comptime R: usize, comptime T: usize, _: usize, first: usize, t: usize) [R][T]f32 {
+            var acts: [T]q8_0.Row = undefined;
+            inline for (0..T) |i| acts[i] = self.act(t + i);
+            var out: [R][T]f32 = undefined;
+            block32.tile(F, R, T, self.panel(worker), first, acts, &out);
+            return out;
+        }
+    };
+}
+
+fn runBlock32(comptime F: type, comptime repacked: bool, ctx: *root.Context, p: Problem) error{Failed}!void {
+    try runQuantized(Block32Kernel(F, repacked), ctx, p, block32.Panel.bytes(tile_rows, p.w.ne0), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,7 +838,7 @@ fn FloatKernel(comptime W: type) type {
         fn dotRows(self: *const Self, comptime R: usize, r: usize, t: usize) [R]f32 {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
-            return float.dotRows(W, R, rows, self.xs + t * self.x_stride, self.p.w.ne0, self.p.prefetchAhead());
+            return float.dotRows(W, R, rows, self.xs + self.p.inRow(t) * self.x_stride, self.p.w.ne0, self.p.prefetchAhead());
         }
 
         fn prepare(_: *const Self, _: usize, _: usize, _: usize) void {}
@@ -578,7 +847,7 @@ fn FloatKernel(comptime W: type) type {
             var rows: [R][*]const W = undefined;
             inline for (0..R) |i| rows[i] = self.row(r + i);
             var xs: [T][*]const f32 = undefined;
-            inline for (0..T) |i| xs[i] = self.xs + (t + i) * self.x_stride;
+            inline for (0..T) |i| xs[i] = self.xs + self.p.inRow(t + i) * self.x_stride;
             var out: [R][T]f32 = undefined;
             float.tile(W, R, T, rows, xs, self.p.w.ne0, &out);
             return out;
@@ -614,23 +883,8 @@ fn testMatrix(kind: GgmlType, n: usize, k: usize, rand: std.Random, bytes: []ali
         const row = bytes[r * row_bytes ..];
         const out = ref[r * k ..];
         switch (kind) {
-            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
-                const F = switch (q) {
-                    .q4_k => q4_k,
-                    .q5_k => q5_k,
-                    .q6_k => q6_k,
-                    .q2_k => q2_k,
-                    .q3_k => q3_k,
-                    .iq4_xs => iq4_xs,
-                    .iq3_s => iq3_s.kernels,
-                    .iq3_xxs => iq3_xxs.kernels,
-                    .iq2_xxs => iq2_xxs.kernels,
-                    .iq2_xs => iq2_xs.kernels,
-                    .iq2_s => iq2_s.kernels,
-                    .iq1_s => iq1_s.kernels,
-                    .iq1_m => iq1_m.kernels,
-                    else => q8_0,
-                };
+            inline .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => |q| {
+                const F = Format(q);
                 const blocks: [*]F.Block = @ptrCast(@alignCast(row));
                 for (0..k / F.block_values) |b| {
                     blocks[b] = F.randomBlock(rand);
@@ -666,7 +920,7 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
             q8_k.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 256] * @as(f32, @floatFromInt(row.qs[c]));
         },
-        .q8_0 => {
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => {
             const row = q8_0.Row.at(&buf, k, 0);
             q8_0.quantize(x.ptr, k, row);
             for (0..k) |c| out[c] = row.d[c / 32] * @as(f32, @floatFromInt(row.qs[c]));
@@ -682,7 +936,28 @@ fn partnerActivation(kind: GgmlType, x: []const f32, out: []f32) void {
     }
 }
 
-test "repacked Q4_K and IQ3_S give the natural layout's products: one token to float rounding, tiles exactly" {
+/// What Q8_1's s (f16-rounded d·Σq, from the unrounded d) adds to a row's product with the
+/// partner activation d·q: Σ_blocks m·(s − d·Σq) for Q4_1/Q5_1, zero for the other types.
+fn q8_1Correction(w: *const Weight, r: usize, x: []const f32) f64 {
+    switch (w.kind) {
+        inline .q4_1, .q5_1 => |q| {
+            const F = Format(q);
+            var buf: [q8_0.Row.bytes(1024)]u8 align(64) = undefined;
+            const act = q8_0.Row.at(&buf, x.len, 0);
+            q8_0.quantize(x.ptr, x.len, act);
+            const blocks: [*]const F.Block = @ptrCast(@alignCast(w.row(r)));
+            var c: f64 = 0;
+            for (0..x.len / 32) |b| {
+                const exact = @as(f64, act.d[b]) * @as(f64, @floatFromInt(act.sums[b]));
+                c += @as(f64, F.min(&blocks[b])) * (act.s[b] - exact);
+            }
+            return c;
+        },
+        else => return 0,
+    }
+}
+
+test "repacked weights give the natural layout's products: one token to float rounding, tiles exactly" {
     var prng = common.testRng(37);
     const rand = prng.random();
     const n = 48;
@@ -690,40 +965,42 @@ test "repacked Q4_K and IQ3_S give the natural layout's products: one token to f
     const max_tokens = 21;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    for ([_]GgmlType{ .q4_k, .iq3_s }) |kind| {
-        const row_bytes = kind.rowBytes(k).?;
-        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-        defer testing.allocator.free(bytes);
-        const ref = try testing.allocator.alloc(f32, n * k);
-        defer testing.allocator.free(ref);
-        const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
-        try testing.expect(canRepack(&natural));
-        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
-        defer testing.allocator.free(packed_bytes);
-        const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
-        try testing.expect(!canRepack(&repacked));
+    for (repackable ++ super_block_kinds ++ code_kinds) |kind| try checkRepacked(kind, n, k, max_tokens, rand, contexts);
+}
 
-        var row: [k]f32 = undefined;
-        for (0..n) |r| {
-            getRow(&repacked, r, &row);
-            try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
-        }
-        var x: [max_tokens * k]f32 = undefined;
-        for (&x) |*v| v.* = rand.floatNorm(f32);
-        for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
-            var want: [max_tokens * n]f32 = undefined;
-            var got: [max_tokens * n]f32 = undefined;
-            const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
-            try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
-            try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
-            if (n_tokens > 1 or kind == .iq3_s) {
-                // IQ3_S's codes multiply the same integers in the same order, one token too.
-                try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
-            } else for (0..n) |r| {
-                try testing.expectApproxEqAbs(want[r], got[r], 1e-5 * @max(1, @abs(want[r])));
-            }
-        };
+fn checkRepacked(kind: GgmlType, comptime n: usize, comptime k: usize, comptime max_tokens: usize, rand: std.Random, contexts: [2]*root.Context) !void {
+    const row_bytes = kind.rowBytes(k).?;
+    const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
+    defer testing.allocator.free(bytes);
+    const ref = try testing.allocator.alloc(f32, n * k);
+    defer testing.allocator.free(ref);
+    const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+    try testing.expect(canRepack(&natural));
+    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
+    defer testing.allocator.free(packed_bytes);
+    const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
+    try testing.expect(!canRepack(&repacked));
+
+    var row: [k]f32 = undefined;
+    for (0..n) |r| {
+        getRow(&repacked, r, &row);
+        try testing.expectEqualSlices(f32, ref[r * k ..][0..k], &row);
     }
+    var x: [max_tokens * k]f32 = undefined;
+    for (&x) |*v| v.* = rand.floatNorm(f32);
+    for (contexts) |ctx| for ([_]usize{ 1, 3, max_tokens }) |n_tokens| {
+        var want: [max_tokens * n]f32 = undefined;
+        var got: [max_tokens * n]f32 = undefined;
+        const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
+        try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
+        try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
+        if (n_tokens > 1 or kind == .iq3_s) {
+            // IQ3_S's codes multiply the same integers in the same order, one token too.
+            try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
+        } else for (0..n) |r| {
+            try testing.expectApproxEqAbs(want[r], got[r], 4e-5 * @max(1, @abs(want[r])));
+        }
+    };
 }
 
 fn testContext(n_threads: usize) !*root.Context {
@@ -749,11 +1026,11 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
 
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| {
         const k: usize = switch (kind) {
             .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m => 512,
-            .q8_0 => 96,
+            .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4 => 352, // one whole super-block and a padded one
             else => 45,
         };
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
@@ -786,7 +1063,7 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
                     e += @abs(wv) * @abs(@as(f64, x_partner[c]) - xt[c]);
                     plain += wv * xt[c];
                 }
-                want[t][r] = s;
+                want[t][r] = s + q8_1Correction(&m.w, r, xt);
                 bound[t][r] = e;
                 raw[t][r] = plain;
             }
@@ -820,17 +1097,17 @@ test "matmul of every weight type matches dequantize-then-multiply, at tile and 
     }
 }
 
-test "matvec gives every token exactly the one-token matmul's result (every type, repacked Q4_K and IQ3_S)" {
+test "matvec gives every token exactly the one-token matmul's result (every type, repacked or not)" {
     var prng = common.testRng(41);
     const rand = prng.random();
-    const n = 40; // 5 repacked row groups; not a multiple of the row chunk below
-    const max_tokens = 9; // two fused passes of 4 and a single token
+    const n = 80; // 10 or 5 repacked row groups; not a multiple of the row chunk below
+    const max_tokens = 11; // two fused passes of 4 and one of 3
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and kind != .q4_k and kind != .iq3_s) continue;
-        const k: usize = if (kind == .q8_0) 96 else if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
+        if (repack_it and std.mem.indexOfScalar(GgmlType, &(repackable ++ super_block_kinds ++ code_kinds), kind) == null) continue;
+        const k: usize = if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
         const ref = try testing.allocator.alloc(f32, n * k);
@@ -843,9 +1120,9 @@ test "matvec gives every token exactly the one-token matmul's result (every type
         var x: [max_tokens * (512 + 3)]f32 = undefined;
         for (&x) |*v| v.* = rand.floatNorm(f32);
         const y_stride = n + 1;
-        for (contexts) |ctx| for ([_]usize{ 2, max_tokens }) |n_tokens| {
+        for (contexts) |ctx| for ([_]usize{ 2, 9, max_tokens }) |n_tokens| {
             var together: [max_tokens * (n + 1)]f32 = undefined;
-            const cfg = Config{ .row_chunk_decode = 16, .each_token_alone = true };
+            const cfg = Config{ .row_chunk_decode = 32, .each_token_alone = true };
             try matmulWith(ctx, &w, &x, x_stride, &together, y_stride, n_tokens, cfg);
             for (0..n_tokens) |t| {
                 var alone: [n]f32 = undefined;
@@ -859,6 +1136,69 @@ test "matvec gives every token exactly the one-token matmul's result (every type
     };
 }
 
+test "expert matmul equals each chosen expert's own matmul, one token and a batch, every type" {
+    const moe = @import("moe.zig");
+    var prng = common.testRng(41);
+    const rand = prng.random();
+    const n_expert = 5;
+    const stride = 24; // rows per expert: gate 16 at first 0, "up" 8 at first 16
+    const max_tokens = 9;
+    const k_used = 3;
+    const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
+    defer for (contexts) |c| freeTestContext(c);
+    const kinds = [_]GgmlType{ .q4_k, .q6_k, .q8_0, .f32, .f16, .iq3_s };
+    for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
+        if (repack_it and kind != .q4_k and kind != .iq3_s) continue;
+        const k: usize = if (kind == .q8_0 or kind == .f32 or kind == .f16) 64 else 512;
+        const n = n_expert * stride;
+        const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
+        defer testing.allocator.free(bytes);
+        const ref = try testing.allocator.alloc(f32, n * k);
+        defer testing.allocator.free(ref);
+        const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+        // IQ3_S's codes rows are longer than its blocks': the expert views must follow them.
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
+        defer testing.allocator.free(packed_bytes);
+        const w = if (repack_it) repack(contexts[1], &natural, packed_bytes.ptr) else natural;
+        var x: [max_tokens * k_used * 512]f32 = undefined;
+        for (&x) |*v| v.* = rand.floatNorm(f32);
+        for (contexts) |ctx| for ([_]usize{ 1, max_tokens }) |n_tokens| for ([_]bool{ false, true }) |per_slot| {
+            var ids: [max_tokens * k_used]i32 = undefined;
+            for (0..n_tokens) |t| {
+                // k distinct experts per token, not all experts used when there is one token
+                const base = rand.uintLessThan(usize, n_expert);
+                for (0..k_used) |i| ids[t * k_used + i] = @intCast((base + 2 * i) % n_expert);
+            }
+            for ([_][2]usize{ .{ 0, 16 }, .{ 16, 8 } }) |range| {
+                const rows = ExpertRows{ .stride = stride, .first = range[0], .count = range[1] };
+                var buf: [4096]u8 align(64) = undefined;
+                const ex = try moe.group(&ids, n_tokens, k_used, n_expert, per_slot, &buf, rows);
+                const n_inputs = if (per_slot) n_tokens * k_used else n_tokens;
+                const y_stride = 19;
+                var got: [max_tokens * k_used * 19]f32 = @splat(std.math.nan(f32));
+                try matmulExperts(ctx, &w, &x, k, n_inputs, &got, y_stride, &ex, n_tokens == 1);
+                for (0..n_tokens * k_used) |pair| {
+                    const e: usize = @intCast(ids[pair]);
+                    const input = if (per_slot) pair else pair / k_used;
+                    var want: [16]f32 = undefined;
+                    var view = natural;
+                    view.data = natural.data + (e * stride + range[0]) * natural.row_bytes;
+                    view.ne1 = range[1];
+                    try matmul(ctx, &view, x[input * k ..].ptr, k, &want, range[1], 1);
+                    for (0..range[1]) |r| {
+                        const g = got[pair * y_stride + r];
+                        testing.expectApproxEqAbs(want[r], g, 1e-4 * @max(1, @abs(want[r]))) catch |err| {
+                            std.debug.print("{s} repacked={} tokens={d} per_slot={} pair {d} row {d}\n", .{ @tagName(kind), repack_it, n_tokens, per_slot, pair, r });
+                            return err;
+                        };
+                    }
+                    for (range[1]..y_stride) |r| try testing.expect(std.math.isNan(got[pair * y_stride + r]));
+                }
+            }
+        };
+    };
+}
+
 test "matmul rejects a weight whose rows do not match its type" {
     const ctx = try testContext(1);
     defer freeTestContext(ctx);
@@ -867,7 +1207,7 @@ test "matmul rejects a weight whose rows do not match its type" {
     var y: [4]f32 = undefined;
     const bad_rows = Weight{ .data = &data, .kind = .q4_k, .ne0 = 256, .ne1 = 2, .row_bytes = 100 };
     try testing.expectError(error.Failed, matmul(ctx, &bad_rows, &x, 256, &y, 2, 1));
-    const unknown = Weight{ .data = &data, .kind = @enumFromInt(2), .ne0 = 32, .ne1 = 2, .row_bytes = 18 };
+    const unknown = Weight{ .data = &data, .kind = @fromBackingInt(@intCast(9)), .ne0 = 32, .ne1 = 2, .row_bytes = 36 };
     try testing.expectError(error.Failed, matmul(ctx, &unknown, &x, 32, &y, 2, 1));
 }
 
@@ -875,11 +1215,21 @@ test {
     _ = common;
     _ = q8_k;
     _ = q8_0;
+    _ = q4_0;
+    _ = q5_0;
+    _ = iq4_nl;
+    _ = q4_1;
+    _ = q5_1;
+    _ = mxfp4;
+    _ = block32;
     _ = q4_k;
     _ = q5_k;
     _ = q6_k;
     _ = q2_k;
     _ = q3_k;
+    _ = q3_k_x16;
+    _ = q2_k_x16;
+    _ = iq4_xs_x16;
     _ = iq4_xs;
     _ = kquants;
     _ = float;

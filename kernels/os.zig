@@ -62,7 +62,7 @@ pub fn mapFile(path: [*:0]const u8) MapError!Mapping {
     if (is_windows) return windows.mapFile(path);
     if (is_linux) {
         const fd_rc = linux.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0);
-        if (linux.errno(fd_rc) != .SUCCESS) return openError(@intFromEnum(linux.errno(fd_rc)));
+        if (linux.errno(fd_rc) != .SUCCESS) return openError(@backingInt(linux.errno(fd_rc)));
         const fd: linux.fd_t = @intCast(fd_rc);
         defer _ = linux.close(fd);
         const end = linux.lseek(fd, 0, linux.SEEK.END);
@@ -75,7 +75,7 @@ pub fn mapFile(path: [*:0]const u8) MapError!Mapping {
     }
     const c = std.c;
     const fd = c.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true });
-    if (fd < 0) return openError(@intFromEnum(c.errno(fd)));
+    if (fd < 0) return openError(@backingInt(c.errno(fd)));
     defer _ = c.close(fd);
     const end = c.lseek(fd, 0, c.SEEK.END);
     if (end < 0) return error.IsDirectory;
@@ -90,7 +90,7 @@ pub fn mapFile(path: [*:0]const u8) MapError!Mapping {
 
 fn openError(errno: u16) MapError {
     const E = if (is_linux) linux.E else std.c.E;
-    const e: E = @enumFromInt(errno);
+    const e: E = @fromBackingInt(@intCast(errno));
     return switch (e) {
         .NOENT, .NOTDIR => error.NotFound,
         .ACCES, .PERM => error.AccessDenied,
@@ -302,6 +302,34 @@ pub fn getenv(name: [*:0]const u8) ?[:0]const u8 {
     if (!builtin.link_libc) return null;
     const v = std.c.getenv(name) orelse return null;
     return std.mem.span(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU features the OS reports (arm64: user space cannot read the ID registers portably).
+
+pub const ArmFeatures = struct { dotprod: bool = false, i8mm: bool = false };
+
+/// The arm64 extensions the kernels have paths for: Linux hwcaps (HWCAP_ASIMDDP, HWCAP2_I8MM),
+/// macOS `hw.optional.arm.FEAT_*`. Nothing on other systems (Windows on arm64 is not a target).
+pub fn armFeatures() ArmFeatures {
+    if (is_linux) {
+        const at_hwcap = 16;
+        const at_hwcap2 = 26;
+        // In a library loaded by a libc program Zig's own auxv copy is never set up: ask libc.
+        const getauxval = if (builtin.link_libc) std.c.getauxval else linux.getauxval;
+        const hwcap = getauxval(at_hwcap);
+        const hwcap2 = getauxval(at_hwcap2);
+        return .{ .dotprod = hwcap & (1 << 20) != 0, .i8mm = hwcap2 & (1 << 13) != 0 };
+    }
+    if (is_darwin) return .{ .dotprod = sysctlFlag("hw.optional.arm.FEAT_DotProd"), .i8mm = sysctlFlag("hw.optional.arm.FEAT_I8MM") };
+    return .{};
+}
+
+fn sysctlFlag(name: [*:0]const u8) bool {
+    var value: c_int = 0;
+    var len: usize = @sizeOf(c_int);
+    if (std.c.sysctlbyname(name, &value, &len, null, 0) != 0) return false;
+    return value != 0;
 }
 
 // ---------------------------------------------------------------------------------------------

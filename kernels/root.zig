@@ -1,5 +1,8 @@
-//! The C ABI of libdeltaq. This is the only file that exports symbols; `src/native/ffi.ts` is its
-//! mirror on the TypeScript side and must change with it (bump `abi_version`).
+//! The C ABI of libdeltaq. This is the only file that exports symbols: every `pub fn dq_*` here
+//! (`callconv(.c)`; never `export fn`), exported by the loop at the end of the file with this
+//! copy's CPU-level suffix (see `levels.zig`: the library links one copy of the kernels per
+//! level, so plain `export fn`s would clash). `src/native/ffi.ts` is its mirror on the
+//! TypeScript side and must change with it (bump `abi_version`).
 //!
 //! Memory model. Every byte a kernel touches lives in a *region* this library owns: a read-only
 //! file mapping (`dq_map_file`) or a zeroed, 64-byte aligned buffer (`dq_alloc`). TypeScript
@@ -9,8 +12,9 @@
 //! after its slot is reused.
 //!
 //! Weights are registered once (`dq_weight`: region, byte offset, type, shape), which checks that
-//! the tensor lies inside its mapping and has a computable type. Q4_K weights can then be copied
-//! into a buffer in the 8-row layout one-token matmuls prefer (`dq_repack`), which also drops the
+//! the tensor lies inside its mapping and has a computable type. Q4_K, Q3_K, Q2_K and IQ4_XS weights
+//! can then be copied into a buffer in the row-interleaved layouts one-token matmuls prefer
+//! (`dq_repack`, `matmul.repack`), which also drops the
 //! source pages from the process, so the copy replaces the mapped tensor instead of doubling it.
 //!
 //! Work is submitted as a *command list* (`dq_exec`): a sequence of u32 words, each command
@@ -18,7 +22,9 @@
 //! FFI call runs hundreds of kernels while the worker pool stays awake. The operand layouts are
 //! documented on `Op` below and encoded by `src/native/commands.ts`.
 const std = @import("std");
+const build_level = @import("build_level");
 const os = @import("os.zig");
+const cpu = @import("cpu.zig");
 const types = @import("types.zig");
 const pool_mod = @import("pool.zig");
 const matmul = @import("matmul.zig");
@@ -28,12 +34,13 @@ const rope = @import("rope.zig");
 const attention = @import("attention.zig");
 const conv1d = @import("conv1d.zig");
 const deltanet = @import("deltanet.zig");
+const moe = @import("moe.zig");
 
 pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 6;
+pub const abi_version: u32 = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -55,12 +62,31 @@ fn setError(comptime fmt: []const u8, args: anytype) void {
     error_len = msg.len;
 }
 
-export fn dq_abi_version() u32 {
+pub fn dq_abi_version() callconv(.c) u32 {
     return abi_version;
 }
 
+/// The CPU levels linked into this library, space-separated, base level first (written into
+/// `out`, at most `cap` bytes; returns the full length). The base level's symbols are the plain
+/// names; level `x`'s are the same names followed by `__x`.
+pub fn dq_cpu_levels(out: [*]u8, cap: u32) callconv(.c) u32 {
+    const names = comptime blk: {
+        var joined: []const u8 = "";
+        for (build_level.levels, 0..) |name, i| joined = joined ++ (if (i == 0) "" else " ") ++ name;
+        break :blk joined;
+    };
+    const n = @min(names.len, cap);
+    @memcpy(out[0..n], names[0..n]);
+    return names.len;
+}
+
+/// Bit i set when this CPU can run level i of `dq_cpu_levels`.
+pub fn dq_cpu_runnable() callconv(.c) u32 {
+    return cpu.runnableMask(build_level.levels);
+}
+
 /// Copies the last error message into `out` (at most `cap` bytes) and returns its length.
-export fn dq_last_error(out: [*]u8, cap: u32) u32 {
+pub fn dq_last_error(out: [*]u8, cap: u32) callconv(.c) u32 {
     const n = @min(error_len, cap);
     @memcpy(out[0..n], error_buf[0..n]);
     return @intCast(n);
@@ -102,7 +128,7 @@ fn freeSlot() error{Failed}!usize {
 }
 
 /// Maps a file read-only. Returns a region id, or -1 (see `dq_last_error`).
-export fn dq_map_file(path: [*:0]const u8) i32 {
+pub fn dq_map_file(path: [*:0]const u8) callconv(.c) i32 {
     return mapFile(path) catch -1;
 }
 
@@ -120,7 +146,7 @@ fn mapFile(path: [*:0]const u8) error{Failed}!i32 {
 /// `resident` != 0 its pages are faulted in now rather than on first touch: for memory every
 /// token reads and writes in full (recurrent state), so that cost lands at allocation instead of
 /// in the first token. Buffers used a few rows at a time (KV caches, activations) stay lazy.
-export fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) i32 {
+pub fn dq_alloc(bytes_lo: u32, bytes_hi: u32, resident: u32) callconv(.c) i32 {
     return alloc((@as(usize, bytes_hi) << 32) | bytes_lo, resident != 0) catch -1;
 }
 
@@ -135,7 +161,7 @@ fn alloc(bytes: usize, resident: bool) error{Failed}!i32 {
 /// memory yet: `dq_region_resize` commits what it needs (in 2 MiB granules, as the sequence of a
 /// KV cache grows) and gives memory back when it shrinks. Its length starts at 0. Returns a region
 /// id, or -1.
-export fn dq_reserve(bytes_lo: u32, bytes_hi: u32) i32 {
+pub fn dq_reserve(bytes_lo: u32, bytes_hi: u32) callconv(.c) i32 {
     return reserve((@as(usize, bytes_hi) << 32) | bytes_lo) catch -1;
 }
 
@@ -150,7 +176,7 @@ fn reserve(bytes: usize) error{Failed}!i32 {
 /// Sets the length of a growable buffer to `lo | hi << 32` bytes (at most what was reserved):
 /// granules up to the new length are committed (new bytes read as zero), whole granules past it
 /// are released. Returns 0, or -1 (out of memory, or not a growable buffer).
-export fn dq_region_resize(id: u32, bytes_lo: u32, bytes_hi: u32) i32 {
+pub fn dq_region_resize(id: u32, bytes_lo: u32, bytes_hi: u32) callconv(.c) i32 {
     resize(id, (@as(usize, bytes_hi) << 32) | bytes_lo) catch return -1;
     return 0;
 }
@@ -171,25 +197,25 @@ fn resize(id: u32, bytes: usize) error{Failed}!void {
 
 /// Bytes of memory a region holds committed (growable buffers), or its length (others); -1 for an
 /// invalid id.
-export fn dq_region_committed(id: u32) f64 {
+pub fn dq_region_committed(id: u32) callconv(.c) f64 {
     const r = lookupRegion(id) catch return -1;
     return @floatFromInt(if (r.reserved != 0) r.committed else r.len);
 }
 
 /// The base address of a region (null for an invalid id).
-export fn dq_region_ptr(id: u32) ?*anyopaque {
+pub fn dq_region_ptr(id: u32) callconv(.c) ?*anyopaque {
     const r = lookupRegion(id) catch return null;
     return r.ptr;
 }
 
 /// The length in bytes of a region, as a double (exact below 2^53; -1 for an invalid id).
-export fn dq_region_len(id: u32) f64 {
+pub fn dq_region_len(id: u32) callconv(.c) f64 {
     const r = lookupRegion(id) catch return -1;
     return @floatFromInt(r.len);
 }
 
 /// Unmaps or frees a region and every weight registered on it. Freeing twice is harmless.
-export fn dq_region_free(id: u32) void {
+pub fn dq_region_free(id: u32) callconv(.c) void {
     const r = lookupRegion(id) catch return;
     const slot = id & 0xffff;
     for (&weights) |*w| if (w.used and w.region_slot == slot) w.retire();
@@ -223,13 +249,13 @@ var weights: [max_weights]WeightSlot = @splat(.{});
 /// Registers `ne1` rows of `ne0` values of GGML type `ggml_type` at byte offset `lo | hi << 32` of
 /// a region. Returns a weight id, or -1 when the type is unsupported, a row is not a whole number
 /// of blocks, or the tensor does not lie inside the region.
-export fn dq_weight(region: u32, off_lo: u32, off_hi: u32, ggml_type: u32, ne0: u32, ne1: u32) i32 {
+pub fn dq_weight(region: u32, off_lo: u32, off_hi: u32, ggml_type: u32, ne0: u32, ne1: u32) callconv(.c) i32 {
     return registerWeight(region, (@as(usize, off_hi) << 32) | off_lo, ggml_type, ne0, ne1) catch -1;
 }
 
 fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32) error{Failed}!i32 {
     const r = try lookupRegion(region);
-    const kind: GgmlType = @enumFromInt(ggml_type);
+    const kind: GgmlType = @fromBackingInt(@intCast(ggml_type));
     if (kind.layout() == null) return fail("tensor type {d} is not supported", .{ggml_type});
     if (ne0 == 0 or ne1 == 0) return fail("empty tensor ({d} x {d})", .{ ne0, ne1 });
     const row_bytes = kind.rowBytes(ne0) orelse return fail("row of {d} values is not a whole number of {s} blocks", .{ ne0, @tagName(kind) });
@@ -248,27 +274,29 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
     return fail("too many weights (limit {d})", .{max_weights});
 }
 
-/// Bytes `dq_repack` needs for a weight (its size as repacked), or 0 when the weight cannot be
-/// repacked (only Q4_K with a multiple of 8 rows and IQ3_S can) or the id is invalid.
-export fn dq_repack_bytes(weight: u32) f64 {
+/// Bytes `dq_repack` needs for a weight (its size as repacked, `matmul.repackedRowBytes` per
+/// row), or 0 when the weight cannot be repacked (see `matmul.canRepack`: K-quants with an
+/// interleaved layout in whole row groups, Q4_0 and Q8_0 with rows of a multiple of 256 values,
+/// IQ3_S) or the id is invalid.
+pub fn dq_repack_bytes(weight: u32) callconv(.c) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
     return @floatFromInt(w.ne1 * matmul.repackedRowBytes(w));
 }
 
-/// Copies a Q4_K or IQ3_S weight into a buffer region at byte offset `lo | hi << 32` (64-byte
-/// aligned) in the layout one-token matmuls run fastest on (`matmul.repack`: Q4_K in 8-row
-/// interleaved groups, IQ3_S as 4-bit value codes), using the context's threads. If the source
-/// lies in a file mapping, its whole pages are unmapped (the range stays reserved, inaccessible)
-/// and its id is freed: the copy replaces it. Returns the new weight's id, or -1.
-export fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) i32 {
+/// Copies a weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in its
+/// type's repacked layout (`matmul.repack`: row-interleaved groups, super-blocks or IQ3_S's 4-bit
+/// value codes), using the context's threads. If the source lies in a file mapping, its whole
+/// pages are unmapped (the range stays reserved, inaccessible) and its id is freed: the copy
+/// replaces it. Returns the new weight's id, or -1.
+pub fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) callconv(.c) i32 {
     return repackWeight(context, weight, region, (@as(usize, off_hi) << 32) | off_lo) catch -1;
 }
 
 fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Failed}!i32 {
     const ctx = try lookupContext(context);
     const w = try lookupWeight(weight);
-    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K with a multiple of 8 rows, and IQ3_S)", .{weight});
+    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, Q4_0 and Q8_0 with rows of a multiple of 256 values, and IQ3_S)", .{weight});
     const src_region = &regions[weights[weight & 0xffff].region_slot];
     const dst = try lookupRegion(region);
     if (dst.kind != .buffer) return fail("repacking needs a buffer region, not a file mapping", .{});
@@ -306,6 +334,9 @@ fn lookupWeight(id: u32) error{Failed}!*const Weight {
 pub const Context = struct {
     pool: Pool,
     scratch: []align(64) u8 = &.{},
+    /// A second scratch area for what must stay valid while a kernel uses `scratch` (the expert
+    /// grouping of a mixture-of-experts matmul).
+    aux: []align(64) u8 = &.{},
     /// Per-command timing, when enabled by `dq_profile` (null otherwise: no clock reads at all).
     profile: ?*Profile = null,
     /// The current profile label (set by `Op.label`), i.e. which part of the model is running.
@@ -313,25 +344,39 @@ pub const Context = struct {
 
     /// Scratch memory of at least `bytes`, valid until the next call; contents are not kept.
     pub fn scratchBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
-        if (self.scratch.len < bytes) {
-            self.freeScratch();
+        return grow(&self.scratch, bytes);
+    }
+
+    /// Like `scratchBytes`, from the separate `aux` area.
+    pub fn auxBytes(self: *Context, bytes: usize) error{Failed}![]align(64) u8 {
+        return grow(&self.aux, bytes);
+    }
+
+    fn grow(area: *[]align(64) u8, bytes: usize) error{Failed}![]align(64) u8 {
+        if (area.len < bytes) {
+            freeArea(area);
             const len = os.pageRound(bytes);
             const ptr = os.allocPages(len, true) orelse return fail("cannot allocate {d} bytes of scratch memory", .{bytes});
-            self.scratch = ptr[0..len];
+            area.* = ptr[0..len];
         }
-        return self.scratch[0..bytes];
+        return area.*[0..bytes];
+    }
+
+    fn freeArea(area: *[]align(64) u8) void {
+        if (area.len != 0) os.freePages(@alignCast(area.ptr), area.len);
+        area.* = &.{};
     }
 
     pub fn freeScratch(self: *Context) void {
-        if (self.scratch.len != 0) os.freePages(@alignCast(self.scratch.ptr), self.scratch.len);
-        self.scratch = &.{};
+        freeArea(&self.scratch);
+        freeArea(&self.aux);
     }
 };
 
 /// Accumulated time and call counts per (label, opcode, weight type).
 pub const Profile = struct {
     pub const labels = 8;
-    pub const ops = 16;
+    pub const ops = 32;
     pub const kinds = 32;
     const cells = labels * ops * kinds;
     nanos: [cells]f64 = @splat(0),
@@ -346,7 +391,7 @@ pub const Profile = struct {
 };
 
 /// Turns per-command timing on (and clears it) or off for a context.
-export fn dq_profile(context: u32, enable: u32) i32 {
+pub fn dq_profile(context: u32, enable: u32) callconv(.c) i32 {
     const ctx = lookupContext(context) catch return -1;
     if (enable == 0) {
         if (ctx.profile) |p| std.heap.page_allocator.destroy(p);
@@ -359,8 +404,8 @@ export fn dq_profile(context: u32, enable: u32) i32 {
 }
 
 /// Copies the profile as `labels × ops × kinds` nanoseconds followed by as many call counts
-/// (`2 · 8 · 16 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
-export fn dq_profile_read(context: u32, out: [*]f64, cap: u32) u32 {
+/// (`2 · 8 · 32 · 32` doubles). Returns the number of doubles written, or 0 when profiling is off.
+pub fn dq_profile_read(context: u32, out: [*]f64, cap: u32) callconv(.c) u32 {
     const ctx = lookupContext(context) catch return 0;
     const p = ctx.profile orelse return 0;
     const n = p.nanos.len;
@@ -380,7 +425,7 @@ var contexts: [max_contexts]?*Context = @splat(null);
 
 /// Creates a context with a pool of `n_threads` workers (the calling thread counts as one).
 /// Returns a context id, or -1.
-export fn dq_context(n_threads: u32) i32 {
+pub fn dq_context(n_threads: u32) callconv(.c) i32 {
     return createContext(n_threads) catch -1;
 }
 
@@ -400,7 +445,7 @@ fn createContext(n_threads: u32) error{Failed}!i32 {
 }
 
 /// Stops a context's workers and frees its scratch memory. Freeing twice is harmless.
-export fn dq_context_free(id: u32) void {
+pub fn dq_context_free(id: u32) callconv(.c) void {
     if (id >= max_contexts) return;
     const ctx = contexts[id] orelse return;
     ctx.pool.deinit();
@@ -412,6 +457,14 @@ export fn dq_context_free(id: u32) void {
 
 // ---------------------------------------------------------------------------------------------
 // Command lists.
+
+/// llama.cpp's LLAMA_MAX_EXPERTS.
+const max_experts = 1024;
+
+/// `k` experts used per token of `n_expert`.
+fn checkExperts(n_expert: usize, k: usize) error{Failed}!void {
+    if (n_expert == 0 or n_expert > max_experts or k == 0 or k > n_expert) return fail("{d} experts used of {d} (at most {d} experts)", .{ k, n_expert, max_experts });
+}
 
 /// Opcodes and their operands, in order. `ref` = two words (region id, element offset), always
 /// into a buffer region (never a mapping); `w` = a weight id; `w?` = a weight id or 0xffffffff for
@@ -460,6 +513,17 @@ pub const Op = enum(u32) {
     /// Operands as `matmul`; every token is multiplied exactly as a lone token would be (the
     /// one-token kernels, bit for bit) in one pass over w: a decode step of several sequences.
     matvec = 14,
+    /// logits: ref, n_tokens, n_expert, k, ids: ref(i32), weights: ref — mixture-of-experts
+    /// routing of each token's router logits (see moe.zig): ids [n_tokens][k], weights likewise.
+    moe_route = 20,
+    /// w, x: ref, x_stride, flags, ids: ref(i32), n_tokens, k, n_expert, first, rows, y: ref,
+    /// y_stride — y[t·k+i] = rows [first, first+rows) of expert ids[t][i]'s slice of w (ne1 =
+    /// n_expert · stride rows) times x[t], or x[t·k+i] with flag 1 (input per slot); flag 2: every
+    /// token multiplied as a lone token would be (as `matvec`). Only chosen experts' rows are read.
+    matmul_experts = 21,
+    /// y: ref, y_stride, weights: ref, n_tokens, k, dim, shared: ref, gate: ref, out: ref —
+    /// out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t].
+    moe_combine = 22,
     _,
 };
 
@@ -537,7 +601,7 @@ fn span2(n_tokens: usize, tok_stride: usize, n_heads: usize, head_stride: usize,
 
 /// Runs a command list on a context. Returns 0, or -1 with the failing command named in
 /// `dq_last_error`. Commands before the failing one have run.
-export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
+pub fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) callconv(.c) i32 {
     const ctx = lookupContext(context) catch return -1;
     var at: usize = 0;
     var index: usize = 0;
@@ -546,7 +610,7 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
             setError("command {d}: truncated header", .{index});
             return -1;
         }
-        const op: Op = @enumFromInt(cmds[at]);
+        const op: Op = @fromBackingInt(@intCast(cmds[at]));
         const len = cmds[at + 1];
         if (len < 2 or len > n_words - at) {
             setError("command {d}: bad length {d}", .{ index, len });
@@ -567,11 +631,11 @@ export fn dq_exec(context: u32, cmds: [*]const u32, n_words: u32) i32 {
         };
         if (ctx.profile) |p| {
             // matmul and embed are split by weight type: their first operand is the weight id
-            const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed) and len > 2)
-                if (lookupWeight(cmds[at + 2])) |w| @intFromEnum(w.kind) else |_| 31
+            const kind: u32 = if ((op == .matmul or op == .matvec or op == .embed or op == .matmul_experts) and len > 2)
+                if (lookupWeight(cmds[at + 2])) |w| @backingInt(w.kind) else |_| 31
             else
                 0;
-            const c = Profile.cell(ctx.label, @intFromEnum(op), kind);
+            const c = Profile.cell(ctx.label, @backingInt(op), kind);
             p.nanos[c] += @floatFromInt(os.monotonicNanos() - start);
             p.counts[c] += 1;
         }
@@ -678,12 +742,12 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             const kc_ref = try r.deferred();
             const vc_ref = try r.deferred();
             const pos = try r.int();
-            const k_type: attention.CacheType = @enumFromInt(try r.int());
-            const v_type: attention.CacheType = @enumFromInt(try r.int());
+            const k_type: attention.CacheType = @fromBackingInt(@intCast(try r.int()));
+            const v_type: attention.CacheType = @fromBackingInt(@intCast(try r.int()));
             const head_dim = try r.int();
             if (head_dim == 0 or head_dim > attention.max_head_dim or kv_dim % head_dim != 0) return fail("head dim {d} must divide the row of {d} values and be at most {d}", .{ head_dim, kv_dim, attention.max_head_dim });
-            const k_row = k_type.rowBytes(kv_dim) orelse return fail("K cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(k_type), kv_dim });
-            const v_row = v_type.rowBytes(kv_dim) orelse return fail("V cache type {d} cannot hold rows of {d} values", .{ @intFromEnum(v_type), kv_dim });
+            const k_row = k_type.rowBytes(kv_dim) orelse return fail("K cache type {d} cannot hold rows of {d} values", .{ @backingInt(k_type), kv_dim });
+            const v_row = v_type.rowBytes(kv_dim) orelse return fail("V cache type {d} cannot hold rows of {d} values", .{ @backingInt(v_type), kv_dim });
             const n = try mul(n_tokens, kv_dim);
             const k = try k_ref.get(f32, n);
             const v = try v_ref.get(f32, n);
@@ -708,8 +772,8 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
                 .n_head_kv = try r.int(),
                 .head_dim = try r.int(),
                 .scale = try r.float(),
-                .k_type = @enumFromInt(try r.int()),
-                .v_type = @enumFromInt(try r.int()),
+                .k_type = @fromBackingInt(@intCast(try r.int())),
+                .v_type = @fromBackingInt(@intCast(try r.int())),
             };
             try attention.validate(s);
             const kv_dim = s.n_head_kv * s.head_dim;
@@ -776,13 +840,84 @@ fn runCommand(ctx: *Context, op: Op, r: *Reader) error{Failed}!void {
             norm.gatedRows(&ctx.pool, try o_ref.get(f32, n), try z_ref.get(f32, n), w.f32s(), try out_ref.get(f32, n), n_rows, dim, eps);
         },
         .label => ctx.label = try r.int(),
-        _ => return fail("unknown opcode {d}", .{@intFromEnum(op)}),
+        .moe_route => {
+            const logits_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const n_expert = try r.int();
+            const k = try r.int();
+            const ids_ref = try r.deferred();
+            const weights_ref = try r.deferred();
+            try checkExperts(n_expert, k);
+            const logits = try logits_ref.get(f32, try mul(n_tokens, n_expert));
+            const ids = try ids_ref.get(i32, try mul(n_tokens, k));
+            const route_weights = try weights_ref.get(f32, try mul(n_tokens, k));
+            moe.route(logits, n_tokens, n_expert, k, ids, route_weights);
+        },
+        .matmul_experts => {
+            const w = try r.weight();
+            const x_ref = try r.deferred();
+            const x_stride = try r.int();
+            const flags = try r.int();
+            const ids_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const k = try r.int();
+            const n_expert = try r.int();
+            const first = try r.int();
+            const rows = try r.int();
+            const y_ref = try r.deferred();
+            const y_stride = try r.int();
+            try checkExperts(n_expert, k);
+            if (flags > 3) return fail("unknown flags {d}", .{flags});
+            const per_slot: usize = flags & 1;
+            if (w.ne1 % n_expert != 0) return fail("weight of {d} rows does not split into {d} experts", .{ w.ne1, n_expert });
+            const stride = w.ne1 / n_expert;
+            if (rows == 0 or first > stride or rows > stride - first) return fail("rows [{d}, {d}) lie outside an expert's {d} rows", .{ first, first + rows, stride });
+            const pairs = try mul(n_tokens, k);
+            const n_inputs = if (per_slot == 1) pairs else n_tokens;
+            const ids = try ids_ref.get(i32, pairs);
+            const x = try x_ref.get(f32, try span(n_inputs, x_stride, w.ne0));
+            const y = try y_ref.get(f32, try span(pairs, y_stride, rows));
+            const buf = try ctx.auxBytes(moe.groupingBytes(n_tokens, k, n_expert));
+            const experts = moe.group(ids, n_tokens, k, n_expert, per_slot == 1, buf, .{ .stride = stride, .first = first, .count = rows }) catch
+                return fail("expert id outside 0..{d}", .{n_expert - 1});
+            try matmul.matmulExperts(ctx, w, x, x_stride, n_inputs, y, y_stride, &experts, n_tokens == 1 or flags & 2 != 0);
+        },
+        .moe_combine => {
+            const y_ref = try r.deferred();
+            const y_stride = try r.int();
+            const weights_ref = try r.deferred();
+            const n_tokens = try r.int();
+            const k = try r.int();
+            const dim = try r.int();
+            const shared_ref = try r.deferred();
+            const gate_ref = try r.deferred();
+            const out_ref = try r.deferred();
+            if (k == 0 or k > max_experts) return fail("{d} experts per token (at most {d})", .{ k, max_experts });
+            const pairs = try mul(n_tokens, k);
+            const y = try y_ref.get(f32, try span(pairs, y_stride, dim));
+            const slot_weights = try weights_ref.get(f32, pairs);
+            const shared = try shared_ref.get(f32, try mul(n_tokens, dim));
+            const gate = try gate_ref.get(f32, n_tokens);
+            const out = try out_ref.get(f32, try mul(n_tokens, dim));
+            moe.combine(&ctx.pool, y, y_stride, slot_weights, n_tokens, k, dim, shared, gate, out);
+        },
+        _ => return fail("unknown opcode {d}", .{@backingInt(op)}),
     }
     if (r.at != r.words.len) return fail("{d} operand words, expected {d}", .{ r.words.len, r.at });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exports: every `pub fn dq_*`, named with this copy's level suffix ("" for the base level).
+
+comptime {
+    for (std.meta.declarations(@This())) |name| {
+        if (std.mem.startsWith(u8, name, "dq_")) @export(&@field(@This(), name), .{ .name = name ++ build_level.suffix });
+    }
+}
+
 test {
     std.testing.refAllDecls(@This());
+    _ = cpu;
     _ = os;
     _ = types;
     _ = pool_mod;
@@ -793,4 +928,5 @@ test {
     _ = attention;
     _ = conv1d;
     _ = deltanet;
+    _ = moe;
 }

@@ -1,6 +1,22 @@
 //! Small `@Vector` helpers shared by the kernels. Zig 0.16+ does not auto-vectorise loops, so hot
 //! loops are written over these 8-lane (AVX2) vectors explicitly.
 const std = @import("std");
+const builtin = @import("builtin");
+
+/// Whether the CPU fuses multiply-add: x86 from the x86_64_v3 level (FMA3) on, every arm64 CPU.
+pub const has_fma = switch (builtin.cpu.arch) {
+    .x86_64 => std.Target.x86.featureSetHas(builtin.cpu.features, .fma),
+    .aarch64 => true,
+    else => false,
+};
+
+/// a·b + c, fused where the CPU has FMA. Use this, not `@mulAdd`, in kernels: without FMA (the
+/// baseline x86-64 level) `@mulAdd` becomes one call to the software `fmaf` per lane, many times
+/// slower than the multiply and add that llama.cpp's SSE builds also compute (rounding twice).
+pub inline fn mulAdd(comptime T: type, a: T, b: T, c: T) T {
+    if (comptime has_fma) return @mulAdd(T, a, b, c);
+    return a * b + c;
+}
 
 pub const lanes = 8;
 pub const V = @Vector(lanes, f32);
@@ -32,10 +48,10 @@ pub fn dot(a: [*]const f32, b: [*]const f32, n: usize) f32 {
     var acc1: V = @splat(0);
     var i: usize = 0;
     while (i + 2 * lanes <= n) : (i += 2 * lanes) {
-        acc0 = @mulAdd(V, load(a + i), load(b + i), acc0);
-        acc1 = @mulAdd(V, load(a + i + lanes), load(b + i + lanes), acc1);
+        acc0 = mulAdd(V, load(a + i), load(b + i), acc0);
+        acc1 = mulAdd(V, load(a + i + lanes), load(b + i + lanes), acc1);
     }
-    while (i + lanes <= n) : (i += lanes) acc0 = @mulAdd(V, load(a + i), load(b + i), acc0);
+    while (i + lanes <= n) : (i += lanes) acc0 = mulAdd(V, load(a + i), load(b + i), acc0);
     var s = sum(acc0 + acc1);
     while (i < n) : (i += 1) s += a[i] * b[i];
     return s;
@@ -65,16 +81,19 @@ pub inline fn expv(comptime n: usize, x: @Vector(n, f32)) @Vector(n, f32) {
     const lo: F = @splat(-87.3);
     const hi: F = @splat(88.7);
     const xc = @min(@max(x, lo), hi);
-    const k = @round(xc * @as(F, @splat(1.44269504088896341)));
-    const r = @mulAdd(F, k, @splat(-1.428606765330187045e-06), @mulAdd(F, k, @splat(-0.693145751953125), xc));
+    // Round to nearest by the 1.5·2^23 trick (|x·log2 e| < 2^22): `@round` needs SSE4.1, and
+    // would be a libm call per lane at the baseline level.
+    const magic: F = @splat(12582912.0);
+    const k = (xc * @as(F, @splat(1.44269504088896341)) + magic) - magic;
+    const r = mulAdd(F, k, @splat(-1.428606765330187045e-06), mulAdd(F, k, @splat(-0.693145751953125), xc));
     var p: F = @splat(1.0 / 5040.0);
-    p = @mulAdd(F, p, r, @splat(1.0 / 720.0));
-    p = @mulAdd(F, p, r, @splat(1.0 / 120.0));
-    p = @mulAdd(F, p, r, @splat(1.0 / 24.0));
-    p = @mulAdd(F, p, r, @splat(1.0 / 6.0));
-    p = @mulAdd(F, p, r, @splat(0.5));
-    p = @mulAdd(F, p, r, @splat(1.0));
-    p = @mulAdd(F, p, r, @splat(1.0));
+    p = mulAdd(F, p, r, @splat(1.0 / 720.0));
+    p = mulAdd(F, p, r, @splat(1.0 / 120.0));
+    p = mulAdd(F, p, r, @splat(1.0 / 24.0));
+    p = mulAdd(F, p, r, @splat(1.0 / 6.0));
+    p = mulAdd(F, p, r, @splat(0.5));
+    p = mulAdd(F, p, r, @splat(1.0));
+    p = mulAdd(F, p, r, @splat(1.0));
     const scaled: F = @bitCast(@as(I, @bitCast(p)) +% (@as(I, @intFromFloat(k)) << @splat(23)));
     const zero: F = @splat(0);
     const inf: F = @splat(std.math.inf(f32));
@@ -84,6 +103,33 @@ pub inline fn expv(comptime n: usize, x: @Vector(n, f32)) @Vector(n, f32) {
 
 pub inline fn exp(x: V) V {
     return expv(lanes, x);
+}
+
+/// e^x for one value, by `expv`. Kernels use this, not `@exp`: `@exp` calls the C library's expf,
+/// whose last bits differ between systems (glibc's x86-64 and arm64 builds disagree), and through
+/// quantized activations one last bit can move a model's logits visibly. With it, and `logScalar`,
+/// every platform computes the same bits.
+pub fn expScalar(x: f32) f32 {
+    return expv(1, .{x})[0];
+}
+
+/// ln x for x > 0 (normal, finite; other inputs are not needed by the kernels), within ~1 ulp:
+/// x = m·2^e with m in [√½, √2), ln x = e·ln 2 + 2·atanh(s), s = (m−1)/(m+1), |s| < 0.172, by
+/// its odd series to s^13 (error below 1e-9 relative), all in f64. Deterministic everywhere, like
+/// `expScalar`, unlike the C library's logf.
+pub fn logScalar(x: f32) f32 {
+    const bits: u32 = @bitCast(x);
+    var e: i32 = @as(i32, @intCast(bits >> 23)) - 127;
+    var m: f64 = @as(f32, @bitCast((bits & 0x007f_ffff) | 0x3f80_0000));
+    if (m > std.math.sqrt2) {
+        m *= 0.5;
+        e += 1;
+    }
+    const s = (m - 1) / (m + 1);
+    const s2 = s * s;
+    var p: f64 = 1.0 / 13.0;
+    inline for (.{ 11.0, 9.0, 7.0, 5.0, 3.0, 1.0 }) |k| p = p * s2 + 1.0 / k;
+    return @floatCast(@as(f64, @floatFromInt(e)) * std.math.ln2 + 2 * s * p);
 }
 
 pub inline fn sigmoid(x: V) V {
@@ -96,7 +142,7 @@ pub inline fn silu(x: V) V {
 }
 
 pub fn sigmoidScalar(x: f32) f32 {
-    return 1.0 / (1.0 + @exp(-x));
+    return 1.0 / (1.0 + expScalar(-x));
 }
 
 pub fn siluScalar(x: f32) f32 {
@@ -117,6 +163,22 @@ test "vector exp is within 2 ulp-ish of std exp over the useful range, and satur
     try std.testing.expect(std.math.isInf(edge[1]));
     try std.testing.expectEqual(@as(f32, 1), edge[2]);
     try std.testing.expect(std.math.isNan(edge[3]));
+}
+
+test "expScalar and logScalar are within an ulp or two of f64 references" {
+    var worst_exp: f64 = 0;
+    var worst_log: f64 = 0;
+    var x: f32 = -80;
+    while (x < 80) : (x += 0.0137) {
+        worst_exp = @max(worst_exp, @abs(expScalar(x) - @exp(@as(f64, x))) / @exp(@as(f64, x)));
+        const y = @exp(x / 4);
+        worst_log = @max(worst_log, @abs(logScalar(y) - @log(@as(f64, y))) / @max(1e-30, @abs(@log(@as(f64, y)))));
+    }
+    try std.testing.expect(worst_exp < 3e-7);
+    // relative to |ln y|, which is small near y = 1: bounded by f32 rounding of the result
+    try std.testing.expect(worst_log < 2e-7);
+    try std.testing.expectEqual(@as(f32, 0), logScalar(1));
+    try std.testing.expectApproxEqRel(@as(f32, std.math.ln2), logScalar(2), 1e-7);
 }
 
 test "dot matches a scalar sum for every tail length" {

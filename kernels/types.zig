@@ -4,6 +4,10 @@ const std = @import("std");
 pub const GgmlType = enum(u32) {
     f32 = 0,
     f16 = 1,
+    q4_0 = 2,
+    q4_1 = 3,
+    q5_0 = 6,
+    q5_1 = 7,
     q8_0 = 8,
     q2_k = 10,
     q3_k = 11,
@@ -14,11 +18,13 @@ pub const GgmlType = enum(u32) {
     iq2_xs = 17,
     iq3_xxs = 18,
     iq1_s = 19,
+    iq4_nl = 20,
     iq3_s = 21,
     iq2_s = 22,
     iq1_m = 29,
     iq4_xs = 23,
     bf16 = 30,
+    mxfp4 = 39,
     _,
 
     /// Values per block and bytes per block, or null for types deltaq cannot compute with.
@@ -26,9 +32,15 @@ pub const GgmlType = enum(u32) {
         return switch (self) {
             .f32 => .{ .block_values = 1, .block_bytes = 4 },
             .f16, .bf16 => .{ .block_values = 1, .block_bytes = 2 },
+            .q4_0 => .{ .block_values = 32, .block_bytes = 18 },
+            .q4_1 => .{ .block_values = 32, .block_bytes = 20 },
+            .q5_0 => .{ .block_values = 32, .block_bytes = 22 },
+            .q5_1 => .{ .block_values = 32, .block_bytes = 24 },
             .q8_0 => .{ .block_values = 32, .block_bytes = 34 },
             .q2_k => .{ .block_values = 256, .block_bytes = 84 },
             .q3_k => .{ .block_values = 256, .block_bytes = 110 },
+            .iq4_nl => .{ .block_values = 32, .block_bytes = 18 },
+            .mxfp4 => .{ .block_values = 32, .block_bytes = 17 },
             .q4_k => .{ .block_values = 256, .block_bytes = 144 },
             .q5_k => .{ .block_values = 256, .block_bytes = 176 },
             .q6_k => .{ .block_values = 256, .block_bytes = 210 },
@@ -55,9 +67,10 @@ pub const GgmlType = enum(u32) {
 
 /// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
 /// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, as copied at load
-/// for one-token matmuls (`matmul.repack`): Q4_K rows in groups of 8 interleaved as
-/// `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes), IQ3_S rows as
-/// `quant/iq3_s_codes.zig` blocks (`row_bytes` is then their size).
+/// for one-token matmuls (`matmul.repack`): Q4_K rows in groups of 8 and Q3_K, Q2_K and IQ4_XS
+/// rows in groups of 16 interleaved (`quant/q4_k_x8.zig`, `quant/*_x16.zig`; n rows still take
+/// n·row_bytes), Q4_0 / Q8_0 rows of super-blocks (`quant/block32.zig`, same row size), or IQ3_S
+/// rows of 4-bit value codes (`quant/iq3_s_codes.zig`; `row_bytes` is then their size).
 pub const Weight = struct {
     data: [*]const u8,
     kind: GgmlType,
@@ -66,9 +79,9 @@ pub const Weight = struct {
     row_bytes: usize,
     repacked: bool = false,
 
-    /// Row r; not for Q4_K's interleaved row groups.
+    /// Row r: of the repacked layouts, only IQ3_S's codes keep whole rows of blocks.
     pub fn row(self: Weight, r: usize) [*]const u8 {
-        std.debug.assert(!(self.repacked and self.kind == .q4_k));
+        std.debug.assert(!self.repacked or self.kind == .iq3_s);
         return self.data + r * self.row_bytes;
     }
 
@@ -84,5 +97,5 @@ test "row sizes of every supported type" {
     try std.testing.expectEqual(@as(?usize, 10 * 144), GgmlType.q4_k.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, 80 * 34), GgmlType.q8_0.rowBytes(2560));
     try std.testing.expectEqual(@as(?usize, null), GgmlType.q6_k.rowBytes(100));
-    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @enumFromInt(2)).rowBytes(32));
+    try std.testing.expectEqual(@as(?usize, null), @as(GgmlType, @fromBackingInt(@intCast(9))).rowBytes(32));
 }

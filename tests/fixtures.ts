@@ -1,6 +1,7 @@
 /**
- * Test fixtures: the real qwen35 vocabulary GGUF from llama.cpp's tokenizer tests with its test
- * vectors (`.inp`/`.out`), kept in `tests/fixtures/` so a clean clone runs every tokenizer test;
+ * Test fixtures: the qwen35 vocabulary GGUF from llama.cpp's tokenizer tests with its test
+ * vectors (`.inp`/`.out`) and the real Qwen3.5 vocabulary, kept in `tests/fixtures/` so a clean
+ * clone runs every tokenizer test;
  * the shared fixtures next to the checkout (`../shared/fixtures/`) are used for anything not
  * copied here. A test that needs a missing one skips with the reason `fixture(name)` gives.
  */

@@ -2,18 +2,61 @@
  * `deno task test`: builds the kernel library, runs the Zig kernel tests (ReleaseSafe) and the
  * Deno test suite, and ends with one line `N passed, M failed` over both.
  *
- * Extra arguments go to `deno test` (e.g. a path or `--filter parity`).
+ * The kernel tests run at every CPU level this machine can execute (kernels/levels.zig), and,
+ * where the emulators are installed (.ci/run installs them), for arm64 Linux under qemu-user at
+ * every arm64 level and for Windows under Wine. The Deno suite runs at the best level; a parity
+ * subset runs again at each other level this CPU can execute (`DELTAQ_CPU`).
+ *
+ * Extra arguments go to `deno test` (e.g. a path or `--filter parity`) and leave out the
+ * emulated and per-level runs.
  */
-import { ensureLibrary, findZig, targetCpu } from "../src/native/build.ts";
+import { ensureLibrary, findZig } from "../src/native/build.ts";
+import { cpuLevels } from "../src/native/ffi.ts";
+import { onPath } from "./platform/tools.ts";
 
 const decoder = new TextDecoder();
 
-async function zigTests(): Promise<{ passed: number; failed: number }> {
+/** The parity tests that run again at every other CPU level: one float and three quantized files. */
+export const LEVEL_PARITY = [
+  "tests/parity/parity_test.ts",
+  "tests/parity/nodes_test.ts",
+  "--filter",
+  "/: tiny (F32|F16|Q8_0|Q4_K_M|Q6_K)[ ,]/",
+];
+
+interface Counts {
+  passed: number;
+  failed: number;
+}
+
+async function zigTests(full: boolean): Promise<Counts> {
   const zig = findZig();
-  const args = [...zig.slice(1), "build", "test", `-Dcpu=${targetCpu()}`, "--summary", "all"];
-  const out = await new Deno.Command(zig[0], { args, cwd: new URL("..", import.meta.url), stdout: "piped", stderr: "piped" })
-    .output();
+  const steps = ["test"];
+  const flags: string[] = [];
+  const skipped: string[] = [];
+  if (full && Deno.build.os === "linux" && Deno.build.arch === "x86_64") {
+    if (onPath("qemu-aarch64")) {
+      steps.push("test-arm64");
+      flags.push("-fqemu");
+    } else skipped.push("arm64 under qemu (qemu-aarch64 not installed: apt-get install qemu-user)");
+    if (onPath("wine")) {
+      steps.push("test-windows");
+      flags.push("-fwine");
+    } else skipped.push("Windows under Wine (wine not installed: apt-get install wine wine64)");
+  }
+  const args = [...zig.slice(1), "build", ...steps, ...flags, "--summary", "all"];
+  const out = await new Deno.Command(zig[0], {
+    args,
+    cwd: new URL("..", import.meta.url),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
   const text = decoder.decode(out.stderr) + decoder.decode(out.stdout);
+  for (const s of skipped) console.log(`zig kernel tests: SKIPPED ${s}`);
+  // One line per test binary: "run test test-x86_64-linux-baseline 38 pass (38 total) 1s"
+  for (const m of text.matchAll(/run test (test-\S+ \d+ pass[^\n]*)/g)) {
+    console.log(`zig kernel tests: ${m[1].trim()}`);
+  }
   const all = /(\d+)\/(\d+) tests passed/.exec(text);
   const some = /(\d+) passed; (\d+) failed/.exec(text);
   if (out.success && all) {
@@ -25,11 +68,12 @@ async function zigTests(): Promise<{ passed: number; failed: number }> {
   return { passed: 0, failed: 1 };
 }
 
-async function denoTests(extra: string[]): Promise<{ passed: number; failed: number }> {
+async function denoTests(extra: string[], env: Record<string, string> = {}): Promise<Counts> {
   const args = ["test", "-A", ...(extra.length ? extra : ["tests/"])];
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: new URL("..", import.meta.url),
+    env,
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -52,10 +96,17 @@ async function denoTests(extra: string[]): Promise<{ passed: number; failed: num
 
 if (import.meta.main) {
   ensureLibrary();
-  const zig = await zigTests();
-  const deno = await denoTests(Deno.args);
-  const passed = zig.passed + deno.passed;
-  const failed = zig.failed + deno.failed;
+  const full = Deno.args.length === 0;
+  const results = [await zigTests(full), await denoTests(Deno.args)];
+  if (full) {
+    const levels = cpuLevels();
+    for (const level of levels.runnable.filter((l) => l !== levels.selected)) {
+      console.log(`\nparity subset at CPU level ${level} (DELTAQ_CPU=${level}):`);
+      results.push(await denoTests(LEVEL_PARITY, { DELTAQ_CPU: level }));
+    }
+  }
+  const passed = results.reduce((s, r) => s + r.passed, 0);
+  const failed = results.reduce((s, r) => s + r.failed, 0);
   console.log(`${passed} passed, ${failed} failed`);
   Deno.exit(failed === 0 ? 0 : 1);
 }

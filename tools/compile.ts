@@ -2,7 +2,8 @@
  * `deno task compile [--target T] [--output PATH]`: one executable with the CLI and the kernel
  * library for its platform embedded, runnable where neither Deno nor Zig is installed. T is one
  * of Deno's five compile targets (default: the running Deno's platform); the library is
- * cross-built with Zig for it.
+ * cross-built with Zig for it and carries the kernels for every CPU level of its architecture
+ * (picked at load), so the binary is fast on a new CPU and still runs on an old one.
  *
  * `deno compile` needs Deno's runtime (`denort`) for the target; it downloads it from
  * dl.deno.land unless `DENORT_BIN` points to a local copy (unzip denort-<target>.zip of the same
@@ -11,7 +12,13 @@
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../src/errors.ts";
-import { build, buildPrefix, buildStamp, hostPlatform, libraryFile, type Platform } from "../src/native/build.ts";
+import {
+  buildPrefix,
+  ensurePlatformLibrary,
+  hostPlatform,
+  libraryFile,
+  type Platform,
+} from "../src/native/build.ts";
 import { isFile } from "../src/util/fs.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -28,14 +35,6 @@ export const TARGETS: Record<string, Platform> = {
 /** The Deno target of a platform. */
 export function denoTarget(p: Platform): string {
   return Object.entries(TARGETS).find(([, t]) => t.os === p.os && t.arch === p.arch)![0];
-}
-
-/**
- * The CPU the embedded library is built for: the portable level of each architecture (AVX2 on
- * x86-64; NEON with the dot-product extension on arm64, which every Apple Silicon chip has).
- */
-export function portableCpu(p: Platform): string {
-  return p.arch === "x86_64" ? "x86_64_v3" : p.os === "darwin" ? "apple_m1" : "generic+dotprod";
 }
 
 const USAGE = `usage: deno task compile [--target T] [--output PATH]
@@ -65,7 +64,9 @@ function parseArgs(args: string[]): Options | undefined {
       throw new DeltaqError(`unknown argument ${a}\n${USAGE}`);
     }
   }
-  if (!TARGETS[target]) throw new DeltaqError(`unknown target ${target}; one of ${Object.keys(TARGETS).join(", ")}`);
+  if (!TARGETS[target]) {
+    throw new DeltaqError(`unknown target ${target}; one of ${Object.keys(TARGETS).join(", ")}`);
+  }
   const host = target === denoTarget(hostPlatform());
   return { target, output: output ?? (host ? "dist/deltaq" : `dist/deltaq-${target}`) };
 }
@@ -78,14 +79,14 @@ async function main(args: string[]): Promise<number> {
   }
   const denort = Deno.env.get("DENORT_BIN");
   if (denort !== undefined && !isFile(denort)) {
-    throw new DeltaqError(`DENORT_BIN=${denort}: no such file (it must be the denort executable of Deno ${Deno.version.deno})`);
+    throw new DeltaqError(
+      `DENORT_BIN=${denort}: no such file (it must be the denort executable of Deno ${Deno.version.deno})`,
+    );
   }
   const platform = TARGETS[opts.target];
-  const cpu = portableCpu(platform);
   const library = `${buildPrefix(platform)}/${libraryFile(platform)}`;
-  console.error(`deltaq: building the kernel library for ${opts.target} (${cpu}) into ${library}`);
-  build({ cpu, platform, quiet: true });
-  Deno.writeTextFileSync(`${root}/${library}.stamp`, buildStamp(platform, cpu));
+  console.error(`deltaq: kernel library for ${opts.target}: ${library}`);
+  ensurePlatformLibrary(platform);
 
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["compile", "-A", "--target", opts.target, "--include", library, "--output", opts.output, "cli.ts"],

@@ -15,7 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import { compareCall, dumpLlama, dumpOurs, mergeCalls } from "../src/oracle/intermediates.ts";
-import { loadWeights } from "../src/model/weights.ts";
+import { freeMappings, loadWeights } from "../src/model/weights.ts";
 
 if (import.meta.main) {
   const { values, positionals } = parseArgs({
@@ -40,7 +40,7 @@ if (import.meta.main) {
   const maxLayer = values.layers === undefined ? Infinity : Number(values.layers);
   const w = loadWeights(path);
   const V = w.config.nVocab;
-  w.mapping.free();
+  freeMappings(w);
   const tokens = Array.from({ length: n }, (_, i) => (i * 7919 + 13) % V);
   const batches = values.stepwise ? tokens.map((t) => [t]) : [tokens];
   const theirs = dumpLlama(path, batches);

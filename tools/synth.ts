@@ -1,11 +1,12 @@
 /**
- * `deno task synth`: writes a synthetic `qwen35` GGUF (see src/model/synth.ts).
+ * `deno task synth`: writes a synthetic `qwen35` or `qwen35moe` GGUF (see src/model/synth.ts).
  */
 import { parseArgs } from "node:util";
 import { DeltaqError } from "../src/errors.ts";
 import {
   checkShape,
   describeShape,
+  type MoeShape,
   PRESETS,
   type Qwen35Shape,
   type SynthType,
@@ -15,7 +16,8 @@ import {
 
 const HELP = `Usage: deno task synth --out FILE [options]
 
-Writes a synthetic Qwen3.5 (qwen35) GGUF with seeded, well-behaved random weights.
+Writes a synthetic Qwen3.5 (qwen35, or qwen35moe with experts) GGUF with seeded, well-behaved
+random weights.
 
   --out FILE            output path (written as FILE.partial, renamed when complete)
   --preset NAME         ${Object.keys(PRESETS).join(" | ")} (default tiny)
@@ -35,13 +37,18 @@ Shape overrides (default: the preset's):
   --rope-dims N  --rope-base X  --ssm-k-heads N  --ssm-v-heads N  --ssm-head-dim N
   --conv-kernel N  --vocab-size N  --interval N  --recurrent-layers  --tied | --untied
   --mtp N  --context N  --eps X
+Mixture of experts (qwen35moe; --experts turns a dense preset into one):
+  --experts N  --experts-used N  --expert-ffn N  --shared-ffn N  --fused-gate-up | --split-gate-up
 
 Presets:
 ${
-  Object.entries(PRESETS).map(([k, s]) => `  ${k.padEnd(10)} ${describeShape(s, "f32").replace(/ F32$/, "")}`)
+  Object.entries(PRESETS).map(([k, s]) => `  ${k.padEnd(14)} ${describeShape(s, "f32").replace(/ F32$/, "")}`)
     .join("\n")
 }
 `;
+
+/** Experts added to a dense preset by --experts (the rest as flags say). */
+const DEFAULT_MOE: MoeShape = { experts: 8, expertsUsed: 2, expertFeedForward: 256, sharedFeedForward: 256, fusedGateUp: false };
 
 const NUMERIC: [flag: string, key: keyof Qwen35Shape][] = [
   ["layers", "layers"],
@@ -63,6 +70,22 @@ const NUMERIC: [flag: string, key: keyof Qwen35Shape][] = [
   ["eps", "rmsEps"],
 ];
 
+const MOE_NUMERIC: [flag: string, key: keyof MoeShape][] = [
+  ["experts", "experts"],
+  ["experts-used", "expertsUsed"],
+  ["expert-ffn", "expertFeedForward"],
+  ["shared-ffn", "sharedFeedForward"],
+];
+
+/** A numeric flag's value, or undefined when absent. */
+function numberFlag(values: Record<string, unknown>, flag: string): number | undefined {
+  const raw = values[flag] as string | undefined;
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(n)) throw new DeltaqError(`--${flag} must be a number, not ${raw}`);
+  return n;
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -83,6 +106,9 @@ async function main(argv: string[]): Promise<void> {
       "recurrent-layers": { type: "boolean" },
       tied: { type: "boolean" },
       untied: { type: "boolean" },
+      "fused-gate-up": { type: "boolean" },
+      "split-gate-up": { type: "boolean" },
+      ...Object.fromEntries(MOE_NUMERIC.map(([flag]) => [flag, { type: "string" as const }])),
       ...Object.fromEntries(NUMERIC.map(([flag]) => [flag, { type: "string" as const }])),
     },
   });
@@ -104,14 +130,23 @@ async function main(argv: string[]): Promise<void> {
   if (!Number.isSafeInteger(seed)) throw new DeltaqError(`--seed must be an integer, not ${values.seed}`);
 
   const shape: Qwen35Shape = { ...preset };
+  const flags = values as Record<string, unknown>;
   for (const [flag, key] of NUMERIC) {
-    const raw = (values as Record<string, unknown>)[flag] as string | undefined;
-    if (raw === undefined) continue;
-    const n = Number(raw);
-    if (raw.trim() === "" || !Number.isFinite(n)) {
-      throw new DeltaqError(`--${flag} must be a number, not ${raw}`);
+    const n = numberFlag(flags, flag);
+    if (n !== undefined) (shape as unknown as Record<string, number>)[key] = n;
+  }
+  if (values["fused-gate-up"] && values["split-gate-up"]) throw new DeltaqError("--fused-gate-up and --split-gate-up contradict each other");
+  const moeAsked = MOE_NUMERIC.some(([flag]) => flags[flag] !== undefined) || values["fused-gate-up"] || values["split-gate-up"];
+  if (moeAsked) {
+    if (!shape.moe && flags.experts === undefined) throw new DeltaqError(`preset ${values.preset} has no experts: give --experts N`);
+    const moe: MoeShape = { ...(shape.moe ?? DEFAULT_MOE), fusedGateUp: shape.moe?.fusedGateUp ?? false };
+    for (const [flag, key] of MOE_NUMERIC) {
+      const n = numberFlag(flags, flag);
+      if (n !== undefined) (moe as unknown as Record<string, number>)[key] = n;
     }
-    (shape as unknown as Record<string, number>)[key] = n;
+    if (values["fused-gate-up"]) moe.fusedGateUp = true;
+    if (values["split-gate-up"]) moe.fusedGateUp = false;
+    shape.moe = moe;
   }
   if (values["recurrent-layers"]) shape.explicitRecurrentLayers = true;
   if (values.tied && values.untied) throw new DeltaqError("--tied and --untied contradict each other");

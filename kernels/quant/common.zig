@@ -20,8 +20,20 @@
 //! are one `vpdpbusd` / `vpdpwssd` where the CPU has AVX-512 VNNI (or AVX-VNNI), and the
 //! multiply-adds above plus an add elsewhere: the GEMM tiles are bound by these multiplies and
 //! the one-token dot products by instructions issued, so VNNI's fused forms pay in both.
+//!
+//! On arm64 the byte dot products are NEON's own: `sdot` (dot-product extension, `has_dotprod`)
+//! and `usdot` (int8 matrix multiply extension, `has_i8mm`), four lanes per 16 bytes with the same
+//! lane mapping as `vpdpbusd`; `lookup16` is `tbl`. `dotBytes` requires a ≤ 127 (checked in safe
+//! builds), since `sdot` reads a as signed: unsigned values up to 255 go through `dotBytesWide`,
+//! signed × signed through `dotSignedBytes` / `signedWeights` + `dotSigned`. Every format built
+//! on these gets the NEON paths. The arithmetic is integer and exact everywhere, so the results
+//! are the same bits as on x86.
 const std = @import("std");
 const builtin = @import("builtin");
+const simd = @import("../simd.zig");
+
+/// a·b + c, fused where the CPU has FMA (`simd.mulAdd`: use it instead of `@mulAdd`).
+pub const mulAdd = simd.mulAdd;
 
 pub const U8x32 = @Vector(32, u8);
 pub const I8x32 = @Vector(32, i8);
@@ -47,22 +59,60 @@ pub const has_vnni = builtin.cpu.arch == .x86_64 and
 /// AVX-512 VNNI on 64-byte vectors. Where the CPU has two 512-bit multiply units (Xeon
 /// since Skylake-SP) a 64-byte `vpdpbusd` issues as often as a 32-byte one, so it doubles the
 /// GEMM tile's products per cycle; on Zen 4 it is as fast per byte as two 32-byte ones.
+/// AVX-512BW: byte and word operations on 64-byte vectors.
+pub const has_avx512bw = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
+
 pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni) and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
 
-extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: I32x16, a: I32x16, b: I32x16) I32x16;
-extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
-extern fn @"llvm.x86.avx512.vpdpwssd.256"(acc: I32x8, a: I32x8, b: I32x8) I32x8;
-extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) I16x16;
-extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) I32x8;
-extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) I8x32;
-extern fn @"llvm.x86.avx2.pshuf.b"(a: I8x32, b: I8x32) I8x32;
-extern fn @"llvm.roundeven.v8f32"(a: F32x8) F32x8;
+/// arm64 dot-product extension: `sdot` (every Apple Silicon chip, Cortex-A55/A76 and later).
+pub const has_dotprod = builtin.cpu.arch == .aarch64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .dotprod);
+/// arm64 int8 matrix multiply extension: `usdot` (unsigned × signed) and `smmla`.
+pub const has_i8mm = builtin.cpu.arch == .aarch64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .i8mm);
+/// Whether signed bytes multiply directly (no sign trick): arm64 with `sdot`.
+const direct_signed = has_dotprod;
+
+/// The calling convention LLVM intrinsics are declared with. The C convention would do on Linux and
+/// macOS, but on Windows x64 it passes 32- and 64-byte vectors by reference, and LLVM then rejects
+/// the intrinsic ("incorrect argument type"); System V passes them in vector registers as LLVM wants.
+pub const intrinsic: std.builtin.CallingConvention = if (builtin.cpu.arch == .x86_64) .{ .x86_64_sysv = .{} } else .c;
+
+extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: I32x16, a: I32x16, b: I32x16) callconv(intrinsic) I32x16;
+extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: I32x8, a: I32x8, b: I32x8) callconv(intrinsic) I32x8;
+extern fn @"llvm.x86.avx512.vpdpwssd.256"(acc: I32x8, a: I32x8, b: I32x8) callconv(intrinsic) I32x8;
+extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: I32x16, a: I32x16, b: I32x16) callconv(intrinsic) I32x16;
+extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: U8x32, b: I8x32) callconv(intrinsic) I16x16;
+extern fn @"llvm.x86.avx2.pmadd.wd"(a: I16x16, b: I16x16) callconv(intrinsic) I32x8;
+extern fn @"llvm.x86.avx2.psign.b"(a: I8x32, b: I8x32) callconv(intrinsic) I8x32;
+extern fn @"llvm.x86.avx2.pshuf.b"(a: I8x32, b: I8x32) callconv(intrinsic) I8x32;
+extern fn @"llvm.x86.avx512.pshuf.b.512"(a: I8x64, b: I8x64) callconv(intrinsic) I8x64;
+extern fn @"llvm.roundeven.v8f32"(a: F32x8) callconv(intrinsic) F32x8;
+// arm64: 16-byte vectors only (AAPCS passes larger ones by reference, which LLVM rejects).
+const I8x16 = @Vector(16, i8);
+const I32x4 = @Vector(4, i32);
+extern fn @"llvm.aarch64.neon.sdot.v4i32.v16i8"(acc: I32x4, a: I8x16, b: I8x16) callconv(intrinsic) I32x4;
+extern fn @"llvm.aarch64.neon.usdot.v4i32.v16i8"(acc: I32x4, a: I8x16, b: I8x16) callconv(intrinsic) I32x4;
+extern fn @"llvm.aarch64.neon.tbl1.v16i8"(table: I8x16, idx: I8x16) callconv(intrinsic) I8x16;
+
+/// `sdot` (signed × signed) or `usdot` (unsigned a × signed b) on 32-byte vectors, as two halves.
+inline fn neonDot(comptime unsigned_a: bool, acc: I32x8, a: I8x32, b: I8x32) I32x8 {
+    const acc_h: [2]I32x4 = @bitCast(acc);
+    const a_h: [2]I8x16 = @bitCast(a);
+    const b_h: [2]I8x16 = @bitCast(b);
+    var out: [2]I32x4 = undefined;
+    inline for (0..2) |h| out[h] = if (unsigned_a)
+        @"llvm.aarch64.neon.usdot.v4i32.v16i8"(acc_h[h], a_h[h], b_h[h])
+    else
+        @"llvm.aarch64.neon.sdot.v4i32.v16i8"(acc_h[h], a_h[h], b_h[h]);
+    return @bitCast(out);
+}
 
 pub inline fn mulAddBytes(a: U8x32, b: I8x32) I16x16 {
     if (comptime has_avx2) return @"llvm.x86.avx2.pmadd.ub.sw"(a, b);
-    return mulAddBytesRef(a, b);
+    // 16-bit products are exact (255·128 < 2^15); only the pair sums saturate.
+    const prod = @as(@Vector(32, i16), a) * @as(@Vector(32, i16), b);
+    return @shuffle(i16, prod, undefined, even16) +| @shuffle(i16, prod, undefined, odd16);
 }
 
 pub fn mulAddBytesRef(a: U8x32, b: I8x32) I16x16 {
@@ -85,7 +135,16 @@ pub fn mulAddWordsRef(a: I16x16, b: I16x16) I32x8 {
     return @shuffle(i32, wide, undefined, evenLanes(8)) +% @shuffle(i32, wide, undefined, oddLanes(8));
 }
 
+/// `dotBytes` needs a ≤ 127: arm64's `sdot` reads a as signed (x86 would take 128 too).
 pub inline fn dotBytes(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
+    if (std.debug.runtime_safety) std.debug.assert(@reduce(.Max, a) <= 127);
+    if (comptime has_i8mm) return neonDot(true, acc, @bitCast(a), b);
+    if (comptime has_dotprod) return neonDot(false, acc, @bitCast(a), b);
+    return dotBytesX86(acc, a, b);
+}
+
+/// `dotBytes` on x86 and generic targets, exact for a ≤ 128 (what the sign trick produces).
+inline fn dotBytesX86(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
     if (comptime has_vnni) return @"llvm.x86.avx512.vpdpbusd.256"(acc, @bitCast(a), @bitCast(b));
     const ones: I16x16 = @splat(1);
     if (comptime has_avx2) return acc +% mulAddWords(mulAddBytes(a, b), ones);
@@ -102,11 +161,50 @@ pub inline fn dotBytes64(acc: I32x16, a: U8x64, b: I8x64) I32x16 {
 /// intermediate 16-bit sums; AVX2 splits a into its low 7 bits and its top bit, whose two
 /// multiply-adds each stay within 16 bits (127·127·2 and 1·127·2 before the shift by 7).
 pub inline fn dotBytesWide(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
-    if (comptime has_vnni or !has_avx2) return dotBytes(acc, a, b);
+    if (comptime has_i8mm) return neonDot(true, acc, @bitCast(a), b);
+    if (comptime has_dotprod) {
+        // a = (a & 127) + 128·(a >> 7): two `sdot`s on operands that read the same signed.
+        const top = neonDot(false, @splat(0), @bitCast(a >> @splat(7)), b);
+        return neonDot(false, acc, @bitCast(a & @as(U8x32, @splat(0x7f))), b) +% (top << @splat(7));
+    }
+    if (comptime has_vnni or !has_avx2) return dotBytesX86(acc, a, b);
     const low = mulAddBytes(a & @as(U8x32, @splat(0x7f)), b);
     const top = mulAddBytes(a >> @splat(7), b);
     const ones: I16x16 = @splat(1);
     return acc +% mulAddWords(low, ones) +% mulAddWords(top, @splat(128));
+}
+
+/// `dotBytes` on L lanes (8 or 16): one 64-byte `vpdpbusd` for 16 lanes with AVX-512 VNNI, two
+/// 32-byte dots otherwise. Kernels whose lanes are matrix rows use it to process 16 rows at once
+/// where the CPU has 64-byte vectors.
+pub inline fn dotBytesLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    return lanesOf(L, dotBytes, acc, a, b);
+}
+
+/// `dotBytesWide` on L lanes (8 or 16), as `dotBytesLanes`.
+pub inline fn dotBytesWideLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    return lanesOf(L, dotBytesWide, acc, a, b);
+}
+
+inline fn lanesOf(comptime L: usize, comptime dot32: fn (I32x8, U8x32, I8x32) callconv(.@"inline") I32x8, acc: @Vector(L, i32), a: @Vector(4 * L, u8), b: @Vector(4 * L, i8)) @Vector(L, i32) {
+    if (L == 8) return dot32(acc, a, b);
+    if (L != 16) @compileError("byte dots take 8 or 16 lanes");
+    if (comptime has_vnni512) return dotBytes64(acc, a, b);
+    const accs: [2]I32x8 = @bitCast(acc);
+    const as: [2]U8x32 = @bitCast(a);
+    const bs: [2]I8x32 = @bitCast(b);
+    return @bitCast([2]I32x8{ dot32(accs[0], as[0], bs[0]), dot32(accs[1], as[1], bs[1]) });
+}
+
+/// `dotWords` on L lanes (8 or 16), as `dotBytesLanes`.
+pub inline fn dotWordsLanes(comptime L: usize, acc: @Vector(L, i32), a: @Vector(2 * L, i16), b: @Vector(2 * L, i16)) @Vector(L, i32) {
+    if (L == 8) return dotWords(acc, a, b);
+    if (L != 16) @compileError("dotWordsLanes takes 8 or 16 lanes");
+    if (comptime has_vnni512) return @"llvm.x86.avx512.vpdpwssd.512"(acc, @bitCast(a), @bitCast(b));
+    const accs: [2]I32x8 = @bitCast(acc);
+    const as: [2]I16x16 = @bitCast(a);
+    const bs: [2]I16x16 = @bitCast(b);
+    return @bitCast([2]I32x8{ dotWords(accs[0], as[0], bs[0]), dotWords(accs[1], as[1], bs[1]) });
 }
 
 pub fn dotBytesRef(acc: I32x8, a: U8x32, b: I8x32) I32x8 {
@@ -152,7 +250,21 @@ pub inline fn transposeWords(in: [8]U8x32) [8]U8x32 {
 /// repeated in both 128-bit halves.
 pub inline fn lookup16(table: @Vector(16, i8), idx: U8x32) I8x32 {
     if (comptime has_avx2) return @"llvm.x86.avx2.pshuf.b"(std.simd.join(table, table), @bitCast(idx));
+    if (comptime builtin.cpu.arch == .aarch64) {
+        const halves: [2]I8x16 = @bitCast(idx);
+        return std.simd.join(@"llvm.aarch64.neon.tbl1.v16i8"(table, halves[0]), @"llvm.aarch64.neon.tbl1.v16i8"(table, halves[1]));
+    }
     return lookup16Ref(table, idx);
+}
+
+/// `lookup16` on 64 bytes: one `vpshufb` with AVX-512BW, two 32-byte ones otherwise.
+pub inline fn lookup16Wide(table: @Vector(16, i8), idx: U8x64) I8x64 {
+    if (comptime has_avx512bw) {
+        const t4 = std.simd.join(std.simd.join(table, table), std.simd.join(table, table));
+        return @"llvm.x86.avx512.pshuf.b.512"(t4, @bitCast(idx));
+    }
+    const halves: [2]U8x32 = @bitCast(idx);
+    return @bitCast([2]I8x32{ lookup16(table, halves[0]), lookup16(table, halves[1]) });
 }
 
 pub fn lookup16Ref(table: @Vector(16, i8), idx: U8x32) I8x32 {
@@ -177,7 +289,22 @@ pub fn applySignRef(a: I8x32, b: I8x32) I8x32 {
 /// Σ a[i]·b[i] for signed bytes, as 8 partial sums (each of 4 products). The sign trick moves a's
 /// sign onto b and reads |a| as unsigned, so a may hold -128 (|a| = 128) but b must not.
 pub inline fn dotSignedBytes(a: I8x32, b: I8x32) I32x8 {
-    return dotBytes(@splat(0), @bitCast(applySign(a, a)), applySign(b, a));
+    return dotSigned(@splat(0), signedWeights(a), b);
+}
+
+/// Signed bytes w prepared once for several `dotSigned` products (a GEMM tile's row against
+/// several tokens): |w| and w for the sign trick, or w alone where signed bytes multiply directly.
+pub const SignedWeights = struct { abs: U8x32, w: I8x32 };
+
+pub inline fn signedWeights(w: I8x32) SignedWeights {
+    if (comptime direct_signed) return .{ .abs = undefined, .w = w };
+    return .{ .abs = @bitCast(applySign(w, w)), .w = w };
+}
+
+/// acc + Σ w[i]·x[i] per 4 bytes, for signed w (-128 allowed) and x (> -128).
+pub inline fn dotSigned(acc: I32x8, sw: SignedWeights, x: I8x32) I32x8 {
+    if (comptime direct_signed) return neonDot(false, acc, sw.w, x);
+    return dotBytesX86(acc, sw.abs, applySign(x, sw.w));
 }
 
 /// Eight 8-bit values (u8 or i8) widened to i16 words, the 8 words repeated in both 128-bit
@@ -232,12 +359,22 @@ pub inline fn prefetchSpan(p: [*]const u8, comptime bytes: usize) void {
     inline for (0..(bytes + 63) / 64) |i| @prefetch(p + 64 * i, .{ .rw = .read, .locality = 2, .cache = .data });
 }
 
+/// `v` as a W: itself for u32, in every lane for a vector (comptime, so it also serves as a
+/// shift amount). Lets one packing rule serve one block (`u32` words) and repacked rows side by
+/// side (`@Vector(n, u32)`).
+pub inline fn rep(comptime W: type, comptime v: u32) W {
+    return if (@typeInfo(W) == .vector) @splat(v) else v;
+}
+
 /// Lanes first, first + stride, … (n of them).
 fn strided(comptime n: usize, comptime stride: usize, comptime first: usize) [n]i32 {
     var m: [n]i32 = undefined;
     for (&m, 0..) |*x, i| x.* = @intCast(stride * i + first);
     return m;
 }
+
+const even16 = evenLanes(16);
+const odd16 = oddLanes(16);
 
 fn evenLanes(comptime n: usize) [n]i32 {
     var m: [n]i32 = undefined;
@@ -292,8 +429,17 @@ test "multiply-add intrinsics match the widening reference, saturation included"
         rand.bytes(std.mem.asBytes(&acc));
         rand.bytes(&a);
         rand.bytes(std.mem.asBytes(&b));
-        for (&a) |*x| x.* &= 63; // the kernels' range: the AVX2 form saturates beyond it
+        for (&a) |*x| x.* &= 127; // dotBytes' range (arm64 `sdot` reads a as signed)
         try std.testing.expectEqual(dotBytesRef(acc, a, b), dotBytes(acc, a, b));
+        var w: [32]i8 = undefined;
+        rand.bytes(std.mem.asBytes(&w));
+        w[5] = -128;
+        const b_no_min: [32]i8 = @select(i8, @as(I8x32, b) == @as(I8x32, @splat(-128)), @as(I8x32, @splat(-127)), @as(I8x32, b));
+        var want_signed: [8]i32 = acc;
+        for (0..8) |k| for (0..4) |i| {
+            want_signed[k] +%= @as(i32, w[4 * k + i]) * b_no_min[4 * k + i];
+        };
+        try std.testing.expectEqual(@as(I32x8, want_signed), dotSigned(acc, signedWeights(w), b_no_min));
         var wide_a: [32]u8 = undefined;
         rand.bytes(&wide_a);
         var b127 = b;
@@ -306,6 +452,9 @@ test "multiply-add intrinsics match the widening reference, saturation included"
         var idx: [32]u8 = undefined;
         for (&idx, a) |*i, x| i.* = x & 15;
         try std.testing.expectEqual(lookup16Ref(table, idx), lookup16(table, idx));
+        const looked_up: [64]i8 = lookup16Wide(table, std.simd.join(@as(U8x32, idx), @as(U8x32, idx) ^ @as(U8x32, @splat(5))));
+        try std.testing.expectEqual(lookup16Ref(table, idx), @as(I8x32, looked_up[0..32].*));
+        try std.testing.expectEqual(lookup16Ref(table, @as(U8x32, idx) ^ @as(U8x32, @splat(5))), @as(I8x32, looked_up[32..64].*));
         if (has_vnni512) {
             // Halves of the 64-byte form are two 32-byte dot products.
             const wide: [16]i32 = dotBytes64(

@@ -74,8 +74,8 @@ pub inline fn dotRows(comptime T: type, comptime R: usize, rows: [R][*]const T, 
         const x1: F32x8 = x[i + 8 ..][0..8].*;
         inline for (0..R) |r| {
             common.prefetchSpan(@as([*]const u8, @ptrCast(rows[r] + i)) + ahead, 16 * @sizeOf(T));
-            acc[r][0] = @mulAdd(F32x8, load8(T, rows[r] + i), x0, acc[r][0]);
-            acc[r][1] = @mulAdd(F32x8, load8(T, rows[r] + i + 8), x1, acc[r][1]);
+            acc[r][0] = common.mulAdd(F32x8, load8(T, rows[r] + i), x0, acc[r][0]);
+            acc[r][1] = common.mulAdd(F32x8, load8(T, rows[r] + i + 8), x1, acc[r][1]);
         }
     }
     var out: [R]f32 = undefined;
@@ -96,7 +96,7 @@ pub fn tile(comptime W: type, comptime R: usize, comptime T: usize, rows: [R][*]
         inline for (0..T) |t| x[t] = xs[t][i..][0..8].*;
         inline for (0..R) |r| {
             const w = load8(W, rows[r] + i);
-            inline for (0..T) |t| acc[r][t] = @mulAdd(F32x8, w, x[t], acc[r][t]);
+            inline for (0..T) |t| acc[r][t] = common.mulAdd(F32x8, w, x[t], acc[r][t]);
         }
     }
     inline for (0..R) |r| inline for (0..T) |t| {

@@ -23,9 +23,11 @@
 //!   one scale per 32 values (Q4_K, Q5_K: offset 0, mins per 32; IQ4_XS: offset 128, no mins):
 //!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<8} lane_i(vals[v]·x[v]) − offset·(bsums[2i] + bsums[2i+1]))
 //!              + Σ_i mins[i]·sums32[i]
-//!   one scale per 16 values (Q6_K: offset 32; Q3_K: offset 4; Q2_K: offset 0, mins per 16):
+//!   one scale per 16 values (Q6_K: offset 32; Q3_K: offset 4):
 //!     y[t][r] += d·dx·Σ_i scales_lo[i]·(Σ_{v<4} lane_i(vals[v]·x[v]) − offset·bsums[2i])
 //!              + d·dx·Σ_i scales_hi[i]·(Σ_{v≥4} lane_i(vals[v]·x[v]) − offset·bsums[2i+1])
+//!   no scale below d (Q2_K: its 4-bit scales multiplied into the 2-bit quants, ≤ 45; mins per 16):
+//!     y[t][r] += d·dx·Σ_i Σ_{v<8} lane_i(vals[v]·x[v])
 //!              + Σ_i (mins[i]·dx·bsums[2i] + mins_hi[i]·dx·bsums[2i+1])
 //!
 //! Everything inside d·dx·(…) is integer, as in llama.cpp's dot products (the offset terms start the
@@ -69,8 +71,9 @@ pub const Unpacked = struct {
 
 /// How a format's block maps onto `Unpacked` and the tile's sums (the formulas above).
 pub const Scheme = struct {
-    /// Values per integer scale: 32 (`scales_lo` only) or 16 (`scales_lo`, `scales_hi`).
-    scale_values: u8,
+    /// Values per integer scale: 32 (`scales_lo` only), 16 (`scales_lo`, `scales_hi`), or 256:
+    /// none below the block's d (the format multiplied its scales into `vals`).
+    scale_values: u16,
     /// What `vals` adds to each quant to make it unsigned; the tile starts each integer sum at
     /// −offset·Σx (from the activation's bsums).
     offset: i32 = 0,
@@ -120,6 +123,27 @@ pub inline fn dotRows(comptime F: type, comptime R: usize, rows: [R][*]const F.B
     }
     var out: [R]f32 = undefined;
     inline for (0..R) |r| out[r] = common.sum(acc[r]);
+    return out;
+}
+
+/// `dotRows` for T activation rows in one pass over the weights, for formats that can prepare a
+/// block once for several dots (`F.prepare`, `F.preparedDot`). Each token's products come from the
+/// same operations in the same order as `dotRows` for it alone: the same bits.
+pub inline fn dotRowsTokens(comptime F: type, comptime R: usize, comptime T: usize, rows: [R][*]const F.Block, acts: [T]q8_k.Row, nb: usize, ahead: usize) [T][R]f32 {
+    var acc: [T][R]F32x8 = @splat(@splat(@splat(0)));
+    for (0..nb) |b| {
+        var bsums: [T]I16x16 = undefined;
+        inline for (0..T) |t| bsums[t] = acts[t].bsums[b * 16 ..][0..16].*;
+        inline for (0..R) |r| {
+            common.prefetchSpan(@as([*]const u8, @ptrCast(&rows[r][b])) + ahead, @sizeOf(F.Block));
+            const p = F.prepare(&rows[r][b]);
+            inline for (0..T) |t| acc[t][r] += F.preparedDot(&p, acts[t].qs + b * 256, bsums[t], acts[t].d[b]);
+        }
+    }
+    var out: [T][R]f32 = undefined;
+    inline for (0..T) |t| inline for (0..R) |r| {
+        out[t][r] = common.sum(acc[t][r]);
+    };
     return out;
 }
 
@@ -260,9 +284,9 @@ fn tileRows(
                 const dx: F32x8 = @splat(acts[t].d[b]);
                 inline for (0..R) |r| {
                     const pr = &rows[r][b];
-                    const scale = halfConst(F32x8, if (g == 0) &pr.scales_lo else &pr.scales_hi, halves[r]);
-                    const scaled = @as(F32x8, @floatFromInt(iacc[r][t])) * scale;
-                    facc[r][t] = @mulAdd(F32x8, scaled, halfConst(F32x8, &pr.d, halves[r]) * dx, facc[r][t]);
+                    const sums: F32x8 = @floatFromInt(iacc[r][t]);
+                    const scaled = if (scheme.scale_values == 256) sums else sums * halfConst(F32x8, if (g == 0) &pr.scales_lo else &pr.scales_hi, halves[r]);
+                    facc[r][t] = common.mulAdd(F32x8, scaled, halfConst(F32x8, &pr.d, halves[r]) * dx, facc[r][t]);
                 }
             }
         }
@@ -270,14 +294,14 @@ fn tileRows(
             .none => {},
             .per32 => inline for (0..T) |t| {
                 const sums32: F32x8 = acts[t].sums32[b * 8 ..][0..8].*;
-                inline for (0..R) |r| facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
+                inline for (0..R) |r| facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &rows[r][b].mins, halves[r]), sums32, facc[r][t]);
             },
             .per16 => inline for (0..T) |t| {
                 const sums = sums16(acts[t], b);
                 inline for (0..R) |r| {
                     const pr = &rows[r][b];
-                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins, halves[r]), sums[0], facc[r][t]);
-                    facc[r][t] = @mulAdd(F32x8, halfConst(F32x8, &pr.mins_hi, halves[r]), sums[1], facc[r][t]);
+                    facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &pr.mins, halves[r]), sums[0], facc[r][t]);
+                    facc[r][t] = common.mulAdd(F32x8, halfConst(F32x8, &pr.mins_hi, halves[r]), sums[1], facc[r][t]);
                 }
             },
         }
@@ -323,8 +347,9 @@ fn tilePairs(
                 const dx: F32x16 = @splat(acts[t].d[b]);
                 inline for (0..P) |p| {
                     const pr = &pairs[p][b];
-                    const scaled = @as(F32x16, @floatFromInt(iacc[p][t])) * (if (g == 0) pr.scales_lo else pr.scales_hi);
-                    facc[p][t] = @mulAdd(F32x16, scaled, pr.d * dx, facc[p][t]);
+                    const sums: F32x16 = @floatFromInt(iacc[p][t]);
+                    const scaled = if (scheme.scale_values == 256) sums else sums * (if (g == 0) pr.scales_lo else pr.scales_hi);
+                    facc[p][t] = common.mulAdd(F32x16, scaled, pr.d * dx, facc[p][t]);
                 }
             }
         }
@@ -332,15 +357,15 @@ fn tilePairs(
             .none => {},
             .per32 => inline for (0..T) |t| {
                 const sums32 = both(f32, acts[t].sums32[b * 8 ..][0..8].*);
-                inline for (0..P) |p| facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
+                inline for (0..P) |p| facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins, sums32, facc[p][t]);
             },
             .per16 => inline for (0..T) |t| {
                 const sums = sums16(acts[t], b);
                 const lo = both(f32, sums[0]);
                 const hi = both(f32, sums[1]);
                 inline for (0..P) |p| {
-                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins, lo, facc[p][t]);
-                    facc[p][t] = @mulAdd(F32x16, pairs[p][b].mins_hi, hi, facc[p][t]);
+                    facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins, lo, facc[p][t]);
+                    facc[p][t] = common.mulAdd(F32x16, pairs[p][b].mins_hi, hi, facc[p][t]);
                 }
             },
         }
@@ -400,7 +425,11 @@ pub fn tileRef(scheme: Scheme, row: []const Unpacked, act: q8_k.Row) f32 {
                 const vals: [32]u8 = w.vals[v];
                 isum += @as(i64, vals[4 * i + pos % 4]) * act.qs[b * 256 + 32 * v + 4 * i + pos % 4];
             }
-            const scale: i64 = if (scheme.scale_values == 32 or half == 0) lo[i] else hi[i];
+            const scale: i64 = switch (scheme.scale_values) {
+                256 => 1,
+                32 => lo[i],
+                else => if (half == 0) lo[i] else hi[i],
+            };
             const bsum: i64 = act.bsums[b * 16 + 2 * i + half];
             isum -= scheme.offset * bsum;
             block += scale * isum;
@@ -463,7 +492,7 @@ test "K-quant GEMM tiles match the lane-by-lane reference for several tile shape
         Scheme.q4_k,
         Scheme.q6_k,
         .{ .scale_values = 16, .offset = 4 },
-        .{ .scale_values = 16, .mins = .per16 },
+        .{ .scale_values = 256, .mins = .per16 },
         .{ .scale_values = 32, .offset = 128, .max_val = 241 },
     };
     inline for (schemes) |scheme| {

@@ -31,7 +31,9 @@ comptime {
     std.debug.assert(@sizeOf(Block) == 84);
 }
 
-pub const scheme: kquants.Scheme = .{ .scale_values = 16, .mins = .per16 };
+/// The GEMM tile multiplies quants already scaled (q·sc ≤ 45): integer sums with one scale
+/// fewer per sub-block, the same integers.
+pub const scheme: kquants.Scheme = .{ .scale_values = 256, .mins = .per16 };
 
 /// The 2-bit quants of chunk c (values 32c..32c+31).
 inline fn quants(blk: *const Block, comptime c: usize) U8x32 {
@@ -94,19 +96,30 @@ pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: 
     return dx * (@as(f32, blk.d) * @as(f32, @floatFromInt(isum)) - @as(f32, blk.dmin) * @as(f32, @floatFromInt(imin)));
 }
 
-/// Unpacks a block for the GEMM tile (`scheme`).
+/// Shuffle mask: element 0 in lanes 0-15, element 1 in lanes 16-31.
+const halves = blk: {
+    var m: [32]i32 = undefined;
+    for (&m, 0..) |*e, l| e.* = if (l < 16) 0 else 1;
+    break :blk m;
+};
+
+/// Unpacks a block for the GEMM tile (`scheme`): quants times their scales.
 pub fn unpack(blk: *const Block, out: *kquants.Unpacked) void {
+    const sm: [16]u8 = blk.scales;
     var chunks: [8]U8x32 = undefined;
-    inline for (0..8) |c| chunks[c] = quants(blk, c);
+    inline for (0..8) |c| {
+        // Values 0-15 of chunk c take scale 2c, values 16-31 scale 2c+1.
+        const pair = @Vector(2, u8){ sm[2 * c] & 15, sm[2 * c + 1] & 15 };
+        const sc = @shuffle(u8, pair, undefined, halves);
+        chunks[c] = quants(blk, c) * sc;
+    }
     out.vals = kquants.interleaveVals(chunks);
-    // Sub-block i of the tile is chunk i: scales and mins 2i (values 0-15) and 2i+1 (16-31).
-    const sm: @Vector(16, u8) = blk.scales;
-    const sc: @Vector(16, i32) = sm & @as(@Vector(16, u8), @splat(15));
-    const m: @Vector(16, f32) = @floatFromInt(sm >> @splat(4));
+    // Sub-block i of the tile is chunk i: mins 2i (values 0-15) and 2i+1 (16-31).
+    const m: @Vector(16, f32) = @floatFromInt(@as(@Vector(16, u8), sm) >> @splat(4));
     const even = [8]i32{ 0, 2, 4, 6, 8, 10, 12, 14 };
     const odd = [8]i32{ 1, 3, 5, 7, 9, 11, 13, 15 };
-    out.scales_lo = @shuffle(i32, sc, undefined, even);
-    out.scales_hi = @shuffle(i32, sc, undefined, odd);
+    out.scales_lo = @splat(1);
+    out.scales_hi = @splat(1);
     out.d = @splat(@as(f32, blk.d));
     const neg_dmin: F32x8 = @splat(-@as(f32, blk.dmin));
     out.mins = neg_dmin * @shuffle(f32, m, undefined, even);

@@ -49,16 +49,22 @@ pub inline fn scales(s: *const [12]u8) @Vector(16, i8) {
     const a = std.mem.readInt(u32, s[0..4], .little);
     const b = std.mem.readInt(u32, s[4..8], .little);
     const c = std.mem.readInt(u32, s[8..12], .little);
-    const low4: u32 = 0x0f0f0f0f;
-    const low2: u32 = 0x03030303;
-    const words = [4]u32{
-        (a & low4) | ((c & low2) << 4),
-        (b & low4) | (((c >> 2) & low2) << 4),
-        ((a >> 4) & low4) | (((c >> 4) & low2) << 4),
-        ((b >> 4) & low4) | (((c >> 6) & low2) << 4),
-    };
-    const unsigned: @Vector(16, u8) = @bitCast(words);
+    const unsigned: @Vector(16, u8) = @bitCast(scaleWords(u32, a, b, c));
     return @bitCast(unsigned -% @as(@Vector(16, u8), @splat(32)));
+}
+
+/// The packing rule on the 12 scale bytes read as little-endian words a, b, c — of one block
+/// (`u32`) or of several side by side (`@Vector(n, u32)`, as repacked Q3_K keeps them): word q of
+/// the result holds scales 4q..4q+3 (stored +32), one per byte.
+pub inline fn scaleWords(comptime W: type, a: W, b: W, c: W) [4]W {
+    const low4 = common.rep(W, 0x0f0f0f0f);
+    const low2 = common.rep(W, 0x03030303);
+    return .{
+        (a & low4) | ((c & low2) << common.rep(W, 4)),
+        (b & low4) | (((c >> common.rep(W, 2)) & low2) << common.rep(W, 4)),
+        ((a >> common.rep(W, 4)) & low4) | (((c >> common.rep(W, 4)) & low2) << common.rep(W, 4)),
+        ((b >> common.rep(W, 4)) & low4) | (((c >> common.rep(W, 6)) & low2) << common.rep(W, 4)),
+    };
 }
 
 /// The unsigned 3-bit quants q2 + 4h of chunk c (values 32c..32c+31).

@@ -1,16 +1,25 @@
-//! Q4_0: 32 values in 18 bytes, `{f16 d; u8 qs[16]}`, value = d·(n − 8) for a 4-bit code n.
-//! Byte j holds value j in its low nibble and value j + 16 in its high nibble.
+//! Q4_0 weights: 32 values in 18 bytes.
 //!
-//! Quantization is ggml's `quantize_row_q4_0_ref` (which the CPU backend's `quantize_row_q4_0`
-//! calls), reproduced operation for operation so the codes are bit-identical:
+//!   d: f16          block scale
+//!   qs: [16]u8      4-bit quants: byte j holds value j (low nibble) and value j+16 (high nibble)
+//!
+//!   value(j) = d·((qs[j] & 15) − 8),  value(j+16) = d·((qs[j] >> 4) − 8)        j < 16
+//!
+//! Multiplied with Q8_0 activations (`block32`: the nibbles are the unsigned quants, offset 8).
+//!
+//! Quantization (for the KV cache: `attention.zig` stores K and V rows with `quantizeRow` and
+//! reads them back with `widen`) is ggml's `quantize_row_q4_0_ref` (which the CPU backend's
+//! `quantize_row_q4_0` calls), reproduced operation for operation so the codes are bit-identical:
 //!   max = the first value of largest magnitude (sign kept),  d = max / −8,  id = 1/d (0 if d = 0)
 //!   n = min(15, trunc(x·id + 8.5))
 //! The largest-magnitude value maps to code 0 exactly and nothing rounds below it.
-//!
-//! Used for the KV cache (`attention.zig`: `quantizeRow` stores K and V rows, `widen` reads them
-//! back); the Q4_0 *weight* dot products against Q8_0 activations are a separate concern.
 const std = @import("std");
+const common = @import("common.zig");
+const block32 = @import("block32.zig");
 
+const U8x32 = common.U8x32;
+
+/// Unaligned (`align(1)`): KV cache rows are packed blocks at any byte offset.
 pub const Block = extern struct {
     d: f16 align(1),
     qs: [16]u8,
@@ -22,6 +31,108 @@ comptime {
 
 pub const block_values = 32;
 pub const block_bytes = 18;
+pub const offset = 8;
+pub const has_min = false;
+pub const max_quant = 15;
+
+/// The 32 nibbles in value order: low nibbles, then high nibbles.
+pub inline fn nibbles(qs: [16]u8) U8x32 {
+    const v: @Vector(16, u8) = qs;
+    return std.simd.join(v & @as(@Vector(16, u8), @splat(15)), v >> @splat(4));
+}
+
+pub inline fn quants(blk: *const Block) U8x32 {
+    return nibbles(blk.qs);
+}
+
+pub fn quantsRef(blk: *const Block, out: *[32]u8) void {
+    for (0..16) |j| {
+        out[j] = blk.qs[j] & 15;
+        out[j + 16] = blk.qs[j] >> 4;
+    }
+}
+
+pub inline fn scale(blk: *const Block) f32 {
+    return blk.d;
+}
+
+pub fn dequantizeRef(blk: *const Block, out: *[32]f32) void {
+    const d: f32 = blk.d;
+    for (0..16) |j| {
+        const x0: i32 = @as(i32, blk.qs[j] & 15) - 8;
+        const x1: i32 = @as(i32, blk.qs[j] >> 4) - 8;
+        out[j] = @as(f32, @floatFromInt(x0)) * d;
+        out[j + 16] = @as(f32, @floatFromInt(x1)) * d;
+    }
+}
+
+pub fn dequantize(blk: *const Block, out: *[32]f32) void {
+    block32.dequantize(@This(), blk, out);
+}
+
+/// Eight blocks of a row repacked (`block32`'s "Repacked rows"), 144 bytes like the blocks:
+///   d:  [8]f16        block i's scale
+///   qs: [4][8]u32     [c][i] = block i's qs[4c..4c+4]: low nibbles are its values 4c..4c+3,
+///                     high nibbles 16+4c..; so word c's low nibbles are interleaved vector c, its
+///                     high nibbles vector 4+c
+pub const Super = extern struct {
+    d: [8]f16,
+    qs: [4][8]u32,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Super) == 8 * @sizeOf(Block));
+}
+
+pub fn repackSuper(blocks: *const [8]Block) Super {
+    var sup: Super = undefined;
+    for (blocks, 0..) |*blk, i| {
+        sup.d[i] = blk.d;
+        for (0..4) |c| sup.qs[c][i] = std.mem.readInt(u32, blk.qs[4 * c ..][0..4], .little);
+    }
+    return sup;
+}
+
+pub fn blockOf(sup: *const Super, i: usize) Block {
+    var blk: Block = .{ .d = sup.d[i], .qs = undefined };
+    for (0..4) |c| std.mem.writeInt(u32, blk.qs[4 * c ..][0..4], sup.qs[c][i], .little);
+    return blk;
+}
+
+/// The nibbles of the four words, split into the eight interleaved vectors.
+pub inline fn superNibbles(qs: *const [4][8]u32) [8]U8x32 {
+    const low: @Vector(8, u32) = @splat(0x0f0f0f0f);
+    var out: [8]U8x32 = undefined;
+    inline for (0..4) |c| {
+        const w: @Vector(8, u32) = qs[c];
+        out[c] = @bitCast(w & low);
+        out[4 + c] = @bitCast((w >> @splat(4)) & low);
+    }
+    return out;
+}
+
+pub inline fn superQuants(sup: *const Super) [8]U8x32 {
+    return superNibbles(&sup.qs);
+}
+
+pub inline fn superScales(sup: *const Super) common.F32x8 {
+    return @floatCast(@as(@Vector(8, f16), sup.d));
+}
+
+pub fn randomBlock(rand: std.Random) Block {
+    var blk: Block = undefined;
+    rand.bytes(std.mem.asBytes(&blk));
+    blk.d = @floatCast((rand.float(f32) - 0.3) * 0.01);
+    return blk;
+}
+
+test "Q4_0 against the block32 references" {
+    try block32.checkFormat(@This(), 40);
+    try block32.checkSuper(@This(), 41);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantization (KV cache).
 
 /// One block of 32 values, ggml's reference rounding.
 pub fn quantizeBlock(x: *const [32]f32, out: *Block) void {
@@ -53,14 +164,6 @@ inline fn code(v: f32) u8 {
 pub fn quantizeRow(x: [*]const f32, k: usize, out: [*]u8) void {
     const blocks: [*]align(1) Block = @ptrCast(out);
     for (0..k / 32) |b| quantizeBlock(x[32 * b ..][0..32], &blocks[b]);
-}
-
-pub fn dequantizeRef(blk: *const Block, out: *[32]f32) void {
-    const d: f32 = blk.d;
-    for (0..16) |j| {
-        out[j] = d * @as(f32, @floatFromInt(@as(i32, blk.qs[j] & 0x0f) - 8));
-        out[j + 16] = d * @as(f32, @floatFromInt(@as(i32, blk.qs[j] >> 4) - 8));
-    }
 }
 
 /// L consecutive values (L = 8 or 16) of the block starting at value `at` (a multiple of L), as

@@ -54,19 +54,13 @@ pub inline fn scalesAndMins(s: *const [12]u8) struct { sc: @Vector(8, u8), m: @V
 /// sc[0..4] = a & 63, m[0..4] = b & 63, sc[4..8] = low nibbles of c plus a's top two bits,
 /// m[4..8] = high nibbles of c plus b's top two bits; one value per byte of each result word.
 pub inline fn scaleWords(comptime W: type, a: W, b: W, c: W) struct { sc: [2]W, m: [2]W } {
-    const low6 = rep(W, 0x3f3f3f3f);
-    const low4 = rep(W, 0x0f0f0f0f);
-    const top2 = rep(W, 0x30303030);
+    const low6 = common.rep(W, 0x3f3f3f3f);
+    const low4 = common.rep(W, 0x0f0f0f0f);
+    const top2 = common.rep(W, 0x30303030);
     return .{
-        .sc = .{ a & low6, (c & low4) | ((a >> rep(W, 2)) & top2) },
-        .m = .{ b & low6, ((c >> rep(W, 4)) & low4) | ((b >> rep(W, 2)) & top2) },
+        .sc = .{ a & low6, (c & low4) | ((a >> common.rep(W, 2)) & top2) },
+        .m = .{ b & low6, ((c >> common.rep(W, 4)) & low4) | ((b >> common.rep(W, 2)) & top2) },
     };
-}
-
-/// `v` as a W: itself for u32, in every lane for a vector (comptime, so it also serves as a
-/// shift amount).
-inline fn rep(comptime W: type, comptime v: u32) W {
-    return if (@typeInfo(W) == .vector) @splat(v) else v;
 }
 
 /// [m0, m0, m1, m1, …, m7, m7] as i16: multiplies the activation's 16 bsums pairwise.

@@ -28,6 +28,8 @@ const I32x8 = common.I32x8;
 const F32x8 = common.F32x8;
 
 pub const rows = 8;
+/// The format this layout repacks.
+pub const Natural = q4_k;
 
 pub const Group = extern struct {
     d: [8]f16,
@@ -129,8 +131,8 @@ pub fn dotRowGroupTokens(comptime T: usize, groups: [*]const Group, acts: [T]q8_
                 imin +%= sm.m[j] *% @as(I32x8, @splat(s));
             }
             const dx: F32x8 = @splat(act.d[b]);
-            acc[t] = @mulAdd(F32x8, @floatFromInt(isum[t]), d * dx, acc[t]);
-            acc[t] = @mulAdd(F32x8, @floatFromInt(imin), -dmin * dx, acc[t]);
+            acc[t] = common.mulAdd(F32x8, @floatFromInt(isum[t]), d * dx, acc[t]);
+            acc[t] = common.mulAdd(F32x8, @floatFromInt(imin), -dmin * dx, acc[t]);
         }
     }
     var out: [T][rows]f32 = undefined;

@@ -86,11 +86,24 @@ pub fn dequantize(blk: *const Block, out: *[256]f32) void {
 }
 
 pub inline fn blockDot(blk: *const Block, xq: [*]const i8, bsums: I16x16, dx: f32) F32x8 {
-    const s = scales16(blk);
-    var chunks: [8]U8x32 = undefined;
-    inline for (0..8) |c| chunks[c] = quants(blk, c);
-    const total = kquants.scale16Dot(chunks, s, xq) -% (common.mulAddWords(s, bsums) << @splat(5));
-    return @as(F32x8, @floatFromInt(total)) * @as(F32x8, @splat(@as(f32, blk.d) * dx));
+    const p = prepare(blk);
+    return preparedDot(&p, xq, bsums, dx);
+}
+
+/// A block unpacked for `preparedDot`: several tokens' dots against one block (a decode step of
+/// several sequences, `kquants.dotRowsTokens`) unpack it once.
+pub const Prepared = struct { chunks: [8]U8x32, s: I16x16, d: f32 };
+
+pub inline fn prepare(blk: *const Block) Prepared {
+    var p: Prepared = .{ .chunks = undefined, .s = scales16(blk), .d = blk.d };
+    inline for (0..8) |c| p.chunks[c] = quants(blk, c);
+    return p;
+}
+
+/// `blockDot` of a prepared block: the same operations, so the same bits.
+pub inline fn preparedDot(p: *const Prepared, xq: [*]const i8, bsums: I16x16, dx: f32) F32x8 {
+    const total = kquants.scale16Dot(p.chunks, p.s, xq) -% (common.mulAddWords(p.s, bsums) << @splat(5));
+    return @as(F32x8, @floatFromInt(total)) * @as(F32x8, @splat(p.d * dx));
 }
 
 pub fn blockDotRef(blk: *const Block, xq: [*]const i8, bsums: [*]const i16, dx: f32) f32 {

@@ -8,23 +8,33 @@
  * time goes, per kind of work.
  *
  * Without -m the model is a synthetic one with Qwen3.5-4B's exact shapes in Q4_K_M, built once
- * (./bench_model.ts). Speed depends on what else the machine is doing: the load average before and
+ * (./bench_model.ts); `--preset 35b-a3b` takes Qwen3.5-35B-A3B's (mixture of experts, 8 layers). Speed depends on what else the machine is doing: the load average before and
  * after is printed with the table.
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
-import { readGgufHeader } from "../gguf/read.ts";
+import { readModelHeader } from "../gguf/split.ts";
+import { Metadata } from "../gguf/read.ts";
 import { ggmlTypeName, type GgufFile } from "../gguf/types.ts";
-import { ensureLibrary, findZig, isCompiledBinary, targetCpu } from "../native/build.ts";
-import { flagHelp, parseFlags } from "./args.ts";
+import { ensureLibrary, findZig, isCompiledBinary } from "../native/build.ts";
+import { CACHE_TYPE_K, CACHE_TYPE_V, cacheTypeFlag, flagHelp, parseFlags } from "./args.ts";
 import {
   BENCH_CACHE,
+  BENCH_PRESETS,
+  benchModelDescription,
   benchModelPath,
+  checkBenchType,
+  DEFAULT_BENCH_PRESET,
+  DEFAULT_BENCH_TYPE,
   ensureBenchModel,
   removeLeftovers,
   removeOutdated,
 } from "./bench_model.ts";
-import type { Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
+import type { DepthRun, Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
+import { readConfig } from "../model/config.ts";
+import { contextMemory } from "../model/model.ts";
+import { checkCacheTypes } from "../model/session.ts";
+import type { CacheType } from "../native/kernels.ts";
 import { isFile } from "../util/fs.ts";
 import { fnv1a, hex32 } from "../util/hash.ts";
 
@@ -36,6 +46,16 @@ const FLAGS: Specs = [
     short: "m",
     kind: "string",
     help: "FILE  model to measure (default: synthetic Qwen3.5-4B Q4_K_M, built once)",
+  },
+  {
+    long: "preset",
+    kind: "string",
+    help: `NAME  synthetic benchmark model instead of -m: ${Object.keys(BENCH_PRESETS).join(" | ")} (default ${DEFAULT_BENCH_PRESET})`,
+  },
+  {
+    long: "type",
+    kind: "string",
+    help: "T  without -m: the synthetic model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …; default Q4_K_M), built once",
   },
   {
     long: "threads",
@@ -68,6 +88,14 @@ const FLAGS: Specs = [
     help: "N  runs per engine; the table shows medians (default 5)",
   },
   { long: "profile", kind: "flag", help: "also show where deltaq's time goes (one extra, untimed pass)" },
+  {
+    long: "depth",
+    short: "d",
+    kind: "string",
+    help: "D1,D2,…  measure prompt processing and decode at these cache depths instead (like llama-bench -d), e.g. 0,4096,16384,32768",
+  },
+  CACHE_TYPE_K,
+  CACHE_TYPE_V,
   { long: "no-reference", kind: "flag", help: "measure deltaq only (no llama.cpp)" },
   {
     long: "json",
@@ -84,8 +112,18 @@ time to first token, load time and peak RSS. Each run is a separate process; the
 alternate, and the table shows medians with ratios deltaq ÷ llama.cpp. Decode is also shown
 as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 
+With --depth D1,D2,… it measures prompt processing and decode at each cache depth instead
+(like llama-bench -d): one process per engine fills the sequence depth by depth, saving and
+restoring it around each measurement; llama.cpp runs with flash attention and both with the KV
+cache types of -ctk/-ctv. The table adds deltaq's decode as a share of its own at depth 0, and
+the peak RSS at the deepest depth against file + KV cache + 15%. Deep runs take long (a 32,768-
+token fill is minutes per engine); one run per engine unless --reps says more.
+
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
-(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes).
+(2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes);
+--type T builds and keeps one in any other llama.cpp file type (Q4_0, Q8_0, Q2_K, IQ4_XS, …).
+--preset 35b-a3b builds one with Qwen3.5-35B-A3B's widths (256 experts, 8 used + 1 shared) and 8
+of its 40 layers (4.7 GB; needs ~22 GB free while building, and ~10 GB of memory for llama.cpp).
 
 options:
 ${flagHelp(FLAGS)}
@@ -96,6 +134,10 @@ const BANDWIDTH_SOURCE = new URL("../../bench/bandwidth.zig", import.meta.url);
 
 interface Settings {
   model: string;
+  /** The benchmark preset the model comes from (when no -m was given). */
+  preset: string;
+  /** The benchmark model's file type when no model is given. */
+  type: string;
   threads: number;
   pp: number;
   tg: number;
@@ -104,6 +146,10 @@ interface Settings {
   profile: boolean;
   reference: boolean;
   json: boolean;
+  /** `--depth`: the depth protocol at these depths. */
+  depths?: number[];
+  cacheTypeK: CacheType;
+  cacheTypeV: CacheType;
 }
 
 /** Median, min and max of one metric over the runs of one engine. */
@@ -193,17 +239,42 @@ function readFlags(args: string[]): Settings | undefined {
       `unexpected argument ${JSON.stringify(positionals[0])} (the model goes after -m; see bench --help)`,
     );
   }
+  const preset = flags.preset as string | undefined;
+  if (flags.model !== undefined && (preset !== undefined || flags.type !== undefined)) {
+    throw new DeltaqError("bench takes either -m FILE or a synthetic model (--preset NAME, --type T), not both");
+  }
+  if (preset !== undefined && !(preset in BENCH_PRESETS)) {
+    throw new DeltaqError(`unknown --preset ${preset}; use one of ${Object.keys(BENCH_PRESETS).join(", ")}`);
+  }
+  const depths = flags.depth === undefined ? undefined : parseDepths(flags.depth as string);
+  if (depths && flags.profile) throw new DeltaqError("--profile measures the standard runs; it cannot be combined with --depth");
   return {
     model: (flags.model as string | undefined) ?? "",
+    preset: preset ?? DEFAULT_BENCH_PRESET,
+    type: (flags.type as string | undefined) ?? DEFAULT_BENCH_TYPE,
     threads: (flags.threads as number | undefined) ?? 2,
     pp: (flags.pp as number | undefined) ?? 512,
     tg: (flags.tg as number | undefined) ?? 128,
     ttftTokens: (flags.ttftTokens as number | undefined) ?? 16,
-    reps: (flags.reps as number | undefined) ?? 5,
+    // a deep run fills tens of thousands of tokens per engine: one each unless asked
+    reps: (flags.reps as number | undefined) ?? (depths ? 1 : 5),
     profile: flags.profile === true,
     reference: flags.noReference !== true,
     json: flags.json === true,
+    depths,
+    cacheTypeK: cacheTypeFlag(flags.cacheTypeK, "--cache-type-k") ?? "f16",
+    cacheTypeV: cacheTypeFlag(flags.cacheTypeV, "--cache-type-v") ?? "f16",
   };
+}
+
+/** `--depth 0,4096,16384`: distinct depths, ascending. */
+export function parseDepths(text: string): number[] {
+  const depths = text.split(",").map((d) => d.trim());
+  const values = depths.map((d) => Number(d));
+  if (depths.some((d, i) => d === "" || !Number.isInteger(values[i]) || values[i] < 0 || values[i] > 1 << 20)) {
+    throw new DeltaqError(`--depth needs a comma-separated list of token counts from 0 to ${1 << 20}, got ${JSON.stringify(text)}`);
+  }
+  return [...new Set(values)].sort((a, b) => a - b);
 }
 
 /** Status line on stderr, redrawn in place; only on a terminal. */
@@ -238,8 +309,11 @@ export async function runBench(args: string[]): Promise<number> {
     console.error(`deltaq bench: ${line}`);
   };
   removeLeftovers();
-  if (!s.model) s.model = await ensureBenchModel(log);
-  const header = readGgufHeader(s.model); // a clear error for a missing or broken file, before any run
+  if (!s.model) {
+    s.type = await checkBenchType(s.type);
+    s.model = await ensureBenchModel(log, s.preset, s.type);
+  }
+  const header = readModelHeader(s.model); // a clear error for a missing or broken file, before any run
 
   // Everything a run would otherwise do once first (build the kernels, install llama.cpp) happens
   // here, outside the timings.
@@ -250,6 +324,7 @@ export async function runBench(args: string[]): Promise<number> {
   Deno.mkdirSync(BENCH_CACHE, { recursive: true });
   Deno.copyFileSync(built, library);
   try {
+    if (s.depths) return await measureDepths(s, header, library, status);
     return await measure(s, header, library, status, log);
   } finally {
     Deno.removeSync(library);
@@ -258,7 +333,7 @@ export async function runBench(args: string[]): Promise<number> {
 
 async function measure(
   s: Settings,
-  header: GgufFile,
+  header: GgufFile & { parts: string[] },
   library: string,
   status: Status,
   log: (l: string) => void,
@@ -270,7 +345,7 @@ async function measure(
     locateLlama();
   }
   status.show("reading the model into the page cache");
-  readThrough(s.model);
+  for (const part of header.parts) readThrough(part);
   // Measured before and after the runs; the better of the two is the machine's ceiling (another
   // process reading memory at the same time can only lower a measurement).
   status.show("measuring memory bandwidth");
@@ -324,12 +399,12 @@ async function measure(
   return 0;
 }
 
-async function spawnWorker(
+async function spawnWorker<R = EngineRun>(
   engine: Engine,
   s: Settings,
   profile: boolean,
   library: string,
-): Promise<EngineRun> {
+): Promise<R> {
   const args = [
     "run",
     "-A",
@@ -348,6 +423,8 @@ async function spawnWorker(
     String(s.ttftTokens),
   ];
   if (profile) args.push("--profile");
+  if (s.depths) args.push("--depths", s.depths.join(","));
+  args.push("--cache-type-k", s.cacheTypeK, "--cache-type-v", s.cacheTypeV);
   const env = { DELTAQ_LIB: library };
   const out = await new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "piped" })
     .output();
@@ -357,7 +434,7 @@ async function spawnWorker(
     throw new DeltaqError(`the ${engine} run on ${s.model} failed: ${stderr || `exit code ${out.code}`}`);
   }
   try {
-    return JSON.parse(stdout.split("\n").at(-1)!) as EngineRun;
+    return JSON.parse(stdout.split("\n").at(-1)!) as R;
   } catch {
     throw new DeltaqError(`the ${engine} run on ${s.model} printed no result: ${stdout}\n${stderr}`);
   }
@@ -399,7 +476,7 @@ async function measureBandwidth(
   threads: number,
   log: (l: string) => void,
 ): Promise<{ bytes: number; gbPerSecond: number[] }> {
-  const cpu = targetCpu();
+  const cpu = "native";
   const exe = `${BENCH_CACHE}bandwidth-${hex32(fnv1a(Deno.readFileSync(BANDWIDTH_SOURCE)))}-${cpu}`;
   if (!isFile(exe)) {
     Deno.mkdirSync(BENCH_CACHE, { recursive: true });
@@ -446,6 +523,7 @@ async function measureBandwidth(
  * Bytes of weights a decode step streams: every tensor of the trunk, the LM head included, except
  * the token embedding when the LM head is a separate `output.weight` (then only one embedding row
  * is read per token) and blocks beyond `block_count` (MTP heads the forward pass does not run).
+ * Of a routed-expert tensor (`*_exps`), only the share of the experts a token uses.
  */
 export function decodeWeightBytes(
   h: { metadata: Map<string, unknown>; tensors: { name: string; byteLength: number }[] },
@@ -453,12 +531,20 @@ export function decodeWeightBytes(
   const arch = String(h.metadata.get("general.architecture") ?? "");
   const blocks = Number(h.metadata.get(`${arch}.block_count`) ?? Infinity);
   const untied = h.tensors.some((t) => t.name === "output.weight");
+  const experts = Number(h.metadata.get(`${arch}.expert_count`) ?? 0);
+  const used = h.metadata.get(`${arch}.expert_used_count`);
+  // per-layer counts: their mean
+  const usedCount = typeof used === "number"
+    ? used
+    : ArrayBuffer.isView(used) || Array.isArray(used)
+    ? Array.from(used as ArrayLike<number>).reduce((a, b) => a + Number(b), 0) / (used as ArrayLike<number>).length
+    : 0;
   let bytes = 0;
   for (const t of h.tensors) {
     if (untied && t.name === "token_embd.weight") continue;
     const blk = /^blk\.(\d+)\./.exec(t.name);
     if (blk && Number(blk[1]) >= blocks) continue;
-    bytes += t.byteLength;
+    bytes += /_exps\.weight$/.test(t.name) && experts > 0 ? t.byteLength * usedCount / experts : t.byteLength;
   }
   return bytes;
 }
@@ -605,9 +691,8 @@ export function formatReport(r: Report, s: Settings): string {
   const out: string[] = [];
   const m = r.machine;
   const hasRef = r.summary[0]?.llama !== undefined;
-  const name = r.model === benchModelPath()
-    ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp"
-    : r.model;
+  const preset = Object.keys(BENCH_PRESETS).find((p) => r.model === benchModelPath(p, s.type));
+  const name = preset ? benchModelDescription(preset, s.type) : r.model;
   out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
   out.push(
     `machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`,
@@ -698,6 +783,165 @@ export function formatReport(r: Report, s: Settings): string {
       "",
     ]);
     out.push(table(prows, (c) => c > 0));
+  }
+  return out.join("\n");
+}
+
+// ---- depth
+
+/** One engine's median figures at one depth. */
+export interface DepthRow {
+  depth: number;
+  deltaq: { pp: Stat; tg: Stat };
+  llama?: { pp: Stat; tg: Stat };
+  ppRatio?: number;
+  tgRatio?: number;
+  /** deltaq's decode at this depth ÷ at depth 0 (when 0 was measured). */
+  tgOfDepth0?: number;
+}
+
+async function measureDepths(s: Settings, header: GgufFile, library: string, status: Status): Promise<number> {
+  const depths = s.depths!;
+  const cfg = readConfig(new Metadata(header, s.model), header.tensors, s.model);
+  const types = { k: s.cacheTypeK, v: s.cacheTypeV };
+  checkCacheTypes(cfg, types);
+  const loadBefore = loadAverage();
+  if (s.reference) {
+    status.show("installing llama.cpp if needed");
+    const { locateLlama } = await import("../oracle/install.ts");
+    locateLlama();
+  }
+  status.show("reading the model into the page cache");
+  readThrough(s.model);
+  const engines: Engine[] = s.reference ? ["deltaq", "llama.cpp"] : ["deltaq"];
+  const runs: DepthRun[] = [];
+  const total = s.reps * engines.length;
+  for (let rep = 0; rep < s.reps; rep++) {
+    for (const engine of engines) {
+      status.show(`run ${runs.length + 1}/${total}: ${engine} at depths ${depths.join(", ")} (the deepest fill takes long)`);
+      runs.push(await spawnWorker<DepthRun>(engine, s, false, library));
+    }
+  }
+  status.clear();
+  const loadAfter = loadAverage();
+  const of = (engine: Engine) => runs.filter((r) => r.engine === engine);
+  const point = (r: DepthRun, depth: number) => r.points.find((p) => p.depth === depth)!;
+  const stats = (engine: Engine, depth: number) => {
+    const rs = of(engine);
+    if (rs.length === 0) return undefined;
+    return { pp: stat(rs.map((r) => point(r, depth).pp.tokensPerSecond)), tg: stat(rs.map((r) => point(r, depth).tg.tokensPerSecond)) };
+  };
+  const base = depths.includes(0) ? stats("deltaq", 0)!.tg.median : undefined;
+  const rows: DepthRow[] = depths.map((depth) => {
+    const deltaq = stats("deltaq", depth)!;
+    const llama = stats("llama.cpp", depth);
+    return {
+      depth,
+      deltaq,
+      llama,
+      ppRatio: llama ? deltaq.pp.median / llama.pp.median : undefined,
+      tgRatio: llama ? deltaq.tg.median / llama.tg.median : undefined,
+      tgOfDepth0: base ? deltaq.tg.median / base : undefined,
+    };
+  });
+  // Memory: the deepest sequence held (depth + the prompt chunk), against file + cache + 15%.
+  const held = Math.max(...depths) + Math.max(s.pp, s.tg);
+  const kvBytes = contextMemory(cfg, held, types).kvCacheBytes;
+  const rss = (engine: Engine) => {
+    const rs = of(engine);
+    return rs.length ? stat(rs.map((r) => r.peakRssKiB * 1024)) : undefined;
+  };
+  const report = {
+    model: s.model,
+    modelBytes: header.fileSize,
+    modelTypes: typeSummary(header),
+    threads: s.threads,
+    pp: s.pp,
+    tg: s.tg,
+    reps: s.reps,
+    cacheTypeK: s.cacheTypeK,
+    cacheTypeV: s.cacheTypeV,
+    depths,
+    machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
+    deltaqSource: sourceState(),
+    rows,
+    memory: {
+      tokensHeld: held,
+      kvCacheBytes: kvBytes,
+      budgetBytes: (header.fileSize + kvBytes) * 1.15,
+      deltaqPeakRssBytes: rss("deltaq"),
+      llamaPeakRssBytes: rss("llama.cpp"),
+    },
+    runs,
+  };
+  console.log(s.json ? JSON.stringify(report, null, 2) : formatDepthReport(report));
+  return 0;
+}
+
+type DepthReport = {
+  model: string;
+  modelBytes: number;
+  modelTypes: string;
+  threads: number;
+  pp: number;
+  tg: number;
+  reps: number;
+  cacheTypeK: CacheType;
+  cacheTypeV: CacheType;
+  depths: number[];
+  machine: ReturnType<typeof machine> & { loadAverageBefore: string; loadAverageAfter: string };
+  deltaqSource: string;
+  rows: DepthRow[];
+  memory: { tokensHeld: number; kvCacheBytes: number; budgetBytes: number; deltaqPeakRssBytes?: Stat; llamaPeakRssBytes?: Stat };
+  runs: DepthRun[];
+};
+
+export function formatDepthReport(r: DepthReport): string {
+  const out: string[] = [];
+  const m = r.machine;
+  const hasRef = r.rows[0]?.llama !== undefined;
+  const name = r.model === benchModelPath() ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp" : r.model;
+  const mib = (b: number) => `${Math.round(b / 2 ** 20).toLocaleString("en-US")} MiB`;
+  out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
+  out.push(`machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`);
+  const engines = [...new Set(r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`))];
+  out.push(`engines:  ${engines.join("\n          ")}`);
+  out.push(
+    `runs:     ${r.threads} thread${r.threads > 1 ? "s" : ""} each, KV cache ${r.cacheTypeK}/${r.cacheTypeV} (K/V)` +
+      `${hasRef ? ", llama.cpp with flash attention" : ""}; each depth filled in batches of 512, the sequence state saved and ` +
+      `restored around pp${r.pp} and tg${r.tg} (as llama-bench -d); ${r.reps} run${r.reps > 1 ? "s" : ""} per engine, one process ` +
+      `per run${r.reps > 1 ? ", median (min–max)" : ""}`,
+  );
+  out.push(`load avg: ${m.loadAverageBefore} before, ${m.loadAverageAfter} after (1, 5, 15 min)`);
+  out.push("");
+  const c = (st: Stat) => cell(st, 2, r.reps);
+  const ratio = (x?: number) => x === undefined ? "" : `${x.toFixed(2)}×`;
+  const head = hasRef
+    ? ["depth", `pp${r.pp} deltaq`, "llama.cpp", "ratio", `tg${r.tg} deltaq`, "llama.cpp", "ratio", "deltaq tg ÷ depth 0"]
+    : ["depth", `pp${r.pp} deltaq`, `tg${r.tg} deltaq`, "tg ÷ depth 0"];
+  const rows = [head];
+  for (const row of r.rows) {
+    const of0 = row.tgOfDepth0 === undefined ? "" : `${(100 * row.tgOfDepth0).toFixed(0)}%`;
+    rows.push(
+      hasRef
+        ? [String(row.depth), c(row.deltaq.pp), c(row.llama!.pp), ratio(row.ppRatio), c(row.deltaq.tg), c(row.llama!.tg), ratio(row.tgRatio), of0]
+        : [String(row.depth), c(row.deltaq.pp), c(row.deltaq.tg), of0],
+    );
+  }
+  out.push(`tokens per second${r.reps > 1 ? ", median (min–max)" : ""}`);
+  out.push(table(rows, () => true));
+  const mem = r.memory;
+  const deepest = Math.max(...r.depths);
+  if (mem.deltaqPeakRssBytes) {
+    const peak = mem.deltaqPeakRssBytes.median;
+    out.push(
+      `peak RSS, deltaq, after depth ${deepest.toLocaleString("en-US")}: ${mib(peak)} against file ${mib(r.modelBytes)} + KV cache ` +
+        `${mib(mem.kvCacheBytes)} (${mem.tokensHeld.toLocaleString("en-US")} tokens, ${r.cacheTypeK}/${r.cacheTypeV}) + 15% = ` +
+        `${mib(mem.budgetBytes)}: ${peak <= mem.budgetBytes ? "within" : "OVER"} (${((100 * peak) / (r.modelBytes + mem.kvCacheBytes)).toFixed(0)}% of file + cache)`,
+    );
+  }
+  if (mem.llamaPeakRssBytes) {
+    out.push(`peak RSS, llama.cpp: ${mib(mem.llamaPeakRssBytes.median)} (includes the saved copy of its sequence state that llama-bench -d also keeps)`);
   }
   return out.join("\n");
 }

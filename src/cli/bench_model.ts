@@ -1,24 +1,70 @@
 /**
- * The default benchmark model: a synthetic model with exactly Qwen3.5-4B's shapes, quantized to
- * Q4_K_M by the pinned llama.cpp (≈ 2.7 GB), cached in `.cache/bench/` (git-ignored).
+ * The benchmark models: synthetic models with the exact shapes of a real one, quantized by the
+ * pinned llama.cpp to Q4_K_M (the default) or any file type `llama_model_quantize` makes
+ * (`--type`), cached in `.cache/bench/` (git-ignored). `4b` (the default) has
+ * Qwen3.5-4B's shapes (≈ 2.7 GB); `35b-a3b` has Qwen3.5-35B-A3B's widths (256 experts, 8 used
+ * plus a shared one) but only 8 of its 40 layers (≈ 4.7 GB): llama.cpp needs about twice the file
+ * in resident memory, and the whole model (≈ 20 GB) would not fit a 24 GiB machine twice, let
+ * alone beside other work.
  *
  * The file name carries a hash of the generator's sources and the llama.cpp version, so a change
- * to either builds a new file. Building writes the F16 model (≈ 8.4 GB) under a temporary name,
- * quantizes it (llama.cpp writes its output atomically) and deletes the F16 file; a failure or
- * Ctrl-C leaves no half-written model behind.
+ * to either builds a new file. Building writes the F16 model under a temporary name, quantizes it
+ * (llama.cpp writes its output atomically) and deletes the F16 file; a failure or Ctrl-C leaves
+ * no half-written model behind.
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
-import { generatorVersion, PRESETS, writeSyntheticQwen35 } from "../model/synth.ts";
+import { generatorVersion, PRESETS, type Qwen35Shape, writeSyntheticQwen35 } from "../model/synth.ts";
 import { LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
 import { ProgressBar } from "./progress.ts";
 import { isFile } from "../util/fs.ts";
 
-const PRESET = "qwen35-4b";
-const QUANT = "Q4_K_M";
+export interface BenchPreset {
+  /** The synthetic shape (src/model/synth.ts PRESETS). */
+  synth: string;
+  /** Layers built when fewer than the real model's (the table says so). */
+  layers?: number;
+  /** What the table calls the model. */
+  description: string;
+  /** Disk space the build needs: F16 intermediate + quantized result + headroom. */
+  diskNeeded: number;
+}
+
+export const BENCH_PRESETS: Record<string, BenchPreset> = {
+  "4b": {
+    synth: "qwen35-4b",
+    description: "synthetic Qwen3.5-4B shapes (qwen35-4b preset)",
+    diskNeeded: 12e9, // 8.4 GB F16, 2.7 GB Q4_K_M
+  },
+  "35b-a3b": {
+    synth: "qwen35-35b-a3b",
+    layers: 8,
+    description: "synthetic Qwen3.5-35B-A3B shapes (qwen35-35b-a3b preset: 256 experts, 8 used + 1 shared)",
+    diskNeeded: 22e9, // 15.5 GB F16, 4.7 GB Q4_K_M
+  },
+};
+export const DEFAULT_BENCH_PRESET = "4b";
+
+/** The file type a benchmark model is built in unless `--type` says otherwise. */
+export const DEFAULT_BENCH_TYPE = "Q4_K_M";
 const SEED = 1;
-/** F16 intermediate (8.4 GB) + quantized result (2.7 GB) + headroom. */
-const DISK_NEEDED = 12e9;
+
+function presetOf(name: string): BenchPreset {
+  const p = BENCH_PRESETS[name];
+  if (!p) throw new DeltaqError(`unknown bench preset ${JSON.stringify(name)}; use one of ${Object.keys(BENCH_PRESETS).join(", ")}`);
+  return p;
+}
+
+function shapeOf(p: BenchPreset): Qwen35Shape {
+  return p.layers ? { ...PRESETS[p.synth], layers: p.layers } : PRESETS[p.synth];
+}
+
+/** How the report names a preset's model, with the layer count when it is reduced. */
+export function benchModelDescription(name: string, type: string = DEFAULT_BENCH_TYPE): string {
+  const p = presetOf(name);
+  const full = PRESETS[p.synth].layers;
+  return `${p.description}, ${type} by llama.cpp${p.layers && p.layers < full ? `; layers reduced to ${p.layers} of ${full}` : ""}`;
+}
 
 const repoRoot = new URL("../../", import.meta.url);
 
@@ -28,9 +74,24 @@ function fromUrl(u: URL): string {
 
 export const BENCH_CACHE = fromUrl(new URL(".cache/bench/", repoRoot));
 
-/** Where the cached benchmark model is (or will be). */
-export function benchModelPath(): string {
-  return `${BENCH_CACHE}${PRESET}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${QUANT}.gguf`;
+/** Where the cached benchmark model of a preset in a file type is (or will be). */
+export function benchModelPath(name = DEFAULT_BENCH_PRESET, type: string = DEFAULT_BENCH_TYPE): string {
+  const p = presetOf(name);
+  const layers = p.layers ? `-l${p.layers}` : "";
+  return `${BENCH_CACHE}${p.synth}${layers}-s${SEED}-${generatorVersion()}-llama${LLAMA_PACKAGE_VERSION}-${type}.gguf`;
+}
+
+/**
+ * The file types a benchmark model can be built in (llama.cpp's quantize presets and F16/BF16),
+ * or a DeltaqError naming them for an unknown one. Imported lazily: the oracle is test and
+ * benchmark machinery.
+ */
+export async function checkBenchType(type: string): Promise<string> {
+  const { LLAMA_FTYPE } = await import("../oracle/llama.ts");
+  const known = Object.keys(LLAMA_FTYPE);
+  const match = known.find((k) => k.toLowerCase() === type.toLowerCase());
+  if (!match) throw new DeltaqError(`unknown benchmark model type ${JSON.stringify(type)}; use one of ${known.join(", ")}`);
+  return match;
 }
 
 /** Free bytes on the file system holding `dir`, or undefined when `df` cannot tell. */
@@ -46,21 +107,29 @@ function freeBytes(dir: string): number | undefined {
 }
 
 /**
- * The path of the cached 4B Q4_K_M benchmark model, building it when missing (several minutes;
- * `log` receives one line per stage).
+ * The path of a preset's cached benchmark model in file type `type` (a key of llama.cpp's
+ * `LLAMA_FTYPE`, see `checkBenchType`), building it when missing (several minutes; `log`
+ * receives one line per stage).
  */
-export async function ensureBenchModel(log: (line: string) => void): Promise<string> {
-  const path = benchModelPath();
+export async function ensureBenchModel(
+  log: (line: string) => void,
+  name = DEFAULT_BENCH_PRESET,
+  type: string = DEFAULT_BENCH_TYPE,
+): Promise<string> {
+  const preset = presetOf(name);
+  const PRESET = preset.synth;
+  const QUANT = await checkBenchType(type);
+  const path = benchModelPath(name, QUANT);
   if (isFile(path)) return path;
   Deno.mkdirSync(BENCH_CACHE, { recursive: true });
   removeLeftovers();
   const free = freeBytes(BENCH_CACHE);
-  if (free !== undefined && free < DISK_NEEDED) {
+  if (free !== undefined && free < preset.diskNeeded) {
     throw new DeltaqError(
-      `building the benchmark model needs about ${
-        (DISK_NEEDED / 1e9).toFixed(0)
+      `building the ${name} benchmark model needs about ${
+        (preset.diskNeeded / 1e9).toFixed(0)
       } GB free in ${BENCH_CACHE} ` +
-        `(the F16 model before quantization is 8.4 GB); only ${(free / 1e9).toFixed(1)} GB are free`,
+        `(for the F16 model before quantization); only ${(free / 1e9).toFixed(1)} GB are free`,
     );
   }
   // A name of its own per process, so two benchmarks started at once cannot write the same file.
@@ -80,12 +149,13 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
   Deno.addSignalListener("SIGINT", onInterrupt);
   let listening = true;
   try {
-    log(`building the benchmark model (once): synthetic ${PRESET} in F16, then ${QUANT} with llama.cpp`);
+    const layers = preset.layers ? ` (${preset.layers} layers)` : "";
+    log(`building the benchmark model (once): synthetic ${PRESET}${layers} in F16, then ${QUANT} with llama.cpp`);
     const bar = new ProgressBar(`${PRESET} F16`);
     const t0 = performance.now();
     await writeSyntheticQwen35(
       floatPath,
-      { shape: PRESETS[PRESET], type: "f16", seed: SEED, name: `deltaq synthetic ${PRESET}` },
+      { shape: shapeOf(preset), type: "f16", seed: SEED, name: `deltaq synthetic ${PRESET}${layers}` },
       (written, total) => bar.update(written, total),
     );
     bar.finish();
@@ -101,7 +171,7 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     // let Ctrl-C end the process at once; the next build removes what it left (removeLeftovers).
     Deno.removeSignalListener("SIGINT", onInterrupt);
     listening = false;
-    quantize(floatPath, path, QUANT);
+    quantize(floatPath, path, QUANT as Parameters<typeof quantize>[2]);
     log(
       `quantized in ${((performance.now() - t1) / 1000).toFixed(0)} s: ${path} (${
         (Deno.statSync(path).size / 1e9).toFixed(2)
@@ -111,7 +181,9 @@ export async function ensureBenchModel(log: (line: string) => void): Promise<str
     cleanUp();
     if (listening) Deno.removeSignalListener("SIGINT", onInterrupt);
   }
-  removeOutdated(path, /^qwen35-4b-s\d+-[0-9a-f]{8}-llama[\d.]+-\w+\.gguf$/, log);
+  // Earlier builds of the same preset and type (other generator or llama.cpp versions); others stay.
+  const stem = `${PRESET}${preset.layers ? `-l${preset.layers}` : ""}`.replace(/\W/g, "\\$&");
+  removeOutdated(path, new RegExp(`^${stem}-s\\d+-[0-9a-f]{8}-llama[\\d.]+-${QUANT}\\.gguf$`), log);
   return path;
 }
 

@@ -16,14 +16,25 @@
  *   deno run -A src/cli/bench_worker.ts --engine deltaq|llama.cpp --model FILE --threads N
  *     --pp N --tg N --ttft-tokens N [--profile]
  *
- * Prints one JSON line (`EngineRun`) on stdout; failures print one line on stderr and exit 1.
+ * With `--depths D1,D2,…` (`bench --depth`, like llama-bench's `-d`) the run measures at each
+ * depth instead, in one process, after a short warm-up, in ascending order: fill the sequence to
+ * the depth in batches of 512 (untimed, continuing from the previous depth), save the sequence
+ * state (deltaq: a
+ * checkpoint of the recurrent state, the KV rows below stay; llama.cpp: `llama_state_seq_get_data`,
+ * as llama-bench does), time `pp` prompt tokens, restore, time `tg` decoded tokens, restore. Both
+ * engines use the same KV cache types (`--cache-type-k/-v`); llama.cpp runs with flash attention.
+ * Peak RSS is then the process's peak at the deepest depth.
+ *
+ * Prints one JSON line (`EngineRun`, or `DepthRun`) on stdout; failures print one line on stderr
+ * and exit 1.
  */
 import { parseArgs } from "node:util";
 import { DeltaqError } from "../errors.ts";
 import { GGML_TYPES } from "../gguf/types.ts";
 import { Model } from "../model/model.ts";
-import { targetCpu } from "../native/build.ts";
-import type { ProfileEntry } from "../native/kernels.ts";
+import { cpuLevels } from "../native/ffi.ts";
+import type { CacheType, ProfileEntry } from "../native/kernels.ts";
+import { cacheTypeFlag } from "./args.ts";
 import { LLAMA_PACKAGE, LLAMA_PACKAGE_VERSION } from "../oracle/install.ts";
 import { argmax, LlamaReference, llamaSystemInfo } from "../oracle/llama.ts";
 
@@ -56,6 +67,32 @@ export interface WorkerOptions {
   tg: number;
   ttftTokens: number;
   profile: boolean;
+  /** Measure at these depths (see the header) instead of the standard protocol. */
+  depths?: number[];
+  cacheTypeK?: CacheType;
+  cacheTypeV?: CacheType;
+}
+
+/** Prompt processing and decode at one depth. */
+export interface DepthPoint {
+  depth: number;
+  pp: Phase;
+  tg: Phase;
+}
+
+/** One engine's run of the depth protocol. */
+export interface DepthRun {
+  engine: Engine;
+  build: string;
+  threads: number;
+  contextLength: number;
+  cacheTypeK: CacheType;
+  cacheTypeV: CacheType;
+  loadMs: number;
+  points: DepthPoint[];
+  /** Untimed: filling the sequence to each depth, in total. */
+  fillMs: number;
+  peakRssKiB: number;
 }
 
 /** A timed phase: `tokens` tokens in `ms` milliseconds. */
@@ -100,6 +137,9 @@ interface Runner {
   fresh(): void;
   /** Feeds tokens after the sequence's current position; returns the last logits. */
   eval(tokens: ArrayLike<number>): Float32Array;
+  /** Remembers the sequence state here; `restore` returns to it (the depth protocol). */
+  save(): void;
+  restore(): void;
   dispose(): void;
 }
 
@@ -156,6 +196,68 @@ export function runWorker(o: WorkerOptions): EngineRun {
   }
 }
 
+/** Context length for the depth protocol: the deepest depth plus a prompt chunk or the decoded tokens. */
+export function depthContextLength(o: { depths: number[]; pp: number; tg: number }): number {
+  return Math.ceil((Math.max(...o.depths) + Math.max(o.pp, o.tg + 1)) / 256) * 256;
+}
+
+/** The depth protocol (see the header). */
+export function runDepthWorker(o: WorkerOptions & { depths: number[] }): DepthRun {
+  const depths = [...o.depths].sort((a, b) => a - b);
+  const contextLength = depthContextLength({ depths, pp: o.pp, tg: o.tg });
+  const t0 = performance.now();
+  const loaded = o.engine === "deltaq" ? loadDeltaq(o, contextLength) : loadLlama(o, contextLength);
+  const loadMs = performance.now() - t0;
+  const { runner, build, nVocab } = loaded;
+  try {
+    const prompt = benchPrompt(contextLength, nVocab);
+    const points: DepthPoint[] = [];
+    let fillMs = 0;
+    let at = 0;
+    // warm-up (as llama-bench does): a short prompt and a decoded token, so the first depth's
+    // figures do not include first-use costs (page faults, encoding the decode command list)
+    runner.fresh();
+    runner.eval([argmax(runner.eval(prompt.subarray(0, 16)))]);
+    runner.fresh();
+    for (const depth of depths) {
+      const f = performance.now();
+      while (at < depth) {
+        const n = Math.min(BATCH, depth - at);
+        runner.eval(prompt.subarray(at, at + n));
+        at += n;
+      }
+      fillMs += performance.now() - f;
+      runner.save();
+
+      let t = performance.now();
+      runner.eval(prompt.subarray(depth, depth + o.pp));
+      const ppMs = performance.now() - t;
+      runner.restore();
+
+      let next = prompt[depth];
+      t = performance.now();
+      for (let i = 0; i < o.tg; i++) next = argmax(runner.eval([next]));
+      const tgMs = performance.now() - t;
+      runner.restore();
+      points.push({ depth, pp: phase(o.pp, ppMs), tg: phase(o.tg, tgMs) });
+    }
+    return {
+      engine: o.engine,
+      build,
+      threads: o.threads,
+      contextLength,
+      cacheTypeK: o.cacheTypeK ?? "f16",
+      cacheTypeV: o.cacheTypeV ?? "f16",
+      loadMs,
+      points,
+      fillMs,
+      peakRssKiB: peakRssKiB(),
+    };
+  } finally {
+    runner.dispose();
+  }
+}
+
 type Loaded = {
   runner: Runner;
   build: string;
@@ -166,7 +268,13 @@ type Loaded = {
 // Both engines' code is imported (statically, above) before the load timer starts; neither
 // opens its native library before `load`.
 function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
-  const model = Model.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
+  const model = Model.load(o.model, {
+    threads: o.threads,
+    contextLength,
+    batchSize: BATCH,
+    cacheTypeK: o.cacheTypeK,
+    cacheTypeV: o.cacheTypeV,
+  });
   let session = model.createSession();
   const logits = new Float32Array(model.config.nVocab); // reused by one-token evals, as generate does
   const runner: Runner = {
@@ -175,6 +283,9 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
       session = model.createSession();
     },
     eval: (tokens) => session.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
+    // KV rows below a position never change, so the recurrent state is all a return needs
+    save: () => session.checkpoint(),
+    restore: () => session.rollback(),
     dispose: () => model.dispose(),
   };
   const profile = (prompt: Int32Array, w: WorkerOptions) => {
@@ -196,18 +307,30 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
   };
   return {
     runner,
-    build: `deltaq (kernels built for -Dcpu=${targetCpu()})`,
+    build: `deltaq (kernels: ${cpuLevels().selected} level of ${cpuLevels().all.join(", ")})`,
     nVocab: model.config.nVocab,
     profile,
   };
 }
 
 function loadLlama(o: WorkerOptions, contextLength: number): Loaded {
-  const ref = LlamaReference.load(o.model, { threads: o.threads, contextLength, batchSize: BATCH });
+  const depth = o.depths !== undefined;
+  const ref = LlamaReference.load(o.model, {
+    threads: o.threads,
+    contextLength,
+    batchSize: BATCH,
+    cacheTypeK: o.cacheTypeK ?? "f16",
+    cacheTypeV: o.cacheTypeV ?? "f16",
+    // the depth table compares against flash attention (llama.cpp's CPU default too)
+    ...(depth ? { flashAttention: true } : {}),
+  });
   const logits = new Float32Array(ref.nVocab); // reused by one-token evals, as for deltaq
+  let saved: ReturnType<LlamaReference["saveState"]> | undefined;
   const runner: Runner = {
     fresh: () => ref.reset(),
     eval: (tokens) => ref.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
+    save: () => saved = ref.saveState(),
+    restore: () => ref.restoreState(saved!),
     dispose: () => ref.dispose(),
   };
   const features = llamaSystemInfo().split("|").map((s) => s.trim()).filter((s) => / = 1$/.test(s))
@@ -232,6 +355,8 @@ const OP_CATEGORY: Record<string, string> = {
   add: "element-wise (add, swiglu)",
   swiglu: "element-wise (add, swiglu)",
   embed: "token embedding",
+  moe_route: "expert routing and weighted sum",
+  moe_combine: "expert routing and weighted sum",
 };
 export const FFI_CATEGORY = "FFI + dispatch (exec wall − kernels)";
 export const JS_CATEGORY = "JS command encoding";
@@ -255,6 +380,7 @@ export function categorize(
     kernels += e.ms;
     const type = GGML_TYPES[e.weightType]?.name ?? `type ${e.weightType}`;
     if (e.op === "matmul") add(e.label === "lm_head" ? `LM head matmul ${type}` : `matmul ${type}`, e.ms);
+    else if (e.op === "matmul_experts") add(`matmul ${type} (experts)`, e.ms);
     else add(OP_CATEGORY[e.op] ?? `other kernels (${e.op})`, e.ms);
   }
   const byTime = [...ms].sort((a, b) => b[1] - a[1]);
@@ -285,6 +411,9 @@ if (import.meta.main) {
         tg: { type: "string" },
         "ttft-tokens": { type: "string" },
         profile: { type: "boolean" },
+        depths: { type: "string" },
+        "cache-type-k": { type: "string" },
+        "cache-type-v": { type: "string" },
       },
     });
     const count = (name: string, v: string | undefined, min: number) => {
@@ -299,7 +428,7 @@ if (import.meta.main) {
       throw new DeltaqError(`bench worker: --engine must be ${ENGINES.join(" or ")}`);
     }
     if (!values.model) throw new DeltaqError("bench worker: --model FILE is missing");
-    const run = runWorker({
+    const options: WorkerOptions = {
       engine,
       model: values.model,
       threads: count("threads", values.threads, 1),
@@ -307,8 +436,15 @@ if (import.meta.main) {
       tg: count("tg", values.tg, 1),
       ttftTokens: count("ttft-tokens", values["ttft-tokens"], 1),
       profile: values.profile ?? false,
-    });
-    console.log(JSON.stringify(run));
+      cacheTypeK: cacheTypeFlag(values["cache-type-k"], "--cache-type-k"),
+      cacheTypeV: cacheTypeFlag(values["cache-type-v"], "--cache-type-v"),
+    };
+    if (values.depths !== undefined) {
+      const depths = values.depths.split(",").map((d) => count("depths", d, 0));
+      console.log(JSON.stringify(runDepthWorker({ ...options, depths })));
+    } else {
+      console.log(JSON.stringify(runWorker(options)));
+    }
   } catch (e) {
     console.error(e instanceof DeltaqError ? e.message : e);
     Deno.exit(1);

@@ -3,9 +3,10 @@
  * only (no weights are touched).
  */
 import { DeltaqError } from "../errors.ts";
-import { Metadata, readGgufHeader } from "../gguf/read.ts";
+import { Metadata } from "../gguf/read.ts";
+import { readModelHeader } from "../gguf/split.ts";
 import { ggmlTypeName, type GgufFile, type GgufValue } from "../gguf/types.ts";
-import { type Qwen35Config, readConfig } from "../model/config.ts";
+import { type MoeConfig, type Qwen35Config, readConfig } from "../model/config.ts";
 import { contextMemory } from "../model/model.ts";
 import type { CacheType } from "../native/kernels.ts";
 
@@ -32,9 +33,10 @@ function describeValue(v: GgufValue): string {
   return String(v);
 }
 
-export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {}): string {
+export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {}, parts: string[] = [path]): string {
   const lines: string[] = [];
   lines.push(`file: ${path} (${formatBytes(gguf.fileSize)}, GGUF v${gguf.version}, ${gguf.tensors.length} tensors, alignment ${gguf.alignment})`);
+  if (parts.length > 1) lines.push(`split into ${parts.length} files: ${parts.join(", ")}`);
   lines.push("", "metadata:");
   const width = Math.max(...[...gguf.metadata.keys()].map((k) => k.length), 0);
   for (const [k, v] of gguf.metadata) lines.push(`  ${k.padEnd(width)}  ${describeValue(v)}`);
@@ -56,15 +58,32 @@ export function formatInfo(path: string, gguf: GgufFile, memory: MemoryQuery = {
     lines.push(`  attention layers: ${cfg.layerTypes.flatMap((t, i) => t === "attention" ? [i] : []).join(", ")}`);
     if (cfg.nLayerStored > cfg.nLayer) lines.push(`  MTP blocks stored but not run: ${cfg.nLayerStored - cfg.nLayer}`);
     lines.push(
-      `  E ${cfg.nEmbd}, FFN ${cfg.nFf}, vocab ${cfg.nVocab}, attention ${cfg.nHead}/${cfg.nHeadKv} heads × ${cfg.headDim} (${cfg.nRot} rotary dims, base ${cfg.ropeBase}), ` +
+      `  E ${cfg.nEmbd}, ${cfg.moe ? "" : `FFN ${cfg.nFf}, `}vocab ${cfg.nVocab}, attention ${cfg.nHead}/${cfg.nHeadKv} heads × ${cfg.headDim} (${cfg.nRot} rotary dims, base ${cfg.ropeBase}), ` +
         `DeltaNet ${cfg.nKHeads} K / ${cfg.nVHeads} V heads × ${cfg.ssmHeadDim}, conv ${cfg.convKernel}, ${cfg.tiedEmbeddings ? "tied" : "untied"} LM head`,
     );
+    if (cfg.moe) lines.push(...describeExperts(cfg.moe, cfg.nLayer));
     lines.push("", ...formatMemory(cfg, memory));
   } catch (e) {
     if (!(e instanceof DeltaqError)) throw e;
     lines.push(`not runnable by deltaq: ${e.message}`);
   }
   return lines.join("\n");
+}
+
+/** The expert layout of a mixture-of-experts model, for `info`. */
+function describeExperts(moe: MoeConfig, nLayer: number): string[] {
+  const used = [...new Set(moe.nExpertUsed)];
+  const perToken = used.length === 1 ? `${used[0]} used per token` : `${used.join("/")} used per token (varies by layer)`;
+  const fused = moe.fusedGateUp.filter(Boolean).length;
+  const layout = fused === nLayer ? "fused gate/up tensors, ffn_gate_up_exps" : fused === 0
+    ? "separate ffn_gate_exps and ffn_up_exps"
+    : `fused gate/up in ${fused} of ${nLayer} layers`;
+  return [
+    `  experts (every layer's FFN): ${moe.nExpert} routed, ${perToken}, FFN ${moe.nFfExp} each (${layout})`,
+    `  shared expert: FFN ${moe.nFfShexp}, gated by sigmoid(ffn_gate_inp_shexp·x); routing: softmax over all ${moe.nExpert}, top ${
+      used.join("/")
+    }, weights renormalised`,
+  ];
 }
 
 /** Which context and cache types `info` reports memory for (besides its standard rows). */
@@ -110,5 +129,6 @@ function formatMemory(cfg: Qwen35Config, q: MemoryQuery): string[] {
 }
 
 export function runInfo(path: string, memory: MemoryQuery = {}): void {
-  console.log(formatInfo(path, readGgufHeader(path), memory));
+  const header = readModelHeader(path);
+  console.log(formatInfo(path, header, memory, header.parts));
 }

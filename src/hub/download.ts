@@ -16,7 +16,7 @@ import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
 import { DeltaqError } from "../errors.ts";
 import { isCommitHash, isSafeRepoPath, RepoCache } from "./cache.ts";
-import { chooseGguf, type RepoFile } from "./select.ts";
+import { chooseGguf, partPaths, type RepoFile } from "./select.ts";
 
 /** A model on the hub: a repository plus a quantization tag or an exact file, at a revision. */
 export interface HfModelRef {
@@ -173,10 +173,11 @@ export async function resolveModel(ref: HfModelRef, opts: ResolveOptions = {}): 
         `(HF_HUB_OFFLINE); run once online to download it`,
     );
   }
-  // A file pinned to a commit cannot change: if it is cached, the hub has nothing to add.
+  // A file pinned to a commit cannot change: if it is cached (every part of a split one), the
+  // hub has nothing to add.
   if (ref.file !== undefined && isCommitHash(revision)) {
-    const cached = cache.existingSnapshot(revision, ref.file);
-    if (cached) return cached;
+    const cached = partPaths(ref.file).map((p) => cache.existingSnapshot(revision, p));
+    if (cached.every((p) => p !== undefined)) return cached[0]!;
   }
 
   const session: Session = {
@@ -200,7 +201,10 @@ export async function resolveModel(ref: HfModelRef, opts: ResolveOptions = {}): 
   }
 }
 
-/** Asks the hub which file and commit `session.ref` means, then downloads it unless cached. */
+/**
+ * Asks the hub which file (or split parts) and commit `session.ref` means, then downloads what is
+ * not cached; returns the path of the (first) file.
+ */
 async function lookUpAndDownload(
   hub: HubLibrary,
   session: Session,
@@ -208,11 +212,16 @@ async function lookUpAndDownload(
   opts: ResolveOptions,
 ): Promise<string> {
   const { ref, endpoint, revision, where } = session;
-  let file: RepoFile, commit: string;
+  const files: RepoFile[] = [];
+  let commit = "";
   try {
     const listing = await listRepoFiles(hub, session);
-    const chosen = chooseGguf(listing, ref, where);
-    ({ file, commit } = await headFile(session, chosen));
+    for (const chosen of chooseGguf(listing, ref, where)) {
+      const head = await headFile(session, chosen);
+      // The parts of one model come from one commit (the first HEAD's).
+      commit ||= head.commit;
+      files.push(head.file);
+    }
   } catch (e) {
     if (opts.signal?.aborted) {
       throw new DeltaqError(`looking up ${formatHfRef(ref)} on ${endpoint} was aborted`);
@@ -227,18 +236,21 @@ async function lookUpAndDownload(
     );
   }
 
-  const existing = cache.existingSnapshot(commit, file.path);
-  const blobId = file.sha256 ?? file.gitOid;
-  if (!existing && !blobId) {
-    throw new DeltaqError(`${endpoint} gave no content hash for ${file.path} in ${where}`);
+  const paths: string[] = [];
+  for (const file of files) {
+    const existing = cache.existingSnapshot(commit, file.path);
+    const blobId = file.sha256 ?? file.gitOid;
+    if (!existing && !blobId) {
+      throw new DeltaqError(`${endpoint} gave no content hash for ${file.path} in ${where}`);
+    }
+    if (!existing && !cache.hasBlob(blobId!)) {
+      const url = `${endpoint}/${ref.repo}/resolve/${commit}/${encodePath(file.path)}`;
+      await downloadBlob(session, url, file, cache.blobPath(blobId!), opts);
+    }
+    paths.push(existing ?? cache.linkSnapshot(commit, file.path, blobId!));
   }
-  if (!existing && !cache.hasBlob(blobId!)) {
-    const url = `${endpoint}/${ref.repo}/resolve/${commit}/${encodePath(file.path)}`;
-    await downloadBlob(session, url, file, cache.blobPath(blobId!), opts);
-  }
-  const path = existing ?? cache.linkSnapshot(commit, file.path, blobId!);
   cache.writeRef(revision, commit);
-  return path;
+  return paths[0];
 }
 
 /** The cached file for `ref` at the commit `refs/<revision>` last recorded, if there is one. */
@@ -247,14 +259,15 @@ function cachedModel(cache: RepoCache, ref: HfModelRef, revision: string, where:
   if (!commit) return undefined;
   const files = cache.snapshotFiles(commit);
   if (files.length === 0) return undefined;
-  let file: RepoFile;
+  let chosen: RepoFile[];
   try {
-    file = chooseGguf(files, ref, `the cached snapshot of ${where}`);
+    chosen = chooseGguf(files, ref, `the cached snapshot of ${where}`);
   } catch (e) {
     if (e instanceof DeltaqError) return undefined; // a different quantization was cached
     throw e;
   }
-  return cache.existingSnapshot(commit, file.path);
+  const paths = chosen.map((f) => cache.existingSnapshot(commit, f.path));
+  return paths.every((p) => p !== undefined) ? paths[0] : undefined;
 }
 
 function encodePath(path: string): string {

@@ -3,9 +3,9 @@
  * files of a cached snapshot): `user/repo:Q4_K_M` names a quantization, `user/repo/file.gguf` a file.
  *
  * GGUF repositories hold one file per quantization (`Qwen3.5-4B-Q4_K_M.gguf`), sometimes split into
- * parts (`…-Q8_0-00001-of-00003.gguf`), plus files that are not language models (vision projectors
- * `mmproj-*.gguf`, importance matrices `imatrix*.gguf`). deltaq loads single-file GGUFs only, so a
- * quantization that exists only as split parts is refused with a message saying how to proceed.
+ * parts by llama-gguf-split (`…-Q8_0-00001-of-00003.gguf`), plus files that are not language models
+ * (vision projectors `mmproj-*.gguf`, importance matrices `imatrix*.gguf`). A choice is the list of
+ * files to download: one file, or every part of a split one (which loads from its first part).
  */
 import { DeltaqError } from "../errors.ts";
 
@@ -83,10 +83,11 @@ export interface FileWanted {
 }
 
 /**
- * Picks the GGUF to download. `where` names the repository (or cached snapshot) in error messages.
- * Throws DeltaqError when nothing fits, listing what is available.
+ * Picks the GGUF to download: one file, or all parts of a split one, first part first. A single
+ * file wins over a split one of the same quantization. `where` names the repository (or cached
+ * snapshot) in error messages. Throws DeltaqError when nothing fits, listing what is available.
  */
-export function chooseGguf(files: RepoFile[], wanted: FileWanted, where: string): RepoFile {
+export function chooseGguf(files: RepoFile[], wanted: FileWanted, where: string): RepoFile[] {
   const models = files.filter((f) => isModelGguf(f.path)).sort((a, b) => a.path.localeCompare(b.path));
   const listed = () => {
     const quants = availableQuants(models);
@@ -103,35 +104,40 @@ export function chooseGguf(files: RepoFile[], wanted: FileWanted, where: string)
         }`,
       );
     }
-    refuseSplit(file, models, where);
-    return file;
+    return withParts(file, files, where);
   }
 
   if (models.length === 0) throw new DeltaqError(`${where}: ${listed()}`);
   const quant = wanted.quant ?? PREFERRED_QUANT;
   const matching = models.filter((f) => matchesQuant(f.path, quant));
   const single = matching.find((f) => !splitPart(f.path));
-  if (single) return single;
-  if (matching.length > 0) refuseSplit(matching[0], models, where);
+  if (single) return [single];
+  if (matching.length > 0) return withParts(matching[0], models, where);
   if (wanted.quant !== undefined) {
     throw new DeltaqError(`${where} has no ${wanted.quant} GGUF; ${listed()}`);
   }
-  // Without a requested quantization any single-file model will do.
-  const first = models.find((f) => !splitPart(f.path));
-  if (first) return first;
-  refuseSplit(models[0], models, where);
-  throw new Error("unreachable: refuseSplit throws for split files");
+  // Without a requested quantization any model will do, a single file first.
+  return withParts(models.find((f) => !splitPart(f.path)) ?? models[0], models, where);
 }
 
-function refuseSplit(file: RepoFile, models: RepoFile[], where: string): void {
-  const part = splitPart(file.path);
-  if (!part) return;
-  const singles = availableQuants(models.filter((f) => !splitPart(f.path)));
-  throw new DeltaqError(
-    `${where}: ${stem(file.path)} is split into ${part.count} files (${
-      baseName(file.path)
-    } …); deltaq loads ` +
-      `single-file GGUFs only — merge the parts with llama-gguf-split --merge and pass the result with -m` +
-      (singles.length ? `, or choose a single-file quantization: ${singles.join(", ")}` : ""),
-  );
+/** The paths of every part of the split model `path` belongs to, first first; `[path]` if not split. */
+export function partPaths(path: string): string[] {
+  const part = splitPart(path);
+  if (!part) return [path];
+  const m = /^(.*)-\d{5}-of-\d{5}(\.gguf)$/i.exec(path)!;
+  const five = (n: number) => String(n).padStart(5, "0");
+  return Array.from({ length: part.count }, (_, i) => `${m[1]}-${five(i + 1)}-of-${five(part.count)}${m[2]}`);
+}
+
+/** `[file]`, or every part of the split model `file` belongs to (all must be listed). */
+function withParts(file: RepoFile, files: RepoFile[], where: string): RepoFile[] {
+  return partPaths(file.path).map((path, _, all) => {
+    const found = files.find((f) => f.path === path);
+    if (!found) {
+      throw new DeltaqError(
+        `${where}: ${baseName(file.path)} is part of a model split into ${all.length} files, but ${path} is missing`,
+      );
+    }
+    return found;
+  });
 }

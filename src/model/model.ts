@@ -21,7 +21,7 @@ import {
   Session,
   type SessionHost,
 } from "./session.ts";
-import { loadWeights, type ModelWeights, repackWeights } from "./weights.ts";
+import { freeMappings, loadWeights, type ModelWeights, repackWeights } from "./weights.ts";
 import { fnv1a } from "../util/hash.ts";
 
 export interface LoadOptions {
@@ -127,7 +127,7 @@ export class Model implements SessionHost {
    * fresh pages. Zeroed while spare.
    */
   #spareState: Region | undefined;
-  /** The Q4_K and IQ3_S matrices, repacked for the kernels (see repackWeights). */
+  /** The matrices repacked for the kernels (see repackWeights). */
   #repacked: Region | undefined;
   /** Set while a forward pass runs off the JS thread (`…Async`): the activations are in use. */
   #busy = false;
@@ -179,7 +179,7 @@ export class Model implements SessionHost {
     try {
       return new Model(weights, opts);
     } catch (e) {
-      weights.mapping.free();
+      freeMappings(weights);
       throw e;
     }
   }
@@ -490,7 +490,7 @@ export class Model implements SessionHost {
     this.#activations.free();
     this.#context.free();
     this.#repacked?.free();
-    this.weights.mapping.free();
+    freeMappings(this.weights);
   }
 }
 

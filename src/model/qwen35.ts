@@ -6,7 +6,8 @@
  *       x = rmsnorm(h)·attn_norm
  *       h += full_attention(i) ? gatedAttention(x, pos) : gatedDeltaNet(x)
  *       y = rmsnorm(h)·post_attention_norm
- *       h += ffn_down·(silu(ffn_gate·y) ⊙ ffn_up·y)
+ *       h += ffn_down·(silu(ffn_gate·y) ⊙ ffn_up·y)                  (qwen35)
+ *         or Σ_{e ∈ top-k(router·y)} w_e·expert_e(y) + σ(g·y)·shared(y)  (qwen35moe)
  *   logits = (output ?? token_embd)·(rmsnorm(h)·output_norm)
  *
  * `encodeForward` writes this as one kernel command list for a batch of tokens; the session runs
@@ -26,6 +27,20 @@ import { convDim, type DeltaNetBuffers, type DeltaNetState, gatedDeltaNet } from
 import type { RopeSchedule } from "./rope.ts";
 import type { ModelWeights } from "./weights.ts";
 
+/** Mixture-of-experts scratch for up to `batch` tokens (k = the most experts a layer uses). */
+export interface MoeBuffers {
+  logits: Ref; // [batch][nExpert] router logits
+  ids: Ref; // i32 [batch][k] chosen experts, most probable first
+  weights: Ref; // [batch][k] their renormalised probabilities
+  gate: Ref; // [batch·k][nFfExp], then silu(gate)·up in place
+  up: Ref; // [batch·k][nFfExp]
+  down: Ref; // [batch·k][E] each chosen expert's output
+  sharedGate: Ref; // [batch][nFfShexp], then silu(gate)·up in place
+  sharedUp: Ref; // [batch][nFfShexp]
+  shared: Ref; // [batch][E] the shared expert's output
+  sharedScore: Ref; // [batch] its gate logit
+}
+
 /** Per-sequence state for each layer, by layer index. */
 export type LayerState = { kind: "attention"; cache: KvCache } | { kind: "deltanet"; state: DeltaNetState };
 
@@ -43,11 +58,12 @@ export class Activations {
   readonly deltanet: DeltaNetBuffers;
   readonly ffnGate: Ref; // [batch][F], then silu(gate)·up in place
   readonly ffnUp: Ref; // [batch][F]
+  readonly moe: MoeBuffers | undefined;
   readonly ropeTable: Ref;
   readonly logits: Ref; // [logitRows][V]
 
   constructor(cfg: Qwen35Config, readonly batch: number, readonly logitRows: number) {
-    const E = cfg.nEmbd, F = cfg.nFf, V = cfg.nVocab;
+    const E = cfg.nEmbd, F = cfg.moe ? 0 : cfg.nFf, V = cfg.nVocab;
     const Dh = cfg.headDim, Hq = cfg.nHead, kvDim = cfg.nHeadKv * Dh;
     const vDim = cfg.nVHeads * cfg.ssmHeadDim, C = convDim(cfg);
     let size = 0;
@@ -77,6 +93,23 @@ export class Activations {
     // FFN scratch, overlapping both
     size = shared;
     const gate = take(batch * F), up = take(batch * F);
+    const moe = cfg.moe;
+    let moeAt: Record<keyof MoeBuffers, number> | undefined;
+    if (moe) {
+      const k = Math.max(...moe.nExpertUsed), Fe = moe.nFfExp, Fs = moe.nFfShexp;
+      moeAt = {
+        logits: take(batch * moe.nExpert),
+        ids: take(batch * k),
+        weights: take(batch * k),
+        gate: take(batch * k * Fe),
+        up: take(batch * k * Fe),
+        down: take(batch * k * E),
+        sharedGate: take(batch * Fs),
+        sharedUp: take(batch * Fs),
+        shared: take(batch * E),
+        sharedScore: take(batch),
+      };
+    }
     size = Math.max(size, attentionEnd, deltanetEnd);
 
     this.region = allocate(size * 4);
@@ -100,6 +133,7 @@ export class Activations {
     };
     this.ffnGate = r(gate);
     this.ffnUp = r(up);
+    this.moe = moeAt && Object.fromEntries(Object.entries(moeAt).map(([k, at]) => [k, r(at)])) as unknown as MoeBuffers;
   }
 
   free(): void {
@@ -168,10 +202,33 @@ export function encodeForward(
     cmds.add(a.h, a.out, n * E);
 
     cmds.label("ffn").norm(a.h, a.x, rowGrid(n, E), layer.postAttentionNorm, cfg.eps);
-    cmds.matmul(layer.ffnGate, a.x, E, a.ffnGate, F, n);
-    cmds.matmul(layer.ffnUp, a.x, E, a.ffnUp, F, n);
-    cmds.swiglu(a.ffnGate, a.ffnUp, a.ffnGate, n * F);
-    cmds.matmul(layer.ffnDown, a.ffnGate, F, a.out, E, n);
+    const ffn = layer.ffn;
+    if (ffn.kind === "dense") {
+      cmds.matmul(ffn.gate, a.x, E, a.ffnGate, F, n);
+      cmds.matmul(ffn.up, a.x, E, a.ffnUp, F, n);
+      cmds.swiglu(a.ffnGate, a.ffnUp, a.ffnGate, n * F);
+      cmds.matmul(ffn.down, a.ffnGate, F, a.out, E, n);
+    } else {
+      // Mixture of experts (../shared/spec/qwen35moe.md §4): the router scores every expert, each
+      // token takes its k most probable ones (softmax over all, weights renormalised over the k);
+      // each chosen expert is a SwiGLU FFN of its own. Expert matmuls group the batch's tokens by
+      // expert, so only chosen experts' rows are read, once per batch. A shared expert, gated by
+      // sigmoid(ffn_gate_inp_shexp·y), runs for every token.
+      const m = a.moe!, X = cfg.moe!.nExpert, Fe = cfg.moe!.nFfExp, Fs = cfg.moe!.nFfShexp, k = ffn.nUsed;
+      const experts = (first: number, rows: number) => ({ nTokens: n, k, nExpert: X, first, rows });
+      cmds.matmul(ffn.router, a.x, E, m.logits, X, n);
+      cmds.moeRoute(m.logits, n, X, k, m.ids, m.weights);
+      cmds.matmulExperts(ffn.gate, a.x, E, false, m.ids, experts(ffn.gateFirst, Fe), m.gate, Fe);
+      cmds.matmulExperts(ffn.up, a.x, E, false, m.ids, experts(ffn.upFirst, Fe), m.up, Fe);
+      cmds.swiglu(m.gate, m.up, m.gate, n * k * Fe);
+      cmds.matmulExperts(ffn.down, m.gate, Fe, true, m.ids, experts(0, E), m.down, E);
+      cmds.matmul(ffn.sharedGate, a.x, E, m.sharedGate, Fs, n);
+      cmds.matmul(ffn.sharedUp, a.x, E, m.sharedUp, Fs, n);
+      cmds.swiglu(m.sharedGate, m.sharedUp, m.sharedGate, n * Fs);
+      cmds.matmul(ffn.sharedDown, m.sharedGate, Fs, m.shared, E, n);
+      cmds.matmul(ffn.sharedGateInp, a.x, E, m.sharedScore, 1, n);
+      cmds.moeCombine(m.down, E, m.weights, n, k, E, m.shared, m.sharedScore, a.out);
+    }
     cmds.add(a.h, a.out, n * E);
   }
 

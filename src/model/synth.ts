@@ -1,7 +1,8 @@
 /**
- * Synthetic `qwen35` GGUF models of any shape (no weights can be downloaded, so every test and
- * benchmark builds its own). Tensor names, shapes and metadata follow ../shared/spec §1–§2 and
- * llama.cpp's qwen35 loader, so llama.cpp loads the files too.
+ * Synthetic `qwen35` and `qwen35moe` GGUF models of any shape (no weights can be downloaded, so
+ * every test and benchmark builds its own). Tensor names, shapes and metadata follow
+ * ../shared/spec (qwen35.md §1–§2, qwen35moe.md §2–§3) and llama.cpp's loaders, so llama.cpp loads
+ * the files too.
  *
  * The weights are seeded and deterministic (each row has its own PRNG stream derived from the seed
  * and the tensor name, so output never depends on chunking), and scaled to behave like a model
@@ -12,6 +13,9 @@
  * - in Gated DeltaNet layers the k rows of `attn_qkv` and their conv taps are the q rows plus a
  *   little noise. The gated norm rescales o = β(q·k)v to unit RMS, so if q·k could be near zero
  *   a tiny weight change would flip the sign of a whole head's output; with k ≈ q it cannot.
+ * - in mixture-of-experts models the router must never be near a tie between the k-th and the
+ *   (k+1)-th expert, or two engines whose activations differ by rounding noise would choose
+ *   different experts (see `routingLayout`).
  */
 import { DeltaqError } from "../errors.ts";
 import { FNV1A_INIT, fnv1a, hex32, mix32 } from "../util/hash.ts";
@@ -65,6 +69,22 @@ export interface Qwen35Shape {
   mtpLayers: number;
   rmsEps: number;
   contextLength: number;
+  /** Mixture of experts: a `qwen35moe` model (`feedForward` is then only metadata, 0 = absent). */
+  moe?: MoeShape;
+}
+
+/** The FFN of a `qwen35moe` model, in the terms of its GGUF metadata and tensors. */
+export interface MoeShape {
+  /** `expert_count`. */
+  experts: number;
+  /** `expert_used_count`. */
+  expertsUsed: number;
+  /** `expert_feed_forward_length`: one routed expert's FFN width. */
+  expertFeedForward: number;
+  /** `expert_shared_feed_forward_length`: the shared expert's FFN width. */
+  sharedFeedForward: number;
+  /** One `ffn_gate_up_exps` tensor instead of `ffn_gate_exps` and `ffn_up_exps` (same values). */
+  fusedGateUp: boolean;
 }
 
 export type SynthType = "f32" | "f16" | "bf16";
@@ -114,6 +134,58 @@ export const PRESETS: Record<string, Qwen35Shape> = {
     rmsEps: 1e-6,
     contextLength: 4096,
   },
+  /**
+   * Mixture of experts, tied: 6 experts (not a power of two), 2 used per token, fused gate/up,
+   * no feed_forward_length key; widths multiples of 256 (so no K-quant falls back to Q5_0/Q8_0).
+   */
+  "tiny-moe": {
+    embedding: 256,
+    layers: 6,
+    feedForward: 0,
+    headCount: 4,
+    headCountKv: 2,
+    headDim: 64,
+    ropeDims: 32,
+    ropeFreqBase: 1e7,
+    ssmKHeads: 2,
+    ssmVHeads: 8,
+    ssmHeadDim: 32,
+    convKernel: 4,
+    vocabSize: 1024,
+    fullAttentionInterval: 3,
+    explicitRecurrentLayers: false,
+    tiedOutput: true,
+    mtpLayers: 0,
+    rmsEps: 1e-6,
+    contextLength: 4096,
+    moe: { experts: 6, expertsUsed: 2, expertFeedForward: 256, sharedFeedForward: 256, fusedGateUp: true },
+  },
+  /**
+   * The other mixture: untied, 5 experts, 1 used per token, separate gate and up experts, a
+   * wider shared expert, and a feed_forward_length that must be ignored.
+   */
+  "tiny-moe-b": {
+    embedding: 256,
+    layers: 8,
+    feedForward: 768,
+    headCount: 2,
+    headCountKv: 1,
+    headDim: 128,
+    ropeDims: 32,
+    ropeFreqBase: 1e6,
+    ssmKHeads: 4,
+    ssmVHeads: 8,
+    ssmHeadDim: 32,
+    convKernel: 4,
+    vocabSize: 1000,
+    fullAttentionInterval: 4,
+    explicitRecurrentLayers: true,
+    tiedOutput: false,
+    mtpLayers: 0,
+    rmsEps: 1e-6,
+    contextLength: 4096,
+    moe: { experts: 5, expertsUsed: 1, expertFeedForward: 256, sharedFeedForward: 512, fusedGateUp: false },
+  },
   /** Exactly Qwen3.5-4B's shapes. */
   "qwen35-4b": {
     embedding: 2560,
@@ -135,6 +207,34 @@ export const PRESETS: Record<string, Qwen35Shape> = {
     mtpLayers: 0,
     rmsEps: 1e-6,
     contextLength: 262144,
+  },
+  /**
+   * Exactly Qwen3.5-35B-A3B's shapes (Qwen/Qwen3.5-35B-A3B config.json: hidden 2048, 40 layers,
+   * 16 query / 2 KV heads of 256, partial rotary 0.25, linear attention 16 K / 32 V heads of 128,
+   * 256 experts of 512 with 8 used, a shared expert of 512, untied; llama.cpp's qwen35moe.cpp
+   * names 40 layers 35B.A3B). Separate gate and up experts, as the converter writes by default.
+   */
+  "qwen35-35b-a3b": {
+    embedding: 2048,
+    layers: 40,
+    feedForward: 0,
+    headCount: 16,
+    headCountKv: 2,
+    headDim: 256,
+    ropeDims: 64,
+    ropeFreqBase: 1e7,
+    ssmKHeads: 16,
+    ssmVHeads: 32,
+    ssmHeadDim: 128,
+    convKernel: 4,
+    vocabSize: 248320,
+    fullAttentionInterval: 4,
+    explicitRecurrentLayers: false,
+    tiedOutput: false,
+    mtpLayers: 0,
+    rmsEps: 1e-6,
+    contextLength: 262144,
+    moe: { experts: 256, expertsUsed: 8, expertFeedForward: 512, sharedFeedForward: 512, fusedGateUp: false },
   },
 };
 
@@ -164,7 +264,6 @@ export function checkShape(s: Qwen35Shape): void {
   const positive = [
     "embedding",
     "layers",
-    "feedForward",
     "headCount",
     "headCountKv",
     "headDim",
@@ -179,6 +278,18 @@ export function checkShape(s: Qwen35Shape): void {
   ] as const;
   for (const k of positive) {
     if (!Number.isSafeInteger(s[k]) || s[k] <= 0) bad(`${k} must be a positive integer, got ${s[k]}`);
+  }
+  if (!Number.isSafeInteger(s.feedForward) || s.feedForward < 0 || (!s.moe && s.feedForward === 0)) {
+    bad(`feedForward must be a positive integer${s.moe ? " or 0 (absent)" : ""}, got ${s.feedForward}`);
+  }
+  if (s.moe) {
+    const m = s.moe;
+    for (const k of ["experts", "expertsUsed", "expertFeedForward", "sharedFeedForward"] as const) {
+      if (!Number.isSafeInteger(m[k]) || m[k] <= 0) bad(`moe.${k} must be a positive integer, got ${m[k]}`);
+    }
+    if (m.experts > 1024) bad(`at most 1024 experts (llama.cpp's limit)`);
+    if (m.expertsUsed > m.experts) bad(`${m.expertsUsed} experts used of ${m.experts}`);
+    routingLayout(s); // throws when the embedding is too narrow to route robustly
   }
   if (s.headCount % s.headCountKv !== 0) bad(`${s.headCount} heads cannot share ${s.headCountKv} KV heads`);
   if (s.ssmVHeads % s.ssmKHeads !== 0) {
@@ -228,16 +339,17 @@ const FILE_TYPE: Record<SynthType, number> = { f32: 0, f16: 1, bf16: 32 }; // ll
 const GGML_TYPE: Record<SynthType, number> = { f32: GGML_F32, f16: GGML_F16, bf16: GGML_BF16 };
 
 function modelMetadata(s: Qwen35Shape, o: SynthOptions): [string, MetadataInput][] {
-  const a = (k: string) => `qwen35.${k}`;
+  const arch = s.moe ? "qwen35moe" : "qwen35";
+  const a = (k: string) => `${arch}.${k}`;
   const blocks = s.layers + s.mtpLayers;
   const m: [string, MetadataInput][] = [
-    ["general.architecture", "qwen35"],
-    ["general.name", o.name ?? "deltaq synthetic qwen35"],
+    ["general.architecture", arch],
+    ["general.name", o.name ?? `deltaq synthetic ${arch}`],
     ["general.file_type", u32(FILE_TYPE[o.type])],
     [a("context_length"), u32(s.contextLength)],
     [a("embedding_length"), u32(s.embedding)],
     [a("block_count"), u32(blocks)],
-    [a("feed_forward_length"), u32(s.feedForward)],
+    ...(s.feedForward > 0 ? [[a("feed_forward_length"), u32(s.feedForward)] as [string, MetadataInput]] : []),
     [a("attention.head_count"), u32(s.headCount)],
     [a("attention.head_count_kv"), u32(s.headCountKv)],
     [a("attention.key_length"), u32(s.headDim)],
@@ -261,6 +373,14 @@ function modelMetadata(s: Qwen35Shape, o: SynthOptions): [string, MetadataInput]
     m.push([a("attention.recurrent_layers"), array(GgufValueType.BOOL, flags)]);
   }
   if (s.mtpLayers > 0) m.push([a("nextn_predict_layers"), u32(s.mtpLayers)]);
+  if (s.moe) {
+    m.push(
+      [a("expert_count"), u32(s.moe.experts)],
+      [a("expert_used_count"), u32(s.moe.expertsUsed)],
+      [a("expert_feed_forward_length"), u32(s.moe.expertFeedForward)],
+      [a("expert_shared_feed_forward_length"), u32(s.moe.sharedFeedForward)],
+    );
+  }
   return m;
 }
 
@@ -317,10 +437,26 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
   // token_embd rows have RMS 1/sqrt(E): an embedding is then as "loud" as one logit direction, so
   // with a tied head the input token does not dominate the next-token logits.
   const embedStd = 1 / Math.sqrt(E);
-  dense("token_embd.weight", E, V, embedStd);
-  // Tied: output_norm carries the logit spread (logit std = centre · embedStd · sqrt(E)).
-  norm("output_norm.weight", E, s.tiedOutput ? LOGIT_SPREAD : 1);
+  const routing = s.moe ? routingLayout(s) : undefined;
+  if (routing) {
+    const name = "token_embd.weight";
+    matrix(name, E, V, withRoutingCode(uniformRows(streamSeed(seed, name), embedStd), routing, seed));
+  } else dense("token_embd.weight", E, V, embedStd);
+  // Tied: output_norm carries the logit spread (logit std = centre · embedStd · sqrt(E)). The LM
+  // head does not see the routing dims (their code would dominate a tied head's logits).
+  const outputNorm = "output_norm.weight";
+  vector(outputNorm, E, zeroRoutingDims(normRow(streamSeed(seed, outputNorm), s.tiedOutput ? LOGIT_SPREAD : 1), routing, 1));
   if (!s.tiedOutput) dense("output.weight", E, V, LOGIT_SPREAD / Math.sqrt(E));
+  /** A projection that writes the residual stream (rows = E outputs, stacked per expert). */
+  const writeBack = (name: string, inDim: number, outDim: number, std: number, slices = 1) =>
+    tensors.push(
+      rowTensor(
+        name,
+        slices > 1 ? [inDim, outDim, slices] : [inDim, outDim],
+        matrixType,
+        zeroRoutingDims(uniformRows(streamSeed(seed, name), std), routing, outDim),
+      ),
+    );
 
   const inStd = 1 / Math.sqrt(E); // projections of an RMS-1 input give RMS-1 outputs
   const attentionBlock = (b: string) => {
@@ -328,7 +464,7 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
     dense(`${b}attn_q.weight`, E, 2 * qDim, inStd); // per head: Dh query rows, then Dh gate rows
     dense(`${b}attn_k.weight`, E, kvDim, inStd);
     dense(`${b}attn_v.weight`, E, kvDim, inStd);
-    dense(`${b}attn_output.weight`, qDim, E, SUBLAYER_GAIN / (GATED_ATTENTION_RMS * Math.sqrt(qDim)));
+    writeBack(`${b}attn_output.weight`, qDim, E, SUBLAYER_GAIN / (GATED_ATTENTION_RMS * Math.sqrt(qDim)));
     norm(`${b}attn_q_norm.weight`, s.headDim);
     norm(`${b}attn_k_norm.weight`, s.headDim);
   };
@@ -336,6 +472,32 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
     dense(`${b}ffn_gate.weight`, E, F, inStd);
     dense(`${b}ffn_up.weight`, E, F, inStd);
     dense(`${b}ffn_down.weight`, F, E, SUBLAYER_GAIN / (SWIGLU_RMS * Math.sqrt(F)));
+  };
+  const moeBlock = (b: string) => {
+    const m = s.moe!, X = m.experts, Fe = m.expertFeedForward, Fs = m.sharedFeedForward;
+    const router = `${b}ffn_gate_inp.weight`;
+    // the router is never quantized by llama.cpp (spec §3): always F32
+    tensors.push(rowTensor(router, [E, X], GGML_F32, routerRows(routing!, seed, streamSeed(seed, router), m)));
+    // Expert e's rows of gate (and up) are rows e·Fe.. of the stacked tensor; the fused tensor
+    // holds the same values (gate rows, then up rows, per expert), so both layouts are one model.
+    const gate = uniformRows(streamSeed(seed, `${b}ffn_gate_exps.weight`), inStd);
+    const up = uniformRows(streamSeed(seed, `${b}ffn_up_exps.weight`), inStd);
+    if (m.fusedGateUp) {
+      tensors.push(rowTensor(`${b}ffn_gate_up_exps.weight`, [E, 2 * Fe, X], matrixType, (dst, row) => {
+        const e = Math.floor(row / (2 * Fe)), r = row % (2 * Fe);
+        if (r < Fe) gate(dst, e * Fe + r);
+        else up(dst, e * Fe + r - Fe);
+      }));
+    } else {
+      tensors.push(rowTensor(`${b}ffn_gate_exps.weight`, [E, Fe, X], matrixType, gate));
+      tensors.push(rowTensor(`${b}ffn_up_exps.weight`, [E, Fe, X], matrixType, up));
+    }
+    // The routed experts' weighted sum and the shared expert (gate ≈ 0.5) add ~SUBLAYER_GAIN.
+    writeBack(`${b}ffn_down_exps.weight`, Fe, E, SUBLAYER_GAIN / (SWIGLU_RMS * Math.sqrt(Fe)), X);
+    vector(`${b}ffn_gate_inp_shexp.weight`, E, uniformRows(streamSeed(seed, `${b}ffn_gate_inp_shexp.weight`), inStd));
+    dense(`${b}ffn_gate_shexp.weight`, E, Fs, inStd);
+    dense(`${b}ffn_up_shexp.weight`, E, Fs, inStd);
+    writeBack(`${b}ffn_down_shexp.weight`, Fs, E, SUBLAYER_GAIN / (SWIGLU_RMS * Math.sqrt(Fs)));
   };
   const deltanetBlock = (b: string) => {
     const keyDim = s.ssmKHeads * s.ssmHeadDim, valueDim = s.ssmVHeads * s.ssmHeadDim;
@@ -364,7 +526,7 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
     vector(`${b}ssm_dt.bias`, s.ssmVHeads, uniformRange(streamSeed(seed, `${b}ssm_dt.bias`), -2, 0));
     vector(`${b}ssm_a`, s.ssmVHeads, negExpUniform(streamSeed(seed, `${b}ssm_a`), -1.5, 0.5));
     norm(`${b}ssm_norm.weight`, s.ssmHeadDim);
-    dense(`${b}ssm_out.weight`, valueDim, E, SUBLAYER_GAIN / (SILU_RMS * Math.sqrt(valueDim)));
+    writeBack(`${b}ssm_out.weight`, valueDim, E, SUBLAYER_GAIN / (SILU_RMS * Math.sqrt(valueDim)));
   };
 
   for (let i = 0; i < s.layers + s.mtpLayers; i++) {
@@ -373,7 +535,8 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
     norm(`${b}post_attention_norm.weight`, E);
     if (isFullAttention(s, i)) attentionBlock(b);
     else deltanetBlock(b);
-    ffnBlock(b);
+    if (s.moe) moeBlock(b);
+    else ffnBlock(b);
     if (i >= s.layers) {
       // MTP block (llama.cpp's qwen35 loader): concat(enorm(embedding), hnorm(hidden)) → eh_proj.
       dense(`${b}nextn.eh_proj.weight`, 2 * E, E, 1 / Math.sqrt(2 * E));
@@ -383,6 +546,111 @@ function modelTensors(s: Qwen35Shape, type: SynthType, seed: number): TensorToWr
     }
   }
   return tensors;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing without near-ties (mixture-of-experts models)
+//
+// A router that scores random directions of the hidden state would sometimes put two experts
+// within rounding noise of each other at the k-th place, and two correct engines would then pick
+// different experts and diverge. Instead the model carries a *routing code* the router reads
+// with a wide margin:
+// - m = ⌈experts / k⌉ directions r_j, each ±1/√d on its own d dims at the start of the embedding;
+// - token v's embedding adds ROUTING_CODE · r_{j(v)} (j(v) a hash of v), and no sub-layer writes
+//   those dims (their output rows are zero), so every layer's hidden state keeps the code;
+// - layer l's router gives expert e the logit ROUTER_GAIN · (1 + ROUTER_STEP·i) · (h·r_j) for each
+//   direction j whose group of k experts (a per-layer permutation) holds e at place i, plus
+//   ROUTER_NOISE of random direction: the k experts of the token's group score several units
+//   above all others, and their weights still vary with the token;
+// - the LM head ignores the routing dims (output_norm is 0 there).
+
+/** Norm of the routing code added to each token's embedding. */
+const ROUTING_CODE = 1;
+const ROUTER_GAIN = 4;
+const ROUTER_STEP = 0.1;
+/** Logit spread of the router's random part (for an RMS-1 hidden state). */
+const ROUTER_NOISE = 0.5;
+
+interface RoutingLayout {
+  directions: number;
+  /** Dims per direction; direction j owns dims [j·dims, (j+1)·dims). */
+  dims: number;
+}
+
+/** Where the routing code lives; throws when the embedding is too narrow for it. */
+export function routingLayout(s: Qwen35Shape): RoutingLayout {
+  const m = s.moe!;
+  const directions = Math.ceil(m.experts / m.expertsUsed);
+  const dims = Math.min(16, Math.floor(s.embedding / (2 * directions)));
+  if (dims < 4) {
+    throw new DeltaqError(
+      `invalid synthetic model shape: ${directions} routing directions need an embedding of at least ${8 * directions}`,
+    );
+  }
+  return { directions, dims };
+}
+
+function isRoutingDim(r: RoutingLayout | undefined, dim: number): boolean {
+  return r !== undefined && dim < r.directions * r.dims;
+}
+
+/** Sign of dim i of direction j's code. */
+function codeSign(seed: number, j: number, i: number): number {
+  return rowSeed(streamSeed(seed, "routing#sign"), j * 65536 + i) & 1 ? 1 : -1;
+}
+
+function tokenDirection(seed: number, r: RoutingLayout, token: number): number {
+  return rowSeed(streamSeed(seed, "routing#token"), token) % r.directions;
+}
+
+function withRoutingCode(fill: RowFill, r: RoutingLayout, seed: number): RowFill {
+  const amplitude = ROUTING_CODE / Math.sqrt(r.dims);
+  return (dst, token) => {
+    fill(dst, token);
+    const j = tokenDirection(seed, r, token);
+    for (let i = 0; i < r.dims; i++) dst[j * r.dims + i] += amplitude * codeSign(seed, j, i);
+  };
+}
+
+/** Zero on the routing dims of each `width`-value output slice (rows of E outputs), else `fill`. */
+function zeroRoutingDims(fill: RowFill, r: RoutingLayout | undefined, width: number): RowFill {
+  if (!r) return fill;
+  return (dst, row) => {
+    fill(dst, row);
+    // a vector (width 1) is one row of dims; a matrix's row is one output dim
+    if (width === 1) for (let i = 0; i < r.directions * r.dims; i++) dst[i] = 0;
+    else if (isRoutingDim(r, row % width)) dst.fill(0);
+  };
+}
+
+/**
+ * A layer's router rows (one per expert; `stream` is the tensor's own random stream, so each
+ * layer groups the experts differently); see the section comment.
+ */
+function routerRows(r: RoutingLayout, seed: number, stream: number, m: MoeShape): RowFill {
+  const order = permutation(m.experts, stream);
+  const noise = uniformRows(stream, ROUTER_NOISE);
+  return (dst, expert) => {
+    noise(dst, expert);
+    for (let i = 0; i < dst.length; i++) dst[i] /= Math.sqrt(dst.length);
+    for (let j = 0; j < r.directions; j++) {
+      for (let place = 0; place < m.expertsUsed; place++) {
+        if (order[(j * m.expertsUsed + place) % m.experts] !== expert) continue;
+        const gain = ROUTER_GAIN * (1 + ROUTER_STEP * place) / Math.sqrt(r.dims);
+        for (let i = 0; i < r.dims; i++) dst[j * r.dims + i] += gain * codeSign(seed, j, i);
+      }
+    }
+  };
+}
+
+/** A seeded permutation of 0..n-1 (Fisher–Yates). */
+function permutation(n: number, stream: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rowSeed(stream, i) % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
 }
 
 function rowTensor(name: string, shape: number[], type: number, fill: RowFill): TensorToWrite {
@@ -684,7 +952,13 @@ export function describeShape(s: Qwen35Shape, type: SynthType): string {
   const attn = Array.from({ length: s.layers }, (_, i) => isFullAttention(s, i)).filter(Boolean).length;
   return `E=${s.embedding} layers=${s.layers} (${attn} attention, ${s.layers - attn} DeltaNet${
     s.mtpLayers ? `, +${s.mtpLayers} MTP` : ""
-  }) F=${s.feedForward} attn ${s.headCount}/${s.headCountKv}×${s.headDim} rot ${s.ropeDims} ` +
+  }) ${
+    s.moe
+      ? `MoE ${s.moe.experts} experts (${s.moe.expertsUsed} used) F=${s.moe.expertFeedForward}${
+        s.moe.fusedGateUp ? " fused" : ""
+      } + shared F=${s.moe.sharedFeedForward}`
+      : `F=${s.feedForward}`
+  } attn ${s.headCount}/${s.headCountKv}×${s.headDim} rot ${s.ropeDims} ` +
     `DeltaNet ${s.ssmKHeads}/${s.ssmVHeads}×${s.ssmHeadDim} vocab ${s.vocabSize} ${
       s.tiedOutput ? "tied" : "untied"
     } ` +

@@ -4,12 +4,14 @@
  * Order: `DELTAQ_LIB` (a path to use as is) → the library embedded in a `deno compile` binary →
  * this checkout's build for the running Deno's OS and architecture, `zig-out/<os>-<arch>/`
  * (`lib/libdeltaq.so` on Linux, `lib/libdeltaq.dylib` on macOS, `bin/deltaq.dll` on Windows),
- * rebuilt with Zig when missing or stale. A stamp next to it records the target, the CPU and a
- * content hash of `kernels/` and `build.zig`, so a checkout shared between an x86-64 and an arm64
- * Deno (or a kernel change) never loads a library built for something else. Zig is `zig` on PATH
- * if it is 0.17.x, else `python3 -m ziglang`.
+ * rebuilt with Zig when missing or stale. A stamp next to it records the target, the CPU levels
+ * and a content hash of `kernels/` and `build.zig`, so a checkout shared between an x86-64 and an
+ * arm64 Deno (or a kernel change) never loads a library built for something else. The library
+ * holds the kernels for every CPU level of its architecture (kernels/levels.zig); ./ffi.ts picks
+ * one at load. Zig is `zig` on PATH if it is 0.17.x, else `python3 -m ziglang`.
  *
- * Run directly (`deno task build [--cpu x86_64_v3] [--test]`) to build now, or run the Zig tests.
+ * Run directly (`deno task build [--target T] [--test]`) to build now (T: a Deno target such as
+ * aarch64-apple-darwin, or os-arch as in zig-out/), or run the Zig tests.
  */
 import { fileURLToPath } from "node:url";
 import { DeltaqError } from "../errors.ts";
@@ -29,7 +31,9 @@ export interface Platform {
 export function hostPlatform(): Platform {
   const { os, arch } = Deno.build;
   if ((os !== "linux" && os !== "darwin" && os !== "windows") || (arch !== "x86_64" && arch !== "aarch64")) {
-    throw new DeltaqError(`deltaq's kernels build for Linux, macOS and Windows on x86-64 and arm64, not ${os} on ${arch}`);
+    throw new DeltaqError(
+      `deltaq's kernels build for Linux, macOS and Windows on x86-64 and arm64, not ${os} on ${arch}`,
+    );
   }
   return { os, arch };
 }
@@ -56,8 +60,8 @@ export function libraryFile(p: Platform): string {
 }
 
 /** The library's path in this checkout for a platform (the running one by default). */
-export function libraryPath(p: Platform = hostPlatform()): string {
-  return fileURLToPath(new URL(`${buildPrefix(p)}/${libraryFile(p)}`, root));
+export function libraryPath(p: Platform = hostPlatform(), prefix = buildPrefix(p)): string {
+  return fileURLToPath(new URL(`${prefix}/${libraryFile(p)}`, root));
 }
 
 /**
@@ -66,11 +70,6 @@ export function libraryPath(p: Platform = hostPlatform()): string {
  */
 export function isCompiledBinary(url: string = import.meta.url): boolean {
   return /[/\\]deno-compile-[^/\\]+[/\\]/.test(url);
-}
-
-/** The CPU the library is built for: `DELTAQ_CPU` or `native`. */
-export function targetCpu(): string {
-  return Deno.env.get("DELTAQ_CPU") ?? "native";
 }
 
 /** The path of a usable library, building it if needed. */
@@ -85,41 +84,66 @@ export function ensureLibrary(): string {
   // Embedded with `deno compile --include`; Deno extracts it when it is dlopen'ed.
   if (isCompiledBinary()) return path;
   const stamp = `${path}.stamp`;
-  const want = buildStamp(platform, targetCpu());
-  if (isFile(path) && readText(stamp) === want) return path;
-  build({ cpu: targetCpu(), quiet: false, platform });
-  Deno.writeTextFileSync(stamp, want);
+  if (isFile(path) && readText(stamp) === buildStamp(platform)) return path;
+  build({ quiet: false, platform });
   return path;
 }
 
-/** What a library was built from: target, CPU and sources. */
-export function buildStamp(p: Platform, cpu: string): string {
-  return `${zigTarget(p)} ${cpu} ${sourceHash()}`;
+/**
+ * The library for a platform in this checkout, built (cross-compiled) when missing or stale; for
+ * `deno task compile` and the cross-platform tests.
+ */
+export function ensurePlatformLibrary(platform: Platform, opts: { quiet?: boolean } = {}): string {
+  const path = libraryPath(platform);
+  if (isFile(path) && readText(`${path}.stamp`) === buildStamp(platform)) return path;
+  build({ quiet: opts.quiet ?? false, platform });
+  return path;
 }
 
-/** Runs `zig build` (or `zig build test`) in the checkout. */
+/** What a library was built from: target, CPU levels (one, or all of the architecture's), mode, sources. */
+export function buildStamp(p: Platform, opts: { optimize?: "fast" | "safe"; level?: string } = {}): string {
+  return `${zigTarget(p)} ${opts.level ?? "all-levels"} ${opts.optimize ?? "fast"} ${sourceHash()}`;
+}
+
+/**
+ * Runs `zig build` in the checkout: the library for a platform (default the running one) into its
+ * prefix, writing the stamp; or, with `test`, the kernel tests at every level this CPU runs.
+ */
 export function build(
-  opts: { cpu: string; test?: boolean; quiet?: boolean; prefix?: string; optimize?: "fast" | "safe"; platform?: Platform },
+  opts: {
+    test?: boolean;
+    quiet?: boolean;
+    prefix?: string;
+    optimize?: "fast" | "safe";
+    platform?: Platform;
+    level?: string;
+  },
 ): void {
   const zig = findZig();
-  const args = [...zig.slice(1), "build", `-Dcpu=${opts.cpu}`];
+  const args = [...zig.slice(1), "build"];
   // The library goes under its platform's prefix unless told otherwise; tests run on the host.
   const platform = opts.platform ?? (opts.test ? undefined : hostPlatform());
   const prefix = opts.prefix ?? (platform ? buildPrefix(platform) : undefined);
   if (prefix) args.push("--prefix", prefix);
   if (platform) args.push(`-Dtarget=${zigTarget(platform)}`);
   if (opts.optimize) args.push(`-Doptimize=${opts.optimize}`);
+  if (opts.level) args.push(`-Dlevel=${opts.level}`);
   if (opts.test) args.push("test", "--summary", "all");
   if (!opts.quiet) {
     const what = opts.test ? "running kernel tests" : "building the kernel library";
     console.error(`deltaq: ${what} (${zig[0]} ${args.join(" ")})…`);
   }
-  const out = new Deno.Command(zig[0], { args, cwd: fileURLToPath(root), stdout: "piped", stderr: "piped" }).outputSync();
+  const out = new Deno.Command(zig[0], { args, cwd: fileURLToPath(root), stdout: "piped", stderr: "piped" })
+    .outputSync();
   const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
   if (!out.success) {
     throw new DeltaqError(`zig build${opts.test ? " test" : ""} failed:\n${text.trim()}`);
   }
-  if (opts.test && !opts.quiet) console.error(text.trim());
+  if (opts.test) {
+    if (!opts.quiet) console.error(text.trim());
+    return;
+  }
+  Deno.writeTextFileSync(`${libraryPath(platform, prefix)}.stamp`, buildStamp(platform!, opts));
 }
 
 let zigCommand: string[] | undefined;
@@ -129,7 +153,11 @@ export function findZig(): string[] {
   if (zigCommand) return zigCommand;
   for (const cmd of [["zig"], ["python3", "-m", "ziglang"]]) {
     try {
-      const out = new Deno.Command(cmd[0], { args: [...cmd.slice(1), "version"], stdout: "piped", stderr: "null" })
+      const out = new Deno.Command(cmd[0], {
+        args: [...cmd.slice(1), "version"],
+        stdout: "piped",
+        stderr: "null",
+      })
         .outputSync();
       const version = new TextDecoder().decode(out.stdout).trim();
       if (out.success && version.startsWith(ZIG_VERSION.slice(0, 5))) return (zigCommand = cmd);
@@ -173,13 +201,31 @@ function readText(p: string): string | undefined {
   }
 }
 
+/** A platform from a Deno target (`aarch64-apple-darwin`) or an os-arch name (`darwin-aarch64`). */
+export function parsePlatform(name: string): Platform {
+  const [a, b] = name.split("-");
+  const arch = name.startsWith("x86_64") ? "x86_64" : name.startsWith("aarch64") ? "aarch64" : b;
+  const os = /linux/.test(name)
+    ? "linux"
+    : /darwin|apple|macos/.test(name)
+    ? "darwin"
+    : /windows/.test(name)
+    ? "windows"
+    : a;
+  if ((os !== "linux" && os !== "darwin" && os !== "windows") || (arch !== "x86_64" && arch !== "aarch64")) {
+    throw new DeltaqError(
+      `unknown target ${name} (e.g. x86_64-unknown-linux-gnu, aarch64-apple-darwin, x86_64-pc-windows-msvc)`,
+    );
+  }
+  return { os, arch };
+}
+
 if (import.meta.main) {
   const args = Deno.args;
-  const cpuAt = args.indexOf("--cpu");
-  const cpu = cpuAt >= 0 ? args[cpuAt + 1] : targetCpu();
+  const targetAt = args.indexOf("--target");
   try {
-    build({ cpu, test: args.includes("--test") });
-    if (!args.includes("--test")) Deno.writeTextFileSync(`${libraryPath()}.stamp`, buildStamp(hostPlatform(), cpu));
+    const platform = targetAt >= 0 ? parsePlatform(args[targetAt + 1] ?? "") : hostPlatform();
+    build({ test: args.includes("--test"), platform: args.includes("--test") ? undefined : platform });
   } catch (e) {
     console.error(e instanceof DeltaqError ? e.message : e);
     Deno.exit(1);

@@ -9,11 +9,13 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
   dq_last_error: { parameters: ["buffer", "u32"], result: "u32" },
+  dq_cpu_levels: { parameters: ["buffer", "u32"], result: "u32" },
+  dq_cpu_runnable: { parameters: [], result: "u32" },
   dq_map_file: { parameters: ["buffer"], result: "i32" },
   dq_alloc: { parameters: ["u32", "u32", "u32"], result: "i32" },
   dq_reserve: { parameters: ["u32", "u32"], result: "i32" },
@@ -36,27 +38,91 @@ export const symbols = {
 
 export type Native = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
-let native: Native | undefined;
+/** The CPU levels compiled into the library and which of them this process uses. */
+export interface CpuLevels {
+  /** Every level in the library, base level first (e.g. baseline, x86_64_v3, avx512_vnni). */
+  all: string[];
+  /** The levels this CPU can execute, in the same order. */
+  runnable: string[];
+  /** The level whose kernels are bound: `DELTAQ_CPU`, else the best runnable one. */
+  selected: string;
+}
 
-/** Opens libdeltaq (building it first when missing or stale) and checks its ABI version. */
+let native: Native | undefined;
+let levels: CpuLevels | undefined;
+
+/**
+ * Opens libdeltaq (building it first when missing or stale), checks its ABI version and binds the
+ * kernels of one CPU level. The library carries the kernels compiled once per level
+ * (kernels/levels.zig): the base level's symbols have the plain names, level `x`'s end in `__x`.
+ * A first look at the library asks which levels this CPU runs (CPUID / hwcaps, on the native side);
+ * `DELTAQ_CPU=<level>` forces one, which must be runnable.
+ */
 export function openNative(): Native {
   if (native) return native;
   const path = ensureLibrary();
-  let lib: Deno.DynamicLibrary<typeof symbols>;
+  const probe = open(path, {
+    dq_abi_version: symbols.dq_abi_version,
+    dq_cpu_levels: symbols.dq_cpu_levels,
+    dq_cpu_runnable: symbols.dq_cpu_runnable,
+  });
   try {
-    lib = Deno.dlopen(path, symbols);
+    const version = probe.symbols.dq_abi_version();
+    if (version !== ABI_VERSION) {
+      throw new DeltaqError(
+        `kernel library ${path} has ABI version ${version}, this code expects ${ABI_VERSION}; rebuild with \`deno task build\``,
+      );
+    }
+    const buf = new Uint8Array(256);
+    const len = probe.symbols.dq_cpu_levels(buf, buf.length);
+    const all = new TextDecoder().decode(buf.subarray(0, Math.min(len, buf.length))).split(" ");
+    const mask = probe.symbols.dq_cpu_runnable();
+    const runnable = all.filter((_, i) => (mask >>> i) & 1);
+    const selected = chooseLevel(all, runnable, Deno.env.get("DELTAQ_CPU"));
+    const suffix = selected === all[0] ? "" : `__${selected}`;
+    const named = Object.fromEntries(
+      // A symbol bound under another name (dq_exec_nonblocking is dq_exec) keeps that name.
+      Object.entries(symbols).map(([key, def]) => {
+        const name = "name" in def ? def.name : key;
+        return [key, { ...def, name: `${name}${suffix}` }];
+      }),
+    ) as unknown as typeof symbols;
+    native = open(path, named).symbols;
+    levels = { all, runnable, selected };
+    return native;
+  } finally {
+    probe.close();
+  }
+}
+
+function open<S extends Deno.ForeignLibraryInterface>(path: string, syms: S): Deno.DynamicLibrary<S> {
+  try {
+    return Deno.dlopen(path, syms);
   } catch (e) {
     throw new DeltaqError(`cannot load the kernel library ${path}: ${(e as Error).message}`);
   }
-  const version = lib.symbols.dq_abi_version();
-  if (version !== ABI_VERSION) {
-    lib.close();
+}
+
+/** `wanted` (DELTAQ_CPU) when given and runnable, else the best runnable level. */
+export function chooseLevel(all: string[], runnable: string[], wanted: string | undefined): string {
+  if (wanted === undefined || wanted === "") return runnable[runnable.length - 1] ?? all[0];
+  if (!all.includes(wanted)) {
     throw new DeltaqError(
-      `kernel library ${path} has ABI version ${version}, this code expects ${ABI_VERSION}; rebuild with \`deno task build\``,
+      `DELTAQ_CPU=${wanted} is not a CPU level of this kernel library (levels: ${all.join(", ")})`,
     );
   }
-  native = lib.symbols;
-  return native;
+  if (!runnable.includes(wanted)) {
+    throw new DeltaqError(
+      `DELTAQ_CPU=${wanted}: this CPU cannot run that level (it runs: ${runnable.join(", ")})`,
+    );
+  }
+  return wanted;
+}
+
+/** The library's CPU levels and the one in use (opens the library if needed). */
+export function cpuLevels(): CpuLevels {
+  openNative();
+  return levels!;
 }
 
 /** The message of the library's last failure. */

@@ -23,14 +23,20 @@ export function rowsOf(ref: Ref, first: number, width: number): Ref {
 export const GgmlType = {
   F32: 0,
   F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q5_0: 6,
+  Q5_1: 7,
   Q8_0: 8,
   Q2_K: 10,
   Q3_K: 11,
   Q4_K: 12,
   Q5_K: 13,
   Q6_K: 14,
+  IQ4_NL: 20,
   IQ4_XS: 23,
   BF16: 30,
+  MXFP4: 39,
 } as const;
 
 /**
@@ -182,8 +188,9 @@ export function registerWeight(
 }
 
 /**
- * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (only Q4_K matrices
- * with a multiple of 8 rows, and IQ3_S matrices, can).
+ * Bytes `Context.repack` needs for a weight (its size as repacked: IQ3_S's codes are larger), or 0
+ * when it cannot be repacked (Q4_K, Q3_K, Q2_K and IQ4_XS matrices in whole groups of 8 or 16
+ * rows, Q4_0 and Q8_0 matrices with rows of a multiple of 256 values, and IQ3_S matrices can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
@@ -237,9 +244,9 @@ export class Context {
   }
 
   /**
-   * Copies a Q4_K or IQ3_S weight into `region` at `byteOffset` (64-byte aligned, `repackBytes`
-   * long) in the layout the kernels' one-token matmuls run fastest on (Q4_K: 8 rows interleaved;
-   * IQ3_S: 4-bit value codes), on this context's threads; returns the copy's weight id.
+   * Copies a weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in its
+   * type's repacked layout (row-interleaved groups, super-blocks, or IQ3_S's 4-bit value codes), on
+   * this context's threads; returns the copy's weight id.
    * An original in a file mapping is given up: its whole pages are unmapped and its id freed.
    */
   repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {
@@ -278,7 +285,7 @@ export class Context {
 /** Profile labels, in the order of their ids (kernels/root.zig `Profile.labels` ≥ this length). */
 export const PROFILE_LABELS = ["other", "attention", "deltanet", "ffn", "lm_head", "unused5", "unused6", "unused7"] as const;
 export type ProfileLabel = (typeof PROFILE_LABELS)[number];
-const PROFILE_OPS = 16;
+const PROFILE_OPS = 32;
 const PROFILE_KINDS = 32;
 const OP_NAMES: Record<number, string> = {
   1: "embed",
@@ -295,12 +302,15 @@ const OP_NAMES: Record<number, string> = {
   12: "gated_norm",
   13: "label",
   14: "matvec",
+  20: "moe_route",
+  21: "matmul_experts",
+  22: "moe_combine",
 };
 
 export interface ProfileEntry {
   label: ProfileLabel;
   op: string;
-  /** GGML type of the weight for matmul/embed, else 0. */
+  /** GGML type of the weight for matmul/matmul_experts/embed, else 0. */
   weightType: number;
   ms: number;
   calls: number;
@@ -529,6 +539,38 @@ export class CommandList {
   /** Names the part of the model the following commands belong to (for profiles). */
   label(label: ProfileLabel): this {
     return this.#op(13, PROFILE_LABELS.indexOf(label));
+  }
+
+  /**
+   * Mixture-of-experts routing: per token, softmax over the `nExpert` router logits, the `k`
+   * most probable experts (ids, i32) and their probabilities renormalised to sum 1 (weights).
+   */
+  moeRoute(logits: Ref, nTokens: number, nExpert: number, k: number, ids: Ref, weights: Ref): this {
+    return this.#op(20, logits, nTokens, nExpert, k, ids, weights);
+  }
+
+  /**
+   * y[t·k+i] = rows [first, first+rows) of expert ids[t][i] (weight rows split into nExpert equal
+   * slices) times x[t], or x[t·k+i] with `inputPerSlot`. Reads only the chosen experts' rows;
+   * honours `eachTokenAlone` as `matmul` does.
+   */
+  matmulExperts(
+    weight: number,
+    x: Ref,
+    xStride: number,
+    inputPerSlot: boolean,
+    ids: Ref,
+    s: { nTokens: number; k: number; nExpert: number; first: number; rows: number },
+    y: Ref,
+    yStride: number,
+  ): this {
+    const flags = (inputPerSlot ? 1 : 0) | (this.#eachTokenAlone ? 2 : 0);
+    return this.#op(21, weight, x, xStride, flags, ids, s.nTokens, s.k, s.nExpert, s.first, s.rows, y, yStride);
+  }
+
+  /** out[t] = Σ_i weights[t][i]·y[t·k+i] + sigmoid(gate[t])·shared[t], rows of `dim` values. */
+  moeCombine(y: Ref, yStride: number, weights: Ref, nTokens: number, k: number, dim: number, shared: Ref, gate: Ref, out: Ref): this {
+    return this.#op(22, y, yStride, weights, nTokens, k, dim, shared, gate, out);
   }
 
   /** out = rmsnorm(o)·w·silu(z), rows contiguous. */

@@ -19,7 +19,7 @@ import { LlamaReference } from "./llama.ts";
 import { Activations, encodeForward, type LayerState, singleSequence } from "../model/qwen35.ts";
 import { convDim } from "../model/deltanet.ts";
 import { RopeSchedule } from "../model/rope.ts";
-import { loadWeights, type ModelWeights } from "../model/weights.ts";
+import { freeMappings, loadWeights, type ModelWeights } from "../model/weights.ts";
 import type { Qwen35Config } from "../model/config.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -176,9 +176,15 @@ const MATMUL_NAMES: Record<string, string> = {
   k: "Kcur",
   v: "Vcur",
   output: "attn_output",
-  ffnGate: "ffn_gate",
-  ffnUp: "ffn_up",
-  ffnDown: "ffn_out",
+  "ffn.gate": "ffn_gate",
+  "ffn.up": "ffn_up",
+  "ffn.down": "ffn_out",
+  // mixture of experts (llama.cpp's build_moe_ffn and the shared expert's build_ffn)
+  "ffn.router": "ffn_moe_logits",
+  "ffn.sharedGate": "ffn_gate",
+  "ffn.sharedUp": "ffn_up",
+  "ffn.sharedDown": "ffn_shexp",
+  "ffn.sharedGateInp": "shared_expert_gate", // compared after its sigmoid (TapList.matmul)
 };
 
 const NORM_NAMES: Record<string, string> = {
@@ -222,13 +228,30 @@ function weightInfo(w: ModelWeights): Map<number, WeightInfo> {
     qNorm: "attn_q_norm.weight",
     kNorm: "attn_k_norm.weight",
     output: "attn_output.weight",
-    ffnGate: "ffn_gate.weight",
-    ffnUp: "ffn_up.weight",
-    ffnDown: "ffn_down.weight",
+    "ffn.gate": "ffn_gate.weight",
+    "ffn.up": "ffn_up.weight",
+    "ffn.down": "ffn_down.weight",
+    "ffn.router": "ffn_gate_inp.weight",
+    "ffn.sharedGateInp": "ffn_gate_inp_shexp.weight",
+    "ffn.sharedGate": "ffn_gate_shexp.weight",
+    "ffn.sharedUp": "ffn_up_shexp.weight",
+    "ffn.sharedDown": "ffn_down_shexp.weight",
   };
   w.layers.forEach((l, i) => {
     for (const [field, id] of Object.entries(l)) {
       if (typeof id === "number") add(id, field, i, `blk.${i}.${files[field]}`);
+    }
+    const f = l.ffn;
+    if (f.kind === "dense") {
+      for (const k of ["gate", "up", "down"] as const) add(f[k], `ffn.${k}`, i, `blk.${i}.${files[`ffn.${k}`]}`);
+    } else {
+      const fused = cfg.moe!.fusedGateUp[i];
+      for (const k of ["router", "sharedGateInp", "sharedGate", "sharedUp", "sharedDown"] as const) {
+        add(f[k], `ffn.${k}`, i, `blk.${i}.${files[`ffn.${k}`]}`);
+      }
+      add(f.gate, "ffn.gate", i, `blk.${i}.${fused ? "ffn_gate_up_exps.weight" : "ffn_gate_exps.weight"}`);
+      if (!fused) add(f.up, "ffn.up", i, `blk.${i}.ffn_up_exps.weight`);
+      add(f.down, "ffn.down", i, `blk.${i}.ffn_down_exps.weight`);
     }
   });
   add(w.outputNorm, "outputNorm", -1, "output_norm.weight");
@@ -244,6 +267,7 @@ class TapList extends CommandList {
   readonly tensors: Tensor[] = [];
   #layer = -1;
   #adds = 0;
+  #lastMatmul = "";
   /** Element offset in the activation region → name of the tensor last written there. */
   #writer = new Map<number, string>();
 
@@ -262,13 +286,24 @@ class TapList extends CommandList {
     this.clear();
   }
 
-  #record(name: string, where: Layout, pick: "first" | "last" = "last", extra: Partial<Tensor> = {}): void {
+  /**
+   * Records what a command wrote at `where` (through `view`: the node as llama.cpp names it is a
+   * function of our buffer, whose inverse forces llama.cpp's values back into it).
+   */
+  #record(
+    name: string,
+    where: Layout,
+    pick: "first" | "last" = "last",
+    extra: Partial<Tensor> = {},
+    view?: { of: (x: number) => number; inverse: (y: number) => number },
+  ): void {
     const full = this.#layer >= 0 ? `${name}-${this.#layer}` : name;
-    const values = readLayout(this.a.region, where);
+    const raw = readLayout(this.a.region, where);
+    const values = view ? raw.map(view.of) : raw;
     this.tensors.push({ name: full, pick, values, ...extra });
     this.#writer.set(where.ref.offset, full);
     const theirs = this.force && counterpart(this.force, { name: full, pick }, values.length);
-    if (theirs) writeLayout(this.a.region, where, theirs);
+    if (theirs) writeLayout(this.a.region, where, view ? theirs.map(view.inverse) : theirs);
   }
 
   override embed(weight: number, tokens: Ref, nTokens: number, out: Ref, outStride: number): this {
@@ -285,10 +320,51 @@ class TapList extends CommandList {
     const name = w.field === "lmHead" ? "result_output" : MATMUL_NAMES[w.field];
     // llama.cpp names the raw K and V projections and their reshaped/roped successors alike
     const pick = name === "Kcur" || name === "Vcur" ? "first" : "last";
+    this.#lastMatmul = name;
+    if (w.field === "ffn.sharedGateInp") {
+      // One value per token, a sum of E products that can cancel to near 0, where a mark
+      // relative to the node's largest value would measure rounding alone: compared after the
+      // sigmoid the combine applies (llama.cpp's next node).
+      const sigmoid = { of: (x: number) => 1 / (1 + Math.exp(-x)), inverse: (p: number) => Math.log(p / (1 - p)) };
+      this.#record("shared_expert_gate_sigmoid", layout(y, nTokens, yStride, 1), "last", {}, sigmoid);
+      return this;
+    }
     this.#record(name, layout(y, nTokens, yStride, w.rows), pick, {
       input: this.#writer.get(x.offset),
       weightType: w.type,
     });
+    return this;
+  }
+
+  override matmulExperts(...args: Parameters<CommandList["matmulExperts"]>): this {
+    super.matmulExperts(...args);
+    this.#run();
+    const [weight, x, , , , s, y, yStride] = args;
+    const w = this.weights.get(weight)!;
+    // a fused gate/up tensor is read twice: its gate rows (first 0), then its up rows
+    const name = w.field === "ffn.down" ? "ffn_moe_down" : s.first === 0 && w.field === "ffn.gate" ? "ffn_moe_gate" : "ffn_moe_up";
+    this.#lastMatmul = name;
+    this.#record(name, layout(y, s.nTokens * s.k, yStride, s.rows), "last", {
+      input: this.#writer.get(x.offset),
+      weightType: w.type,
+    });
+    return this;
+  }
+
+  override moeRoute(...args: Parameters<CommandList["moeRoute"]>): this {
+    super.moeRoute(...args);
+    this.#run();
+    const [, nTokens, , k, , weights] = args;
+    // the chosen ids are I32 in llama.cpp (not dumped); a different choice shows in the next nodes
+    this.#record("ffn_moe_weights_norm", layout(weights, 1, nTokens * k, nTokens * k));
+    return this;
+  }
+
+  override moeCombine(...args: Parameters<CommandList["moeCombine"]>): this {
+    super.moeCombine(...args);
+    this.#run();
+    const [, , , nTokens, , dim, , , out] = args;
+    this.#record("ffn_out", layout(out, nTokens, dim, dim));
     return this;
   }
 
@@ -335,7 +411,7 @@ class TapList extends CommandList {
   override swiglu(gate: Ref, up: Ref, out: Ref, n: number): this {
     super.swiglu(gate, up, out, n);
     this.#run();
-    this.#record("ffn_swiglu", layout(out, 1, n, n));
+    this.#record(this.#lastMatmul === "ffn_moe_up" ? "ffn_moe_swiglu" : "ffn_swiglu", layout(out, 1, n, n));
     return this;
   }
 
@@ -477,7 +553,7 @@ export function dumpOurs(
     for (const r of regions) r.free();
     a.free();
     ctx.free();
-    w.mapping.free();
+    freeMappings(w);
   }
 }
 

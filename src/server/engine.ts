@@ -523,6 +523,7 @@ export class Engine {
     const piece = job.prompt.subarray(from, to);
     if (this.nonblocking) await session.evalAsync(piece, { out: slot.logits });
     else session.eval(piece, { out: slot.logits });
+    if (slot.job !== job) return; // the engine closed meanwhile
     slot.validKv = to;
     if (to < stop) return;
     slot.stops.shift();

@@ -112,6 +112,34 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
   assert.ok(timed && timed.match(/[\d.]+/g)!.length === 2, `timed row: ${timed}`);
 });
 
+Deno.test("bench --depth: pp and decode at each depth for both engines, the table and the memory line", async () => {
+  const depthArgs = ["-m", model, "-t", "1", "--pp", "16", "--tg", "4", "--depth", "64,0", "-ctk", "q8_0", "-ctv", "q8_0"];
+  const r = await bench(...depthArgs, "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.deepEqual(report.depths, [0, 64]);
+  assert.equal(report.cacheTypeK, "q8_0");
+  assert.deepEqual(report.runs.map((x: { engine: string }) => x.engine), ["deltaq", "llama.cpp"]);
+  for (const run of report.runs) {
+    assert.deepEqual(run.points.map((p: { depth: number }) => p.depth), [0, 64]);
+    for (const p of run.points) {
+      positive(p.pp.tokensPerSecond, `${run.engine} pp at ${p.depth}`);
+      positive(p.tg.tokensPerSecond, `${run.engine} tg at ${p.depth}`);
+    }
+    positive(run.peakRssKiB, `${run.engine} peak RSS`);
+  }
+  assert.equal(report.rows[0].tgOfDepth0, 1);
+  positive(report.rows[1].ppRatio, "pp ratio");
+  positive(report.memory.kvCacheBytes, "KV bytes");
+
+  const table = await bench(...depthArgs);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0/);
+  assert.match(table.stdout, /KV cache q8_0\/q8_0/);
+  assert.match(table.stdout, /peak RSS, deltaq, after depth 64: [\d,]+ MiB against file/);
+  assert.match((await bench("--depth", "0,x")).stderr, /--depth needs a comma-separated list/);
+});
+
 Deno.test("bench: mistakes end with one line, --help lists the options", async () => {
   const cases: [string[], RegExp][] = [
     [["--reps", "0"], /--reps must be at least 1/],
@@ -137,6 +165,8 @@ Deno.test("bench: mistakes end with one line, --help lists the options", async (
       "--profile",
       "--no-reference",
       "--json",
+      "--depth",
+      "--cache-type-k",
     ]
   ) {
     assert.ok(help.stdout.includes(flag), flag);
@@ -167,12 +197,34 @@ Deno.test("bench helpers: medians, decode bytes, profile categories", () => {
     }),
     70,
   );
+  // mixture of experts: a token streams k of the X experts of each *_exps tensor, all the rest
+  const moe = new Map<string, unknown>([
+    ["general.architecture", "qwen35moe"],
+    ["qwen35moe.block_count", 1],
+    ["qwen35moe.expert_count", 8],
+    ["qwen35moe.expert_used_count", 2],
+  ]);
+  assert.equal(
+    decodeWeightBytes({
+      metadata: moe,
+      tensors: [
+        tensor("token_embd.weight", 100),
+        tensor("blk.0.ffn_gate_inp.weight", 4),
+        tensor("blk.0.ffn_up_exps.weight", 80),
+        tensor("blk.0.ffn_down_exps.weight", 40),
+        tensor("blk.0.ffn_up_shexp.weight", 10),
+      ],
+    }),
+    100 + 4 + 20 + 10 + 10,
+  );
 
   const b = categorize(
     {
       entries: [
-        { label: "ffn", op: "matmul", weightType: 12, ms: 6, calls: 3 },
+        { label: "ffn", op: "matmul", weightType: 12, ms: 5.5, calls: 3 },
         { label: "lm_head", op: "matmul", weightType: 14, ms: 2, calls: 1 },
+        { label: "ffn", op: "matmul_experts", weightType: 12, ms: 0.25, calls: 1 },
+        { label: "ffn", op: "moe_route", weightType: 0, ms: 0.25, calls: 1 },
         { label: "deltanet", op: "conv1d", weightType: 0, ms: 1, calls: 1 },
         { label: "other", op: "label", weightType: 0, ms: 0.5, calls: 9 },
       ],
@@ -183,9 +235,11 @@ Deno.test("bench helpers: medians, decode bytes, profile categories", () => {
     12,
   );
   const ms = Object.fromEntries(b.rows.map((r) => [r.category, r.msPerToken * 2]));
-  assert.equal(ms["matmul Q4_K"], 6);
+  assert.equal(ms["matmul Q4_K"], 5.5);
   assert.equal(ms["LM head matmul Q6_K"], 2);
   assert.equal(ms["DeltaNet (recurrence, conv1d, gated norm)"], 1);
+  assert.equal(ms["matmul Q4_K (experts)"], 0.25);
+  assert.equal(ms["expert routing and weighted sum"], 0.25);
   assert.equal(ms["FFI + dispatch (exec wall − kernels)"], 1); // 10 − 9, label commands count as dispatch
   assert.equal(ms["JS command encoding"], 1);
   assert.equal(ms["rest of eval (logits copy, argmax)"], 1);

@@ -179,6 +179,17 @@ const cases: CliCase[] = [
   { name: "--raw with --chat", args: () => ["-m", micro, "--raw", "--chat", "-p", "hi"], expect: "--raw and --chat cannot be combined" },
   { name: "no prompt", args: () => ["-m", micro], expect: /^no prompt: give one with -p TEXT/ },
   { name: "prompt file missing", args: () => ["-m", micro, "-f", `${dir}/none.txt`], expect: () => `${dir}/none.txt: cannot read the prompt file: no such file` },
+  // --- bench
+  {
+    name: "bench: unknown model type",
+    args: () => ["bench", "--type", "Q9_9"],
+    expect: /^unknown benchmark model type "Q9_9"; use one of .*Q4_0.*IQ4_XS/,
+  },
+  {
+    name: "bench: -m and --type together",
+    args: () => ["bench", "-m", micro, "--type", "Q4_0"],
+    expect: "bench takes either -m FILE or --type T (the synthetic model's type), not both",
+  },
   // --- downloads
   {
     name: "--hf: interrupted download",

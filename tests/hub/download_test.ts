@@ -235,10 +235,15 @@ Deno.test("hub: quantization choice through a paginated listing, files in folder
       resolveModel({ repo: REPO, quant: "Q5_K_S" }, options(hub, cacheDir)),
       /^org\/Model-GGUF has no Q5_K_S GGUF; available quantizations: Q2_K, Q4_K_M, Q8_0$/,
     );
-    await rejectsWith(
-      resolveModel({ repo: REPO, quant: "Q4_K_M" }, options(hub, cacheDir)),
-      /Model-Q4_K_M is split into 2 files .* choose a single-file quantization: Q2_K, Q8_0$/,
-    );
+    // A split quantization: every part is downloaded next to the first, whose path comes back.
+    const first = await resolveModel({ repo: REPO, quant: "Q4_K_M" }, options(hub, cacheDir));
+    assert.equal(first, join(cacheDir, REPO_DIR, "snapshots", COMMIT, "Model-Q4_K_M-00001-of-00002.gguf"));
+    assert.deepEqual(Deno.readFileSync(first), fakeGguf(1000, 5));
+    assert.deepEqual(Deno.readFileSync(first.replace("-00001-of-", "-00002-of-")), fakeGguf(1000, 6));
+    const downloads = hub.seen("/cdn/").length;
+    assert.equal(await resolveModel({ repo: REPO, quant: "Q4_K_M" }, options(hub, cacheDir, { offline: true })), first);
+    assert.equal(await resolveModel({ repo: REPO, quant: "Q4_K_M" }, options(hub, cacheDir)), first);
+    assert.equal(hub.seen("/cdn/").length, downloads, "cached parts are not downloaded again");
     await rejectsWith(
       resolveModel({ repo: REPO, file: "Model-Q3_K.gguf" }, options(hub, cacheDir)),
       /^org\/Model-GGUF has no file Model-Q3_K\.gguf; GGUF files: /,

@@ -22,7 +22,9 @@ Deno.test("select: a quantization tag matches whole tags only, in any case", () 
   assert.equal(splitPart("M-Q8_0.gguf"), undefined);
 });
 
-Deno.test("select: single files win over split ones; projectors and importance matrices are not models", () => {
+const paths = (chosen: RepoFile[]) => chosen.map((f) => f.path);
+
+Deno.test("select: single files win over split ones; a split one is all its parts; projectors and importance matrices are not models", () => {
   const repo = files(
     "README.md",
     "imatrix_unsloth.gguf",
@@ -34,33 +36,43 @@ Deno.test("select: single files win over split ones; projectors and importance m
     "Q4_K_M/M-Q4_K_M-00001-of-00002.gguf",
     "Q4_K_M/M-Q4_K_M-00002-of-00002.gguf",
   );
-  assert.equal(chooseGguf(repo, { quant: "Q4_K_M" }, "r").path, "M-Q4_K_M.gguf");
-  assert.equal(chooseGguf(repo, {}, "r").path, "M-Q4_K_M.gguf", "Q4_K_M is the default");
-  assert.equal(chooseGguf(repo, { quant: "ud-q4_k_xl" }, "r").path, "M-UD-Q4_K_XL.gguf");
+  assert.deepEqual(paths(chooseGguf(repo, { quant: "Q4_K_M" }, "r")), ["M-Q4_K_M.gguf"]);
+  assert.deepEqual(paths(chooseGguf(repo, {}, "r")), ["M-Q4_K_M.gguf"], "Q4_K_M is the default");
+  assert.deepEqual(paths(chooseGguf(repo, { quant: "ud-q4_k_xl" }, "r")), ["M-UD-Q4_K_XL.gguf"]);
   assert.deepEqual(availableQuants(repo), ["BF16", "Q4_K_M", "Q4_K_XL"]);
   throwsDeltaq(
     () => chooseGguf(repo, { quant: "F16" }, "r"),
     /^r has no F16 GGUF; available quantizations: BF16, Q4_K_M, Q4_K_XL$/,
   );
+  assert.deepEqual(paths(chooseGguf(repo, { quant: "BF16" }, "r")), ["M-BF16-00001-of-00002.gguf", "M-BF16-00002-of-00002.gguf"]);
+  assert.deepEqual(
+    paths(chooseGguf(repo, { file: "Q4_K_M/M-Q4_K_M-00002-of-00002.gguf" }, "r")),
+    ["Q4_K_M/M-Q4_K_M-00001-of-00002.gguf", "Q4_K_M/M-Q4_K_M-00002-of-00002.gguf"],
+    "naming any part takes them all",
+  );
   throwsDeltaq(
-    () => chooseGguf(repo, { quant: "BF16" }, "r"),
-    /^r: M-BF16 is split into 2 files \(M-BF16-00001-of-00002\.gguf …\); deltaq loads single-file GGUFs only .*llama-gguf-split --merge.*single-file quantization: Q4_K_M, Q4_K_XL$/,
+    () => chooseGguf(repo.filter((f) => !f.path.startsWith("M-BF16-00002")), { quant: "BF16" }, "r"),
+    /^r: M-BF16-00001-of-00002\.gguf is part of a model split into 2 files, but M-BF16-00002-of-00002\.gguf is missing$/,
   );
 });
 
 Deno.test("select: without Q4_K_M the first single-file model is used; a repo without models is an error", () => {
-  assert.equal(chooseGguf(files("b-Q8_0.gguf", "a-Q6_K.gguf", "mmproj-a.gguf"), {}, "r").path, "a-Q6_K.gguf");
-  assert.equal(chooseGguf(files("a-F16-00001-of-00002.gguf", "b-Q8_0.gguf"), {}, "r").path, "b-Q8_0.gguf");
+  assert.deepEqual(paths(chooseGguf(files("b-Q8_0.gguf", "a-Q6_K.gguf", "mmproj-a.gguf"), {}, "r")), ["a-Q6_K.gguf"]);
+  assert.deepEqual(paths(chooseGguf(files("a-F16-00001-of-00002.gguf", "b-Q8_0.gguf"), {}, "r")), ["b-Q8_0.gguf"]);
   throwsDeltaq(
     () => chooseGguf(files("README.md", "mmproj-F16.gguf"), {}, "r"),
     /^r: it holds no GGUF model files$/,
   );
-  throwsDeltaq(() => chooseGguf(files("x-F16-00001-of-00002.gguf"), {}, "r"), /split into 2 files/);
+  throwsDeltaq(() => chooseGguf(files("x-F16-00001-of-00002.gguf"), {}, "r"), /split into 2 files, but x-F16-00002-of-00002\.gguf is missing/);
+  assert.deepEqual(
+    paths(chooseGguf(files("x-F16-00002-of-00002.gguf", "x-F16-00001-of-00002.gguf"), {}, "r")),
+    ["x-F16-00001-of-00002.gguf", "x-F16-00002-of-00002.gguf"],
+  );
 });
 
 Deno.test("select: an exact file is taken as named, and its absence lists the GGUF files", () => {
   const repo = files("mmproj-F16.gguf", "M-Q8_0.gguf", "README.md");
-  assert.equal(chooseGguf(repo, { file: "mmproj-F16.gguf" }, "r").path, "mmproj-F16.gguf");
+  assert.deepEqual(paths(chooseGguf(repo, { file: "mmproj-F16.gguf" }, "r")), ["mmproj-F16.gguf"]);
   throwsDeltaq(
     () => chooseGguf(repo, { file: "M-Q2_K.gguf" }, "r"),
     /^r has no file M-Q2_K\.gguf; GGUF files: mmproj-F16\.gguf, M-Q8_0\.gguf$/,

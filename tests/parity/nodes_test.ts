@@ -1,9 +1,10 @@
 /**
  * Node-by-node parity with llama.cpp: every operation of deltaq's forward pass, run on exactly
  * llama.cpp's inputs for it (teacher forcing, src/oracle/intermediates.ts), must reproduce
- * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes in every
- * file type the logit parity test uses, for a 72-token prompt in one call and for tokens fed one
- * at a time.
+ * llama.cpp's result for the same graph node to float noise — on the two synthetic shapes and the
+ * two mixture-of-experts shapes in every file type the logit parity test uses, for a 72-token
+ * prompt in one call and for tokens fed one at a time. (The experts each token picks are not a
+ * node llama.cpp reports as floats; a different pick shows as a mismatch of the expert nodes.)
  *
  * Why this exists next to the logit test: on quantized models the two engines' logits cannot
  * agree to better than the noise of activation quantization. A ~1e-7 float difference sooner or
@@ -27,7 +28,7 @@ import {
   dumpOurs,
   mergeCalls,
 } from "../../src/oracle/intermediates.ts";
-import type { QuantizeType } from "../../src/oracle/llama.ts";
+import type { QuantizeOptions, QuantizeType } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
 
 const PROMPT = 72;
@@ -56,8 +57,15 @@ const TYPES: FileType[] = [
   "IQ2_M",
   "IQ1_S",
   "IQ1_M",
+  "Q4_0",
+  "Q5_0",
+  "IQ4_NL",
+  "Q4_1",
+  "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
+const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
+const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K", "MXFP4_MOE"];
 
 function check(table: Comparison[], what: string, tolerance: (node: string) => number): void {
   assert.ok(table.length > 0, `${what}: no nodes compared`);
@@ -79,25 +87,33 @@ function check(table: Comparison[], what: string, tolerance: (node: string) => n
   }
 }
 
+/** One node-by-node case: a cached test model of `type` (made with `quantOptions`). */
+function nodeCase(type: FileType, shape: string, quantOptions?: QuantizeOptions, label: string = type): void {
+  Deno.test(`node-by-node parity with llama.cpp: ${shape} ${label}, prompt and token by token`, async () => {
+    const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type, quantOptions });
+    const tokens = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % 1000);
+
+    const prompt = dumpLlama(path, [tokens]);
+    const ours = dumpOurs(path, [tokens], prompt.calls);
+    check(compareCall(ours.calls[0], prompt.calls[0]), `${shape} ${type} prompt`, () => NODE_TOLERANCE);
+
+    const steps = tokens.slice(0, STEPS).map((t) => [t]);
+    const stepwise = dumpLlama(path, steps);
+    const oursStepwise = dumpOurs(path, steps, stepwise.calls);
+    const table = mergeCalls(oursStepwise.calls.map((c, i) => compareCall(c, stepwise.calls[i])));
+    check(
+      table,
+      `${shape} ${type} token by token`,
+      (node) => node.startsWith("attn_pregate-") ? DECODE_ATTENTION_TOLERANCE : NODE_TOLERANCE,
+    );
+  });
+}
+
 for (const shape of SHAPES) {
-  for (const type of TYPES) {
-    Deno.test(`node-by-node parity with llama.cpp: ${shape} ${type}, prompt and token by token`, async () => {
-      const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type });
-      const tokens = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % 1000);
+  for (const type of TYPES) nodeCase(type, shape);
+  nodeCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");
+}
 
-      const prompt = dumpLlama(path, [tokens]);
-      const ours = dumpOurs(path, [tokens], prompt.calls);
-      check(compareCall(ours.calls[0], prompt.calls[0]), `${shape} ${type} prompt`, () => NODE_TOLERANCE);
-
-      const steps = tokens.slice(0, STEPS).map((t) => [t]);
-      const stepwise = dumpLlama(path, steps);
-      const oursStepwise = dumpOurs(path, steps, stepwise.calls);
-      const table = mergeCalls(oursStepwise.calls.map((c, i) => compareCall(c, stepwise.calls[i])));
-      check(
-        table,
-        `${shape} ${type} token by token`,
-        (node) => node.startsWith("attn_pregate-") ? DECODE_ATTENTION_TOLERANCE : NODE_TOLERANCE,
-      );
-    });
-  }
+for (const shape of MOE_SHAPES) {
+  for (const type of MOE_TYPES) nodeCase(type, shape);
 }

@@ -2,8 +2,12 @@
  * Logit parity with llama.cpp (the pinned build) on synthetic Qwen3.5 models: two shapes (one with
  * full_attention_interval 3 and a V/K head ratio of 4, one with interval 4 and ratio 2), written as
  * F32 and converted by llama.cpp itself to F16, BF16, Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S,
- * Q3_K_M, Q3_K_L and IQ4_XS (presets that mix types tensor by tensor). Each file is
- * evaluated on 72 positions, as one prompt and token by token, by both engines.
+ * Q3_K_M, Q3_K_L, IQ4_XS, Q4_0, Q5_0, IQ4_NL, Q4_1 and Q5_1 (presets that mix types tensor by
+ * tensor), and to MXFP4 in every matrix (no preset makes MXFP4 for a dense model: the MXFP4_MOE
+ * file type with --pure, token embedding and LM head included); and two mixture-of-experts
+ * (`qwen35moe`) shapes (6 experts, 2 used, tied, fused gate/up; 5 experts, 1 used, untied, split
+ * gate/up) as F32, Q8_0, Q4_K_M, Q6_K and MXFP4_MOE (experts in MXFP4). Each file is evaluated on
+ * 72 positions, as one prompt and token by token, by both engines.
  *
  * The grid-based IQ types (IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M) run as llama.cpp's
  * own mixes on tiny-b (IQ2_M is the mix whose base type is IQ2_S; all but IQ3_S are made with a
@@ -49,8 +53,16 @@ const TYPES: FileType[] = [
   "Q3_K_M",
   "Q3_K_L",
   "IQ4_XS",
+  "Q4_0",
+  "Q5_0",
+  "IQ4_NL",
+  "Q4_1",
+  "Q5_1",
 ];
 const SHAPES = ["tiny", "tiny-b"] as const;
+/** Mixture-of-experts shapes and the file types llama.cpp converts them to. */
+const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
+const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K", "MXFP4_MOE"];
 
 /** Deterministic prompt ids spread over the vocabulary. */
 function promptTokens(nVocab: number, n: number, seed: number): number[] {
@@ -211,6 +223,9 @@ function parityCase(
 for (const shape of SHAPES) {
   for (const type of TYPES) parityCase(type, shape);
 }
+for (const shape of MOE_SHAPES) {
+  for (const type of MOE_TYPES) parityCase(type, shape);
+}
 
 const IQ_TYPES: QuantizeType[] = ["IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_M", "IQ1_S", "IQ1_M"];
 for (const type of IQ_TYPES) {
@@ -218,3 +233,7 @@ for (const type of IQ_TYPES) {
   if (type === "IQ3_S") parityCase(type, "tiny"); // its mix is IQ3_S throughout but the tied Q6_K head
   else parityCase(type, "tiny", { pure: true }, `${type} pure`);
 }
+
+// MXFP4: every matrix, token embedding and LM head included (MXFP4_MOE's own mix is all Q8_0 for a
+// dense model).
+for (const shape of SHAPES) parityCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");

@@ -2,7 +2,7 @@
  * The valid models the robustness tests break: synthetic qwen35 files small enough (~50–100 KB)
  * that thousands of mutated copies parse and load in seconds, in the layouts the loader
  * distinguishes (tied and untied LM head, interval and explicit layer schedule, an MTP block,
- * F32 and F16 matrices). Cached by tests/models.ts.
+ * F32 and F16 matrices, a mixture-of-experts FFN). Cached by tests/models.ts.
  */
 import type { Qwen35Shape } from "../../src/model/synth.ts";
 import { testModel, type TestModelSpec } from "../models.ts";
@@ -44,6 +44,16 @@ export const BASES: Record<string, TestModelSpec> = {
     },
   },
   "micro-f16": { preset: "tiny", type: "f16", shape: MICRO },
+  /** Mixture of experts (qwen35moe): 3 experts, 2 used, separate gate and up experts. */
+  "micro-moe": {
+    preset: "tiny",
+    type: "f32",
+    shape: {
+      ...MICRO,
+      feedForward: 0,
+      moe: { experts: 3, expertsUsed: 2, expertFeedForward: 32, sharedFeedForward: 32, fusedGateUp: false },
+    },
+  },
 };
 
 export type BaseName = keyof typeof BASES;

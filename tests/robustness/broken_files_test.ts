@@ -34,6 +34,7 @@ globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: tr
 const paths = await basePaths();
 const base = scanGguf(Deno.readFileSync(paths.micro));
 const baseB = scanGguf(Deno.readFileSync(paths["micro-b"]));
+const baseMoe = scanGguf(Deno.readFileSync(paths["micro-moe"]));
 
 function kv(map: GgufMap, key: string): KvField {
   const f = map.kvs.find((k) => k.key === key);
@@ -341,7 +342,7 @@ const cases: Case[] = [
   model(
     "another architecture",
     () => encodeGguf(setKv(parts(), "general.architecture", value.string("llama"))),
-    `unsupported architecture "llama" (deltaq runs Qwen3.5 models, architecture "qwen35")`,
+    `unsupported architecture "llama" (deltaq runs Qwen3.5 models, architecture "qwen35" or "qwen35moe")`,
   ),
   model(
     "no architecture",
@@ -531,6 +532,71 @@ const cases: Case[] = [
     () => patchU32(bytes, tensor(base, "blk.0.ffn_up.weight").typeAt, 9),
     "tensor blk.0.ffn_up.weight has type Q8_1, which deltaq cannot compute with",
   ),
+  // --- model: mixture of experts (qwen35moe)
+  model("missing expert tensor", () => {
+    const p = parts(baseMoe);
+    return encodeGguf({ ...p, tensors: p.tensors.filter((t) => t.name !== "blk.1.ffn_down_exps.weight") });
+  }, "required tensor blk.1.ffn_down_exps.weight is missing"),
+  model(
+    "expert tensor with too few experts",
+    () => encodeGguf(editTensor(parts(baseMoe), "blk.0.ffn_up_exps.weight", (t) => ({ ...t, dims: [32n, 48n, 2n] }))),
+    "tensor blk.0.ffn_up_exps.weight has shape [32, 48, 2], expected [32, 32, 3]",
+  ),
+  model(
+    "expert tensor stored 2-D",
+    () => encodeGguf(editTensor(parts(baseMoe), "blk.0.ffn_gate_exps.weight", (t) => ({ ...t, dims: [32n, 96n] }))),
+    "tensor blk.0.ffn_gate_exps.weight has shape [32, 96], expected [32, 32, 3]",
+  ),
+  model(
+    "router with the wrong expert count",
+    () => encodeGguf(editTensor(parts(baseMoe), "blk.1.ffn_gate_inp.weight", (t) => ({ ...t, dims: [32n, 2n] }))),
+    "tensor blk.1.ffn_gate_inp.weight has shape [32, 2], expected [32, 3]",
+  ),
+  model("missing shared expert", () => {
+    const p = parts(baseMoe);
+    return encodeGguf({ ...p, tensors: p.tensors.filter((t) => t.name !== "blk.0.ffn_up_shexp.weight") });
+  }, "required tensor blk.0.ffn_up_shexp.weight is missing"),
+  model(
+    "more experts used than exist",
+    () => encodeGguf(setKv(parts(baseMoe), "qwen35moe.expert_used_count", value.u32(4))),
+    "expert_used_count 4 is outside 1..expert_count (3)",
+  ),
+  model(
+    "no expert count",
+    () => encodeGguf(removeKv(parts(baseMoe), "qwen35moe.expert_count")),
+    "required metadata key qwen35moe.expert_count is missing",
+  ),
+  model(
+    "more experts than llama.cpp allows",
+    () => encodeGguf(setKv(parts(baseMoe), "qwen35moe.expert_count", value.u32(2048))),
+    "expert_count 2048 is outside 1..1024",
+  ),
+  model(
+    "per-layer used counts shorter than the layers",
+    () =>
+      encodeGguf(
+        setKv(parts(baseMoe), "qwen35moe.expert_used_count", value.array(GgufValueType.UINT32, 1, new Bytes().u32(2).bytes())),
+      ),
+    "qwen35moe.expert_used_count has 1 entries for 2 layers",
+  ),
+  model(
+    "no expert width and no FFN width to derive it from",
+    () => encodeGguf(removeKv(parts(baseMoe), "qwen35moe.expert_feed_forward_length")),
+    "expert_feed_forward_length is missing or zero",
+  ),
+  model(
+    "grouped expert selection",
+    () => encodeGguf(setKv(parts(baseMoe), "qwen35moe.expert_group_count", value.u32(3))),
+    "grouped expert selection (expert_group_count > 1) is not supported",
+  ),
+  model("per-expert output scales", () => {
+    const p = parts(baseMoe);
+    const at = Math.ceil(p.data.length / 32) * 32; // 3 F32 values after the last tensor
+    const data = new Uint8Array(at + 32);
+    data.set(p.data);
+    const scale = { name: "blk.0.ffn_down_exps.scale", dims: [3n], type: 0, offset: BigInt(at) };
+    return encodeGguf({ ...p, data, tensors: [...p.tensors, scale] });
+  }, "tensor blk.0.ffn_down_exps.scale: per-expert output scales are not supported"),
   model("tensor data the kernels cannot address (alignment 1)", () => {
     const p = withHeaderRemainder(setKv(parts(), "general.alignment", value.u32(1)), 4, 1);
     return encodeGguf({ ...p, alignment: 1 });

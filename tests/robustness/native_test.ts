@@ -417,8 +417,8 @@ const cases: Case[] = [
   },
   {
     name: "weight of an unsupported type",
-    run: () => registerWeight(wRegion, 0, 2, 32, 1),
-    expect: "tensor type 2 is not supported",
+    run: () => registerWeight(wRegion, 0, 9, 32, 1), // Q8_1: an activation format, never a weight
+    expect: "tensor type 9 is not supported",
   },
   {
     name: "weight of an unknown type",
@@ -470,9 +470,9 @@ const cases: Case[] = [
   },
   { name: "mapping an empty file", run: () => mapFile(emptyFile()), expect: "the file is empty" },
   {
-    name: "repacking a matrix that is neither Q4_K nor IQ3_S",
+    name: "repacking a matrix of a type without a repacked layout",
     run: () => ctx.repack(embed4x8, buf, 0),
-    expect: "cannot be repacked (only Q4_K with a multiple of 8 rows, and IQ3_S)",
+    expect: "cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, Q4_0 and Q8_0 with rows of a multiple of 256 values, and IQ3_S)",
   },
   {
     name: "repacking Q4_K rows that are not whole groups of 8",

@@ -1,6 +1,6 @@
 /**
  * llama.cpp's view of the synthetic models: it loads every variant (F32, F16 with an MTP block and
- * explicit recurrent_layers, BF16, a Q4_K_M quantization), tokenizes with the synthetic BPE, and the
+ * explicit recurrent_layers, BF16, a Q4_K_M quantization, both mixture-of-experts shapes), tokenizes with the synthetic BPE, and the
  * logits are usable as a reference: finite, spread like a language model's (neither uniform nor
  * one-hot), and not chaotic — a 1e-3 relative perturbation of one weight tensor moves them by well
  * under 2%, so ~1e-3 numeric differences between engines stay visible as small differences.
@@ -91,6 +91,8 @@ Deno.test("llama.cpp loads every variant and its logits are finite, spread and n
       await write("tiny-b-f16-mtp", { shape: { ...PRESETS["tiny-b"], mtpLayers: 1 }, type: "f16", seed: 12 }),
     ],
     ["tiny BF16", await write("tiny-bf16", { shape: PRESETS.tiny, type: "bf16", seed: 13 })],
+    ["tiny-moe F32 (qwen35moe)", await write("tiny-moe", { shape: PRESETS["tiny-moe"], type: "f32", seed: 14 })],
+    ["tiny-moe-b F16 (qwen35moe)", await write("tiny-moe-b", { shape: PRESETS["tiny-moe-b"], type: "f16", seed: 15 })],
   ];
   for (const [name, path] of models) {
     const { tokens, logits, greedy, nVocab } = evalPrompt(path);

@@ -217,6 +217,72 @@ Deno.test("weights follow the recipe: scales, norms, negative ssm_a, k rows and 
   }
 });
 
+Deno.test("mixture of experts: qwen35moe keys and tensors; fused and split gate/up hold the same values", async () => {
+  for (const preset of ["tiny-moe", "tiny-moe-b"] as const) {
+    const shape = PRESETS[preset], m = shape.moe!;
+    const { path, gguf } = await write(preset, shape, "f32", 4);
+    assert.equal(gguf.metadata.get("general.architecture"), "qwen35moe");
+    for (const [k, v] of Object.entries({
+      expert_count: m.experts,
+      expert_used_count: m.expertsUsed,
+      expert_feed_forward_length: m.expertFeedForward,
+      expert_shared_feed_forward_length: m.sharedFeedForward,
+    })) {
+      assert.equal(gguf.metadata.get(`qwen35moe.${k}`), v, k);
+      assert.equal(gguf.metadataTypes.get(`qwen35moe.${k}`)?.type, T.UINT32, k);
+    }
+    assert.equal(gguf.metadata.get("qwen35moe.feed_forward_length"), shape.feedForward || undefined);
+    const cfg = readConfig(new Metadata(gguf, path), gguf.tensors, path); // every tensor present and shaped
+    assert.deepEqual(cfg.moe?.fusedGateUp, new Array(shape.layers).fill(m.fusedGateUp));
+    // exactly what llama.cpp's qwen35moe loader creates: 3 + per layer 2 norms, the mixer's 6
+    // or 9, router, down experts, 4 shared-expert tensors and 1 or 2 gate/up experts
+    const perLayer = Array.from({ length: shape.layers }, (_, i) =>
+      2 + (isFullAttention(shape, i) ? 6 : 9) + 1 + 1 + 4 + (m.fusedGateUp ? 1 : 2)
+    ).reduce((a, b) => a + b, 0);
+    assert.equal(gguf.tensors.length, 3 - (shape.tiedOutput ? 1 : 0) + perLayer, `${preset}: tensor count`);
+    assert.equal(gguf.tensors.find((t) => t.name === "blk.0.ffn_gate_inp.weight")!.type, 0, "router is F32");
+    assert.ok(!gguf.tensors.some((t) => /ffn_(gate|up|down)\.weight$/.test(t.name)), "no dense FFN");
+  }
+  // the same model with the other gate/up layout: fused rows e·2F.. are gate rows e·F.., then up rows
+  const split = await write("moe-split", { ...PRESETS["tiny-moe"], moe: { ...PRESETS["tiny-moe"].moe!, fusedGateUp: false } }, "f32", 4);
+  const fused = await write("tiny-moe", PRESETS["tiny-moe"], "f32", 4);
+  const E = PRESETS["tiny-moe"].embedding, F = PRESETS["tiny-moe"].moe!.expertFeedForward;
+  const gateUp = tensorF32(fused.gguf, fused.bytes, "blk.1.ffn_gate_up_exps.weight");
+  const gate = tensorF32(split.gguf, split.bytes, "blk.1.ffn_gate_exps.weight");
+  const up = tensorF32(split.gguf, split.bytes, "blk.1.ffn_up_exps.weight");
+  for (const e of [0, 5]) {
+    assert.deepEqual(gateUp.subarray(2 * e * F * E, (2 * e + 1) * F * E), gate.subarray(e * F * E, (e + 1) * F * E));
+    assert.deepEqual(gateUp.subarray((2 * e + 1) * F * E, (2 * e + 2) * F * E), up.subarray(e * F * E, (e + 1) * F * E));
+  }
+});
+
+Deno.test("mixture of experts: the router's k-th and (k+1)-th choices are never close", async () => {
+  // The router is built so that engines differing by rounding noise pick the same experts
+  // (synth.ts, "Routing without near-ties"): measured on deltaq's own router logits for a prompt.
+  const { dumpOurs } = await import("../../src/oracle/intermediates.ts");
+  for (const preset of ["tiny-moe", "tiny-moe-b"] as const) {
+    const shape = PRESETS[preset], k = shape.moe!.expertsUsed;
+    const { path } = await write(`${preset}-route`, shape, "f32", 1);
+    const tokens = Array.from({ length: 72 }, (_, i) => (i * 7919 + 13) % shape.vocabSize);
+    const [call] = dumpOurs(path, [tokens], null).calls;
+    let gap = Infinity, layers = 0;
+    const chosen = new Set<number>();
+    for (const t of call.filter((t) => t.name.startsWith("ffn_moe_logits-"))) {
+      layers++;
+      const X = t.values.length / tokens.length;
+      for (let p = 0; p < tokens.length; p++) {
+        const z = Array.from(t.values.subarray(p * X, (p + 1) * X), (v, e) => [v, e]).sort((a, b) => b[0] - a[0]);
+        gap = Math.min(gap, z[k - 1][0] - z[k][0]);
+        for (const [, e] of z.slice(0, k)) chosen.add(e);
+      }
+    }
+    assert.equal(layers, shape.layers);
+    // rounding noise between engines is ~1e-6 (F32) to ~1e-2 (quantized) of a logit
+    assert.ok(gap > 1, `${preset}: smallest gap ${gap}`);
+    assert.equal(chosen.size, shape.moe!.experts, `${preset}: every expert is chosen by some token`);
+  }
+});
+
 Deno.test("synthetic vocab: byte symbols, learned merges, Qwen specials, unused padding", () => {
   const size = 1000;
   const vocab = syntheticVocab(size);

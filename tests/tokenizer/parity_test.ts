@@ -1,7 +1,9 @@
 /**
  * Live parity with llama.cpp's tokenizer (the pinned build, through src/oracle/llama.ts) on
  * thousands of generated strings (tests/tokenizer/corpus.ts), with special parsing off and on, on:
- * - the real qwen35 vocabulary fixture;
+ * - llama.cpp's qwen35 test vocabulary (151,936 tokens, Qwen2/3 style);
+ * - the real Qwen3.5/3.6 vocabulary (248,320 rows, `qwen35-real-vocab.gguf`), with special tokens
+ *   spliced into the strings;
  * - the same vocabulary with `tokenizer.ggml.pre = "qwen2"` (combining marks split off words);
  * - the same vocabulary with extra tokens of every type and one broken merge, which exercises
  *   llama.cpp's rules for user-defined vs control tokens, tokens it promotes to control by their
@@ -20,6 +22,8 @@ import { corpus, rng } from "./corpus.ts";
 
 const vocab = fixture("ggml-vocab-qwen35.gguf");
 if (vocab.skip) console.warn(`tokenizer parity skipped: ${vocab.skip}`);
+const realVocab = fixture("qwen35-real-vocab.gguf");
+if (realVocab.skip) console.warn(`tokenizer parity on the real vocabulary skipped: ${realVocab.skip}`);
 
 /** Token texts added by the "extras" variant, with their GGUF token types. */
 const EXTRA_TOKENS: [string, number][] = [
@@ -124,6 +128,24 @@ Deno.test({
       assert.equal(ours.vocabSize, ref.nVocab);
       checkTokenize(ours, ref, corpus(1, 3000), "qwen35");
       checkPieces(ours, ref, Array.from({ length: ours.vocabSize }, (_, id) => id), "qwen35");
+    });
+  },
+});
+
+Deno.test({
+  name: "tokenizer parity with llama.cpp: the real Qwen3.5 vocabulary (248,320 rows), 3000 strings, special off and on",
+  ignore: realVocab.skip !== undefined,
+  fn() {
+    setLlamaLog("errors");
+    const ours = loadTokenizer(realVocab.path!);
+    withReference(realVocab.path!, (ref) => {
+      assert.equal(ours.vocabSize, 248320);
+      assert.equal(ref.nVocab, 248320);
+      const specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>", "<tool_call>"];
+      checkTokenize(ours, ref, withSpecials(4, 3000, specials), "real qwen35");
+      // Every special and padding row, and a spread of ordinary tokens.
+      const ids = Array.from({ length: ours.vocabSize }, (_, id) => id).filter((id) => id >= 248000 || id % 61 === 0);
+      checkPieces(ours, ref, ids, "real qwen35");
     });
   },
 });
