@@ -10,7 +10,7 @@ import { testModel } from "../models.ts";
 
 const QWEN_TEMPLATE = Deno.readTextFileSync(new URL("../chat/qwen3.5-4b.chat_template.jinja", import.meta.url));
 
-async function withModel(fn: (m: Model) => Promise<void>, template = true): Promise<void> {
+async function withModel(fn: (m: Model) => void | Promise<void>, template = true): Promise<void> {
   const path = await testModel({ preset: "tiny", chatTemplate: template ? QWEN_TEMPLATE : undefined });
   const model = await loadModel(path, { threads: 2, contextLength: 512 });
   try {
@@ -127,7 +127,7 @@ Deno.test("generation stops at the end of the context", async () => {
 });
 
 Deno.test("eval writes into a caller's array when given one, and refuses a wrong size up front", () =>
-  withModel(async (model) => {
+  withModel((model) => {
     const fresh = model.createSession(), reused = model.createSession();
     try {
       const V = model.config.nVocab;
