@@ -81,7 +81,8 @@ export function openNative(): Native {
     const selected = chooseLevel(all, runnable, Deno.env.get("DELTAQ_CPU"));
     const suffix = selected === all[0] ? "" : `__${selected}`;
     const named = Object.fromEntries(
-      Object.entries(symbols).map(([name, def]) => [name, { ...def, name: `${name}${suffix}` }]),
+      // A binding under another key (dq_exec_nonblocking) names its symbol in `name`.
+      Object.entries(symbols).map(([key, def]) => [key, { ...def, name: `${"name" in def ? def.name : key}${suffix}` }]),
     ) as unknown as typeof symbols;
     native = open(path, named).symbols;
     levels = { all, runnable, selected };
