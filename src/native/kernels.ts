@@ -140,6 +140,14 @@ export class Region {
   }
 }
 
+/**
+ * The physical performance cores this process may use: the default thread count. Hyper-threads
+ * and efficiency cores slow a memory-bound decode, whose workers wait for the slowest one.
+ */
+export function performanceCores(): number {
+  return openNative().dq_performance_cores();
+}
+
 export function mapFile(path: string): Region {
   const n = openNative();
   const id = check(n, n.dq_map_file(new TextEncoder().encode(path + "\0")), path);
