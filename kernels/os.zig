@@ -225,7 +225,7 @@ pub fn reservePages(len: usize) ?PagePtr {
 /// arrive on first touch). False when the system refuses the memory.
 pub fn commitPages(ptr: PagePtr, len: usize) bool {
     if (is_windows) return windows.commitPages(ptr, len);
-    if (!is_linux) return std.c.mprotect(@alignCast(ptr), len, .{ .READ = true, .WRITE = true }) == 0;
+    if (!is_linux) return std.c.mprotect(@ptrCast(ptr), len, .{ .READ = true, .WRITE = true }) == 0;
     if (linux.errno(linux.mprotect(ptr, len, .{ .READ = true, .WRITE = true })) != .SUCCESS) return false;
     _ = linux.madvise(ptr, len, linux.MADV.HUGEPAGE);
     return true;
