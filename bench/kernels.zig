@@ -27,7 +27,7 @@ const shapes = [_]Shape{
 };
 const lm_head = Shape{ .rows = 248320, .cols = 2560, .name = "248320x2560 (LM head)" };
 
-const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f16, .bf16, .f32 };
+const all_types = [_]mm.GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f16, .bf16, .f32, .iq3_s };
 
 const dram_bytes = 384 << 20;
 
@@ -83,6 +83,12 @@ fn fillMatrix(kind: mm.GgmlType, bytes: []u8, rng: *std.Random.DefaultPrng) void
         .q5_1 => .{ .block = 24, .offsets = &.{ 0, 2 } },
         // MXFP4's scale is one exponent byte: 0x3c (2^-68) is small and normal.
         .mxfp4 => .{ .block = 17, .offsets = &.{0}, .byte = true },
+        .iq3_s => .{ .block = 110, .offsets = &.{0} },
+        .iq3_xxs => .{ .block = 98, .offsets = &.{0} },
+        .iq2_xxs => .{ .block = 66, .offsets = &.{0} },
+        .iq2_xs => .{ .block = 74, .offsets = &.{0} },
+        .iq2_s => .{ .block = 82, .offsets = &.{0} },
+        .iq1_s => .{ .block = 50, .offsets = &.{0} },
         else => null,
     };
     const small: f16 = 0.001;
@@ -242,12 +248,13 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 weights[c] = .{ .data = buf.ptr + c * stride, .kind = kind, .ne0 = shape.cols, .ne1 = shape.rows, .row_bytes = row_bytes };
             }
             var packed_buf: []align(4096) u8 = &.{};
-            if (repack and mm.canRepack(&weights[0])) packed_buf = try mapBytes(buf.len);
+            const packed_stride = std.mem.alignForward(usize, shape.rows * mm.repackedRowBytes(&weights[0]), 4096);
+            if (repack and mm.canRepack(&weights[0])) packed_buf = try mapBytes(copies * packed_stride);
             defer if (packed_buf.len > 0) {
                 _ = linux.munmap(packed_buf.ptr, packed_buf.len);
             };
             if (packed_buf.len > 0) for (0..copies) |c| {
-                weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * stride));
+                weights[c] = mm.repack(&contexts[1], &weights[c], @alignCast(packed_buf.ptr + c * packed_stride));
             };
             var name_buf: [16]u8 = undefined;
             const name = if (packed_buf.len > 0) std.fmt.bufPrint(&name_buf, "{s}/r", .{@tagName(kind)}) catch unreachable else @tagName(kind);
@@ -259,7 +266,7 @@ pub fn main(init: std.process.Init.Minimal) !void {
                 const sec = timing.seconds;
                 const macs = @as(f64, @floatFromInt(shape.rows * shape.cols * n_tokens));
                 print("{s:<6} {s:<22} {d:>6} {d:>3} {d:>10.3} {d:>8.1} {d:>8.1} {d:>5.2} {d:>9.1}\n", .{
-                    name,                                              shape.name,        n_tokens,         threads, sec * 1e3,
+                    name,                                              shape.name,       n_tokens,         threads,                                                                sec * 1e3,
                     @as(f64, @floatFromInt(matrix_bytes)) / sec / 1e9, macs / sec / 1e9, timing.cpu_share, macs / sec / 1e9 / timing.cpu_share / @as(f64, @floatFromInt(threads)),
                 });
             };

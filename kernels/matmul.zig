@@ -17,8 +17,8 @@
 //! memory-bound: each format's `dotRows` streams several weight rows at once against the quantized
 //! activation. Q4_K, Q3_K, Q2_K and IQ4_XS weights repacked at load (`repack`, `quant/*_x8.zig`,
 //! `quant/*_x16.zig`) go 8 or 16 interleaved rows at a time, Q4_0 and Q8_0 eight blocks of a row
-//! at a time (`block32`'s super-blocks): the natural layouts' dots issue too many instructions to
-//! keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
+//! at a time (`block32`'s super-blocks), IQ3_S as 4-bit value codes (`quant/iq3_s_codes.zig`,
+//! no grid lookups): the natural layouts' dots issue too many instructions to keep up with DRAM. Several tokens (prompt) use tiles of rows × tokens so one decoded weight chunk
 //! serves several tokens: K-quant rows are first unpacked once per token chunk into a per-worker
 //! panel (`kquants.Panel`, `block32.Panel` for the 32-value block
 //! formats), then every tile of the chunk reads the panel; float weights are read directly. Token chunks are sized so their activations stay in L2.
@@ -45,6 +45,7 @@ const q3_k = @import("quant/q3_k.zig");
 const iq4_xs = @import("quant/iq4_xs.zig");
 const q4_k_x8 = @import("quant/q4_k_x8.zig");
 const iq3_s = @import("quant/iq3_s.zig");
+const iq3_s_codes = @import("quant/iq3_s_codes.zig");
 const iq3_xxs = @import("quant/iq3_xxs.zig");
 const iq2_xxs = @import("quant/iq2_xxs.zig");
 const iq2_xs = @import("quant/iq2_xs.zig");
@@ -178,7 +179,9 @@ pub fn matmulExperts(ctx: *root.Context, w: *const Weight, x: [*]const f32, x_st
 
 fn dispatch(ctx: *root.Context, p: Problem) error{Failed}!void {
     const w = p.w;
-    if (w.kind.rowBytes(w.ne0) != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @backingInt(w.kind), w.ne0 });
+    // A repacked IQ3_S weight's rows are its codes (`repackedRowBytes`), not the file's blocks.
+    const want_row_bytes = if (w.repacked and w.kind == .iq3_s) repackedRowBytes(w) else w.kind.rowBytes(w.ne0);
+    if (want_row_bytes != w.row_bytes) return root.fail("matmul: weight rows of {d} bytes do not fit type {d} with {d} values", .{ w.row_bytes, @backingInt(w.kind), w.ne0 });
     switch (w.kind) {
         .q4_k => if (w.repacked) try runKQuant(q4_k, q4_k_x8, ctx, p) else try runKQuant(q4_k, null, ctx, p),
         .q5_k => try runKQuant(q5_k, null, ctx, p),
@@ -186,7 +189,7 @@ fn dispatch(ctx: *root.Context, p: Problem) error{Failed}!void {
         .q2_k => if (w.repacked) try runKQuant(q2_k, q2_k_x16, ctx, p) else try runKQuant(q2_k, null, ctx, p),
         .q3_k => if (w.repacked) try runKQuant(q3_k, q3_k_x16, ctx, p) else try runKQuant(q3_k, null, ctx, p),
         .iq4_xs => if (w.repacked) try runKQuant(iq4_xs, iq4_xs_x16, ctx, p) else try runKQuant(iq4_xs, null, ctx, p),
-        .iq3_s => try runKQuant(iq3_s.kernels, null, ctx, p),
+        .iq3_s => if (w.repacked) try runKQuant(iq3_s_codes.kernels, null, ctx, p) else try runKQuant(iq3_s.kernels, null, ctx, p),
         .iq3_xxs => try runKQuant(iq3_xxs.kernels, null, ctx, p),
         .iq2_xxs => try runKQuant(iq2_xxs.kernels, null, ctx, p),
         .iq2_xs => try runKQuant(iq2_xs.kernels, null, ctx, p),
@@ -223,6 +226,9 @@ const repackable = [_]GgmlType{ .q4_k, .q3_k, .q2_k, .iq4_xs };
 /// The 32-value block formats with a super-block layout (`quant/block32.zig`).
 const super_block_kinds = [_]GgmlType{ .q4_0, .q8_0 };
 
+/// The types re-encoded block by block into a code layout (`Codes`): IQ3_S's 4-bit value codes.
+const code_kinds = [_]GgmlType{.iq3_s};
+
 /// Rows a weight's layout keeps together: its interleaved group when repacked, else 1.
 fn repackedGroupRows(w: *const Weight) usize {
     if (w.repacked) inline for (repackable) |kind| if (w.kind == kind) return Interleaved(kind).?.rows;
@@ -230,24 +236,35 @@ fn repackedGroupRows(w: *const Weight) usize {
 }
 
 /// Whether `repack` can take the weight: a type with an interleaved layout in whole row groups,
-/// or a 32-value block format with a super-block layout (Q4_0, Q8_0) in whole super-blocks of
-/// 256 values.
+/// a 32-value block format with a super-block layout (Q4_0, Q8_0) in whole super-blocks of
+/// 256 values, or IQ3_S (into its code layout).
 pub fn canRepack(w: *const Weight) bool {
     if (w.repacked) return false;
     inline for (repackable) |kind| if (w.kind == kind) return w.ne1 % Interleaved(kind).?.rows == 0;
     inline for (super_block_kinds) |kind| if (w.kind == kind) return w.ne0 % 256 == 0;
+    inline for (code_kinds) |kind| if (w.kind == kind) return true;
     return false;
 }
 
-/// Copies a weight `canRepack` accepts into `dst` (`ne1 · row_bytes` bytes, 64-byte aligned) in
-/// its repacked layout — K-quants in their interleaved row groups (`Interleaved`), Q4_0 and Q8_0
-/// in the super-blocks of `quant/block32.zig` — split over the pool; returns the repacked weight.
+/// Bytes per row of a weight as `repack` copies it: `row_bytes`, except for the code layouts
+/// (IQ3_S's codes take 134 bytes per block of 256 values instead of 110).
+pub fn repackedRowBytes(w: *const Weight) usize {
+    inline for (code_kinds) |kind| if (w.kind == kind) return w.ne0 / 256 * @sizeOf(Codes(kind).Block);
+    return w.row_bytes;
+}
+
+/// Copies a weight `canRepack` accepts into `dst` (`ne1 · repackedRowBytes` bytes, 64-byte
+/// aligned) in its repacked layout — K-quants in their interleaved row groups (`Interleaved`),
+/// Q4_0 and Q8_0 in the super-blocks of `quant/block32.zig`, IQ3_S as the 4-bit value codes of
+/// `quant/iq3_s_codes.zig` — split over the pool; returns the repacked weight.
 pub fn repack(ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) Weight {
     std.debug.assert(canRepack(w));
     inline for (repackable) |kind| if (w.kind == kind) repackAs(Interleaved(kind).?, ctx, w, dst);
     inline for (super_block_kinds) |kind| if (w.kind == kind) repackAs(SuperBlocks(kind), ctx, w, dst);
+    inline for (code_kinds) |kind| if (w.kind == kind) repackAs(Codes(kind), ctx, w, dst);
     var out = w.*;
     out.data = dst;
+    out.row_bytes = repackedRowBytes(w);
     out.repacked = true;
     return out;
 }
@@ -257,33 +274,60 @@ fn SuperBlocks(comptime kind: GgmlType) type {
     return struct {
         const rows = 0;
         const F = Format(kind);
+
+        /// One row of `ne0` values.
+        fn repackRow(src: [*]const u8, ne0: usize, dst: [*]u8) void {
+            block32.repackRow(F, @ptrCast(@alignCast(src)), ne0 / 256, @ptrCast(@alignCast(dst)));
+        }
     };
 }
 
-/// Copies a weight's rows into `dst` in layout X: an interleaved K-quant layout (`Interleaved`)
-/// or a block32 super-block layout (`SuperBlocks`).
+/// `repackAs`'s description of a code layout: rows are re-encoded one by one, block by block,
+/// into rows of `repackedRowBytes` (IQ3_S: `quant/iq3_s_codes.zig`).
+fn Codes(comptime kind: GgmlType) type {
+    return switch (kind) {
+        .iq3_s => struct {
+            const rows = 0;
+            /// The kernels of the repacked layout (`runKQuant`, `getRow`).
+            const F = iq3_s_codes.kernels;
+            const Block = iq3_s_codes.Block;
+
+            fn repackRow(src: [*]const u8, ne0: usize, dst: [*]u8) void {
+                const blocks: [*]const iq3_s.Block = @ptrCast(@alignCast(src));
+                const out: [*]Block = @ptrCast(@alignCast(dst));
+                for (0..ne0 / 256) |b| iq3_s_codes.encode(&blocks[b], &out[b]);
+            }
+        },
+        else => @compileError("no code layout for " ++ @tagName(kind)),
+    };
+}
+
+/// Copies a weight's rows into `dst` in layout X: an interleaved K-quant layout (`Interleaved`),
+/// a block32 super-block layout (`SuperBlocks`) or a code layout (`Codes`); the latter two go
+/// row by row (`rows` 0), into rows of `repackedRowBytes`.
 fn repackAs(comptime X: type, ctx: *root.Context, w: *const Weight, dst: [*]align(64) u8) void {
     const Job = struct {
         w: *const Weight,
         dst: [*]align(64) u8,
+        dst_row_bytes: usize,
         fn run(j: *const @This(), worker: usize, n_workers: usize) void {
             const step: usize = if (X.rows > 0) X.rows else 1;
             const s = pool_mod.share(j.w.ne1 / step, 1, worker, n_workers);
             // Fault this worker's share of the copy in with one call: cheaper than a fault per page.
             const page = os.pageSize();
-            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * step * j.w.row_bytes), page);
-            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * step * j.w.row_bytes), page);
+            const first = std.mem.alignBackward(usize, @intFromPtr(j.dst + s.begin * step * j.dst_row_bytes), page);
+            const last = std.mem.alignForward(usize, @intFromPtr(j.dst + s.end * step * j.dst_row_bytes), page);
             if (last > first) os.populateWrite(@ptrFromInt(first), last - first);
             if (comptime X.rows > 0) {
                 const nb = j.w.ne0 / 256;
                 const groups: [*]X.Group = @ptrCast(j.dst);
                 for (s.begin..s.end) |rg| X.repackRowGroup(j.w.data, j.w.row_bytes, nb, rg, groups + rg * nb);
             } else for (s.begin..s.end) |r| {
-                block32.repackRow(X.F, @ptrCast(@alignCast(j.w.row(r))), j.w.ne0 / 256, @ptrCast(@alignCast(j.dst + r * j.w.row_bytes)));
+                X.repackRow(j.w.row(r), j.w.ne0, j.dst + r * j.dst_row_bytes);
             }
         }
     };
-    const job = Job{ .w = w, .dst = dst };
+    const job = Job{ .w = w, .dst = dst, .dst_row_bytes = repackedRowBytes(w) };
     ctx.pool.run(Job, &job, Job.run);
 }
 
@@ -301,6 +345,7 @@ pub fn getRow(w: *const Weight, r: usize, out: [*]f32) void {
 }
 
 fn dequantizeRepackedRow(w: *const Weight, r: usize, out: [*]f32) void {
+    inline for (code_kinds) |kind| if (w.kind == kind) return dequantizeRow(Codes(kind).F, w.row(r), out, w.ne0);
     inline for (super_block_kinds) |kind| if (w.kind == kind) {
         return block32.dequantizeSuperRow(Format(kind), @ptrCast(@alignCast(w.data + r * w.row_bytes)), w.ne0 / 256, out);
     };
@@ -922,19 +967,19 @@ test "repacked weights give the natural layout's products: one token to float ro
     const max_tokens = 21;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    for (repackable ++ super_block_kinds) |kind| try checkRepacked(kind, n, k, max_tokens, rand, contexts);
+    for (repackable ++ super_block_kinds ++ code_kinds) |kind| try checkRepacked(kind, n, k, max_tokens, rand, contexts);
 }
 
 fn checkRepacked(kind: GgmlType, comptime n: usize, comptime k: usize, comptime max_tokens: usize, rand: std.Random, contexts: [2]*root.Context) !void {
     const row_bytes = kind.rowBytes(k).?;
     const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
     defer testing.allocator.free(bytes);
-    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * row_bytes);
-    defer testing.allocator.free(packed_bytes);
     const ref = try testing.allocator.alloc(f32, n * k);
     defer testing.allocator.free(ref);
     const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
     try testing.expect(canRepack(&natural));
+    const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
+    defer testing.allocator.free(packed_bytes);
     const repacked = repack(contexts[1], &natural, packed_bytes.ptr);
     try testing.expect(!canRepack(&repacked));
 
@@ -951,7 +996,8 @@ fn checkRepacked(kind: GgmlType, comptime n: usize, comptime k: usize, comptime 
         const cfg = Config{ .token_chunk_bytes = 10 * 1024, .row_chunk_decode = 5, .row_chunk_gemm = 6 };
         try matmulWith(ctx, &natural, &x, k, &want, n, n_tokens, cfg);
         try matmulWith(ctx, &repacked, &x, k, &got, n, n_tokens, cfg);
-        if (n_tokens > 1) {
+        if (n_tokens > 1 or kind == .iq3_s) {
+            // IQ3_S's codes multiply the same integers in the same order, one token too.
             try testing.expectEqualSlices(f32, want[0 .. n_tokens * n], got[0 .. n_tokens * n]);
         } else for (0..n) |r| {
             try testing.expectApproxEqAbs(want[r], got[r], 4e-5 * @max(1, @abs(want[r])));
@@ -1060,17 +1106,17 @@ test "matvec gives every token exactly the one-token matmul's result (every type
     const max_tokens = 11; // two fused passes of 4 and one of 3
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16 };
+    const kinds = [_]GgmlType{ .q4_k, .q5_k, .q6_k, .q2_k, .q3_k, .iq4_xs, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .mxfp4, .f32, .f16, .bf16, .iq3_s, .iq3_xxs, .iq2_xxs, .iq2_xs, .iq2_s, .iq1_s, .iq1_m };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and std.mem.indexOfScalar(GgmlType, &(repackable ++ super_block_kinds), kind) == null) continue;
+        if (repack_it and std.mem.indexOfScalar(GgmlType, &(repackable ++ super_block_kinds ++ code_kinds), kind) == null) continue;
         const k: usize = if (kind == .f32 or kind == .f16 or kind == .bf16) 45 else 512;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
-        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
-        defer testing.allocator.free(packed_bytes);
         const ref = try testing.allocator.alloc(f32, n * k);
         defer testing.allocator.free(ref);
         var w = testMatrix(kind, n, k, rand, bytes, ref).w;
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&w));
+        defer testing.allocator.free(packed_bytes);
         if (repack_it) w = repack(contexts[0], &w, packed_bytes.ptr);
         const x_stride = k + 3;
         var x: [max_tokens * (512 + 3)]f32 = undefined;
@@ -1102,18 +1148,19 @@ test "expert matmul equals each chosen expert's own matmul, one token and a batc
     const k_used = 3;
     const contexts = [2]*root.Context{ try testContext(1), try testContext(2) };
     defer for (contexts) |c| freeTestContext(c);
-    const kinds = [_]GgmlType{ .q4_k, .q6_k, .q8_0, .f32, .f16 };
+    const kinds = [_]GgmlType{ .q4_k, .q6_k, .q8_0, .f32, .f16, .iq3_s };
     for (kinds) |kind| for ([_]bool{ false, true }) |repack_it| {
-        if (repack_it and kind != .q4_k) continue;
+        if (repack_it and kind != .q4_k and kind != .iq3_s) continue;
         const k: usize = if (kind == .q8_0 or kind == .f32 or kind == .f16) 64 else 512;
         const n = n_expert * stride;
         const bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
         defer testing.allocator.free(bytes);
-        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * kind.rowBytes(k).?);
-        defer testing.allocator.free(packed_bytes);
         const ref = try testing.allocator.alloc(f32, n * k);
         defer testing.allocator.free(ref);
         const natural = testMatrix(kind, n, k, rand, bytes, ref).w;
+        // IQ3_S's codes rows are longer than its blocks': the expert views must follow them.
+        const packed_bytes = try testing.allocator.alignedAlloc(u8, .@"64", n * repackedRowBytes(&natural));
+        defer testing.allocator.free(packed_bytes);
         const w = if (repack_it) repack(contexts[1], &natural, packed_bytes.ptr) else natural;
         var x: [max_tokens * k_used * 512]f32 = undefined;
         for (&x) |*v| v.* = rand.floatNorm(f32);
@@ -1190,6 +1237,7 @@ test {
     _ = float;
     _ = iquants;
     _ = iq3_s;
+    _ = iq3_s_codes;
     _ = iq3_xxs;
     _ = iq2_xxs;
     _ = iq2_xs;

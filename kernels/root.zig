@@ -280,19 +280,21 @@ fn registerWeight(region: u32, offset: usize, ggml_type: u32, ne0: u32, ne1: u32
     return fail("too many weights (limit {d})", .{max_weights});
 }
 
-/// Bytes `dq_repack` needs for a weight (its size), or 0 when the weight cannot be repacked
-/// (see `matmul.canRepack`: K-quants with an interleaved layout in whole row groups, Q4_0 and Q8_0
-/// with rows of a multiple of 256 values) or the id is invalid.
+/// Bytes `dq_repack` needs for a weight (its size as repacked, `matmul.repackedRowBytes` per
+/// row), or 0 when the weight cannot be repacked (see `matmul.canRepack`: K-quants with an
+/// interleaved layout in whole row groups, Q4_0 and Q8_0 with rows of a multiple of 256 values,
+/// IQ3_S) or the id is invalid.
 pub fn dq_repack_bytes(weight: u32) callconv(.c) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
-    return @floatFromInt(w.ne1 * w.row_bytes);
+    return @floatFromInt(w.ne1 * matmul.repackedRowBytes(w));
 }
 
 /// Copies a weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in its
-/// type's row-interleaved layout (`matmul.repack`), using the context's threads. If the source
-/// lies in a file mapping, its whole pages are unmapped (the range stays reserved, inaccessible)
-/// and its id is freed: the copy replaces it. Returns the new weight's id, or -1.
+/// type's repacked layout (`matmul.repack`: row-interleaved groups, super-blocks or IQ3_S's 4-bit
+/// value codes), using the context's threads. If the source lies in a file mapping, its whole
+/// pages are unmapped (the range stays reserved, inaccessible) and its id is freed: the copy
+/// replaces it. Returns the new weight's id, or -1.
 pub fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u32) callconv(.c) i32 {
     return repackWeight(context, weight, region, (@as(usize, off_hi) << 32) | off_lo) catch -1;
 }
@@ -300,11 +302,11 @@ pub fn dq_repack(context: u32, weight: u32, region: u32, off_lo: u32, off_hi: u3
 fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Failed}!i32 {
     const ctx = try lookupContext(context);
     const w = try lookupWeight(weight);
-    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, and Q4_0 and Q8_0 with rows of a multiple of 256 values)", .{weight});
+    if (!matmul.canRepack(w)) return fail("weight {d} cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, Q4_0 and Q8_0 with rows of a multiple of 256 values, and IQ3_S)", .{weight});
     const src_region = &regions[weights[weight & 0xffff].region_slot];
     const dst = try lookupRegion(region);
     if (dst.kind != .buffer) return fail("repacking needs a buffer region, not a file mapping", .{});
-    const bytes = w.ne1 * w.row_bytes;
+    const bytes = w.ne1 * matmul.repackedRowBytes(w);
     if (offset % 64 != 0) return fail("repack offset {d} is not 64-byte aligned", .{offset});
     if (offset > dst.len or bytes > dst.len - offset) return fail("repacked weight (offset {d}, size {d}) extends past the end of its region ({d} bytes)", .{ offset, bytes, dst.len });
     const slot = for (&weights, 0..) |*ws, i| {
@@ -316,7 +318,7 @@ fn repackWeight(context: u32, weight: u32, region: u32, offset: usize) error{Fai
         // pages (see `os.releaseMapped`): at 4B shapes the first forward pass otherwise brought
         // ~140 MiB of released Q4_K pages back into RSS. The source id is retired, so nothing can
         // read the hole.
-        os.releaseMapped(w.data, bytes);
+        os.releaseMapped(w.data, w.ne1 * w.row_bytes);
         weights[weight & 0xffff].retire();
     }
     const ws = &weights[slot];

@@ -66,9 +66,11 @@ pub const GgmlType = enum(u32) {
 };
 
 /// A 2-D weight matrix in memory the kernels may read: `ne1` rows of `ne0` values, rows
-/// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, Q4_K rows in
-/// groups of 8 interleaved as `quant/q4_k_x8.zig` describes (8 rows still take 8·row_bytes), or
-/// Q4_0 / Q8_0 rows of super-blocks (`quant/block32.zig`, same row size).
+/// `row_bytes` apart (ne0 contiguous, as GGUF stores it) — or, when `repacked`, as copied at load
+/// for one-token matmuls (`matmul.repack`): Q4_K rows in groups of 8 and Q3_K, Q2_K and IQ4_XS
+/// rows in groups of 16 interleaved (`quant/q4_k_x8.zig`, `quant/*_x16.zig`; n rows still take
+/// n·row_bytes), Q4_0 / Q8_0 rows of super-blocks (`quant/block32.zig`, same row size), or IQ3_S
+/// rows of 4-bit value codes (`quant/iq3_s_codes.zig`; `row_bytes` is then their size).
 pub const Weight = struct {
     data: [*]const u8,
     kind: GgmlType,
@@ -77,8 +79,9 @@ pub const Weight = struct {
     row_bytes: usize,
     repacked: bool = false,
 
+    /// Row r: of the repacked layouts, only IQ3_S's codes keep whole rows of blocks.
     pub fn row(self: Weight, r: usize) [*]const u8 {
-        std.debug.assert(!self.repacked);
+        std.debug.assert(!self.repacked or self.kind == .iq3_s);
         return self.data + r * self.row_bytes;
     }
 

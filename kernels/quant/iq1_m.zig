@@ -68,21 +68,20 @@ pub fn dequantizeRef(blk: *const Block, out: *[256]f32) void {
 
 pub inline fn decode(blk: *const Block) iquants.Decoded {
     var dec: iquants.Decoded = undefined;
-    var s: [16]i16 = undefined;
+    var idx: [32]u16 = undefined;
+    iquants.spillIndices(32, @as(@Vector(32, u16), @as(@Vector(32, u8), blk.qs)) | (iquants.highBits(32, 2, 4, blk.qh) & @as(@Vector(32, u16), @splat(0x700))), &idx);
     inline for (0..8) |c| {
-        var idx: [4]u16 = undefined;
-        var delta: [32]i8 = undefined;
-        inline for (0..4) |l| {
-            const grp = group(blk, 4 * c + l);
-            idx[l] = grp.index;
-            @memset(delta[8 * l ..][0..8], if (grp.negative) -1 else 1);
-        }
-        dec.q[c] = iq1_s.shiftedGrid(idx, delta);
-        const w = scaleWord(blk, c / 2) >> (6 * (c % 2));
-        s[2 * c] = @intCast(2 * (w & 7) + 1);
-        s[2 * c + 1] = @intCast(2 * ((w >> 3) & 7) + 1);
+        // Shift sign bits 3 and 7 of qh[2c], qh[2c+1]: 8 copies of ±1 per group.
+        var delta: @Vector(4, u64) = undefined;
+        inline for (0..4) |l| delta[l] = if (blk.qh[2 * c + l / 2] & (@as(u8, 8) << (4 * (l % 2))) != 0) 0xffff_ffff_ffff_ffff else 0x0101_0101_0101_0101;
+        dec.q[c] = iq1_s.shiftedGrid(idx[4 * c ..][0..4].*, @bitCast(delta));
     }
-    dec.scales = s;
+    // Word w_{c/2} >> 6·(c%2): bits 0-2 scale the first 16 values, bits 3-5 the second.
+    const words: @Vector(4, u16) = .{ scaleWord(blk, 0), scaleWord(blk, 1), scaleWord(blk, 2), scaleWord(blk, 3) };
+    const spread = @shuffle(u16, words, undefined, [16]i32{ 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3 });
+    const shifts = @Vector(16, u4){ 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9 };
+    const s: I16x16 = @bitCast((spread >> shifts) & @as(@Vector(16, u16), @splat(7)));
+    dec.scales = s * @as(I16x16, @splat(2)) + @as(I16x16, @splat(1));
     dec.d = @as(f32, blockD(blk)) * 0.125;
     return dec;
 }

@@ -55,9 +55,10 @@ pub fn dequantizeRef(blk: *const Block, out: *[256]f32) void {
 
 pub inline fn decode(blk: *const Block) iquants.Decoded {
     var dec: iquants.Decoded = undefined;
+    var idx: [32]u16 = undefined;
+    iquants.spillIndices(32, @as(@Vector(32, u16), @as(@Vector(32, u8), blk.qs)) | iquants.highBits(32, 4, 2, blk.qh), &idx);
     inline for (0..8) |c| {
-        const idx: [4]u16 = .{ index(blk, 4 * c), index(blk, 4 * c + 1), index(blk, 4 * c + 2), index(blk, 4 * c + 3) };
-        dec.q[c] = iquants.applySigns(iquants.gridBytes8(grid, idx), std.mem.readInt(u32, blk.signs[4 * c ..][0..4], .little));
+        dec.q[c] = iquants.applySigns(iquants.gridBytes8(grid, idx[4 * c ..][0..4].*), std.mem.readInt(u32, blk.signs[4 * c ..][0..4], .little));
     }
     dec.scales = iq2_xs.scales16(blk.scales);
     dec.d = @as(f32, blk.d) * 0.125;

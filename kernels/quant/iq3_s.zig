@@ -54,10 +54,10 @@ pub fn dequantizeRef(blk: *const Block, out: *[256]f32) void {
 
 pub inline fn decode(blk: *const Block) iquants.Decoded {
     var dec: iquants.Decoded = undefined;
+    var idx: [64]u16 = undefined;
+    iquants.spillIndices(64, @as(@Vector(64, u16), @as(@Vector(64, u8), blk.qs)) | iquants.highBits(64, 8, 1, blk.qh), &idx);
     inline for (0..8) |c| {
-        var idx: [8]u16 = undefined;
-        inline for (0..8) |k| idx[k] = @as(u16, blk.qs[8 * c + k]) | (@as(u16, (blk.qh[c] >> k) & 1) << 8);
-        dec.q[c] = iquants.applySigns(iquants.gridBytes4(grid, idx), std.mem.readInt(u32, blk.signs[4 * c ..][0..4], .little));
+        dec.q[c] = iquants.applySigns(iquants.gridBytes4(grid, idx[8 * c ..][0..8].*), std.mem.readInt(u32, blk.signs[4 * c ..][0..4], .little));
     }
     const nibbles: @Vector(8, u8) = .{ blk.scales[0], blk.scales[0], blk.scales[1], blk.scales[1], blk.scales[2], blk.scales[2], blk.scales[3], blk.scales[3] };
     const s = (nibbles >> @Vector(8, u3){ 0, 4, 0, 4, 0, 4, 0, 4 }) & @as(@Vector(8, u8), @splat(15));

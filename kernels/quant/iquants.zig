@@ -45,16 +45,47 @@ pub const Decoded = struct {
     d: f32,
 };
 
-/// The magnitudes of four 8-value grid entries, value 8l+j = byte j of entries[l].
+/// The magnitudes of four 8-value grid entries, value 8l+j = byte j of entries[l]. (Built as a
+/// vector of words: from an array LLVM assembles the vector one byte at a time.)
 pub inline fn gridBytes8(comptime table: []const u64, idx: [4]u16) U8x32 {
-    return @bitCast([4]u64{ table[idx[0]], table[idx[1]], table[idx[2]], table[idx[3]] });
+    const e: @Vector(4, u64) = .{ table[idx[0]], table[idx[1]], table[idx[2]], table[idx[3]] };
+    return @bitCast(e);
 }
 
 /// The magnitudes of eight 4-value grid entries, value 4k+j = byte j of entries[k].
 pub inline fn gridBytes4(comptime table: []const u32, idx: [8]u16) U8x32 {
-    var e: [8]u32 = undefined;
+    var e: @Vector(8, u32) = undefined;
     inline for (0..8) |k| e[k] = table[idx[k]];
     return @bitCast(e);
+}
+
+/// Grid indices computed as one vector, then read back one at a time for the table loads. The
+/// loads need each index in a general register: one load per index from memory, where taking
+/// lanes out of a register costs two instructions each (LLVM vectorizes the index arithmetic
+/// either way, so without the barrier it extracts).
+pub inline fn spillIndices(comptime n: usize, v: @Vector(n, u16), buf: *[n]u16) void {
+    buf.* = v;
+    asm volatile (""
+        :
+        : [buf] "r" (buf),
+        : .{ .memory = true });
+}
+
+/// Lane i = byte i / `per` of `bytes` shifted right by `bits`·(i % `per`), masked to `bits` bits,
+/// moved to bits 8.. of a u16: the high index bits several grid indices share one byte for.
+pub inline fn highBits(comptime n: usize, comptime per: usize, comptime bits: u4, bytes: @Vector(n / per, u8)) @Vector(n, u16) {
+    const spread = comptime blk: {
+        var m: [n]i32 = undefined;
+        for (&m, 0..) |*e, i| e.* = @intCast(i / per);
+        break :blk m;
+    };
+    const shifts = comptime blk: {
+        var m: [n]u3 = undefined;
+        for (&m, 0..) |*e, i| e.* = @intCast(bits * (i % per));
+        break :blk m;
+    };
+    const b = @shuffle(u8, bytes, undefined, spread) >> shifts;
+    return @as(@Vector(n, u16), b & @as(@Vector(n, u8), @splat((1 << bits) - 1))) << @splat(8);
 }
 
 /// `mag` with value i negated where bit i of `signs` is set.

@@ -107,11 +107,13 @@ const MATRIX_FIELDS: {
 };
 
 /**
- * Copies every matrix the kernels can repack (Q4_K, Q3_K, Q2_K, IQ4_XS, Q4_0, Q8_0) into one
- * buffer, in the layouts their one-token matmuls run fastest on, and points the layers (and a
- * separate LM head) at the copies.
+ * Copies every matrix the kernels can repack (Q4_K, Q3_K, Q2_K, IQ4_XS, Q4_0, Q8_0, IQ3_S) into
+ * one buffer, in the layouts their one-token matmuls run fastest on (IQ3_S: 4-bit value codes, 134
+ * bytes per block instead of 110; the others keep their size), and points the layers (and a
+ * separate LM head) at the copies; each copy takes `repackBytes`.
  * The kernels unmap each original's pages as it is copied (and free its id), so resident memory stays
- * the file's size. The token embedding keeps the mapping (a prompt reads only its own rows).
+ * the file's size (plus a fifth of the IQ3_S matrices). The token embedding keeps the mapping (a
+ * prompt reads only its own rows).
  * Returns the buffer, to be freed with the model, or undefined when no matrix qualifies.
  */
 export function repackWeights(w: ModelWeights, context: Context): Region | undefined {

@@ -82,8 +82,11 @@ export function openNative(): Native {
     const selected = chooseLevel(all, runnable, Deno.env.get("DELTAQ_CPU"));
     const suffix = selected === all[0] ? "" : `__${selected}`;
     const named = Object.fromEntries(
-      // A binding under another key (dq_exec_nonblocking) names its symbol in `name`.
-      Object.entries(symbols).map(([key, def]) => [key, { ...def, name: `${"name" in def ? def.name : key}${suffix}` }]),
+      // A symbol bound under another name (dq_exec_nonblocking is dq_exec) keeps that name.
+      Object.entries(symbols).map(([key, def]) => {
+        const name = "name" in def ? def.name : key;
+        return [key, { ...def, name: `${name}${suffix}` }];
+      }),
     ) as unknown as typeof symbols;
     native = open(path, named).symbols;
     levels = { all, runnable, selected };

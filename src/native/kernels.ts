@@ -196,9 +196,9 @@ export function registerWeight(
 }
 
 /**
- * Bytes `Context.repack` needs for a weight, or 0 when it cannot be repacked (Q4_K, Q3_K, Q2_K and
- * IQ4_XS matrices in whole groups of 8 or 16 rows, Q4_0 and Q8_0 matrices with rows of a multiple
- * of 256 values can).
+ * Bytes `Context.repack` needs for a weight (its size as repacked: IQ3_S's codes are larger), or 0
+ * when it cannot be repacked (Q4_K, Q3_K, Q2_K and IQ4_XS matrices in whole groups of 8 or 16
+ * rows, Q4_0 and Q8_0 matrices with rows of a multiple of 256 values, and IQ3_S matrices can).
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
@@ -253,7 +253,8 @@ export class Context {
 
   /**
    * Copies a weight into `region` at `byteOffset` (64-byte aligned, `repackBytes` long) in its
-   * type's row-interleaved layout, on this context's threads; returns the copy's weight id.
+   * type's repacked layout (row-interleaved groups, super-blocks, or IQ3_S's 4-bit value codes), on
+   * this context's threads; returns the copy's weight id.
    * An original in a file mapping is given up: its whole pages are unmapped and its id freed.
    */
   repack(weight: number, region: Region, byteOffset: number, name = "tensor"): number {

@@ -472,7 +472,7 @@ const cases: Case[] = [
   {
     name: "repacking a matrix of a type without a repacked layout",
     run: () => ctx.repack(embed4x8, buf, 0),
-    expect: "cannot be repacked (",
+    expect: "cannot be repacked (only Q4_K, Q3_K, Q2_K and IQ4_XS in whole row groups of 8 or 16, Q4_0 and Q8_0 with rows of a multiple of 256 values, and IQ3_S)",
   },
   {
     name: "repacking Q4_K rows that are not whole groups of 8",
