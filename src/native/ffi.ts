@@ -9,7 +9,7 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
@@ -27,6 +27,7 @@ export const symbols = {
   dq_region_free: { parameters: ["u32"], result: "void" },
   dq_weight: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32"], result: "i32" },
   dq_repack_bytes: { parameters: ["u32"], result: "f64" },
+  dq_repack_group_rows: { parameters: ["u32"], result: "u32" },
   dq_repack: { parameters: ["u32", "u32", "u32", "u32", "u32"], result: "i32" },
   dq_context: { parameters: ["u32"], result: "i32" },
   dq_context_free: { parameters: ["u32"], result: "void" },

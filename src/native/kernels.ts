@@ -204,6 +204,15 @@ export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
 }
 
+/**
+ * Rows a weight's repacked layout keeps together (8 or 16 for the interleaved K-quant layouts, 1
+ * for the others), or 0 when it cannot be repacked: a slice of it (one expert's rows) must start
+ * and end on these groups.
+ */
+export function repackGroupRows(weight: number): number {
+  return openNative().dq_repack_group_rows(weight);
+}
+
 /** A worker pool plus scratch memory; commands run on it. */
 export class Context {
   readonly native: Native;
