@@ -59,7 +59,7 @@ export type { ResponseFormat } from "./src/generate/constraint.ts";
  * needed. Rejects with a {@link DeltaqError} naming the file for anything wrong with it.
  *
  * @param path a `qwen35` GGUF file (F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K tensors in any mix)
- * @param opts threads (default: all logical CPUs), contextLength (default 4096), batchSize
+ * @param opts threads (default: the physical performance cores), contextLength (default 4096), batchSize
  */
 export function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
   try {

@@ -43,10 +43,12 @@ pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, b
         dt_bias: [*]const f32,
         state: [*]f32,
         out: [*]f32,
+        /// Heads one at a time, so a worker that is not scheduled holds up one head, not a share;
+        /// each head's state and output are its own, so the result does not depend on who ran it.
+        heads: *pool_mod.Chunks,
 
-        fn work(j: *const @This(), worker: usize, n_workers: usize) void {
-            const heads = pool_mod.share(j.s.n_v_heads, 1, worker, n_workers);
-            for (heads.begin..heads.end) |h| j.head(h);
+        fn work(j: *const @This(), _: usize, _: usize) void {
+            while (j.heads.take()) |r| for (r.begin..r.end) |h| j.head(h);
         }
 
         fn head(j: *const @This(), h: usize) void {
@@ -95,7 +97,8 @@ pub fn run(ctx: *root.Context, s: Shape, qkv: [*]const f32, qkv_stride: usize, b
             }
         }
     };
-    ctx.pool.run(Job, &.{ .s = s, .qkv = qkv, .qkv_stride = qkv_stride, .beta = beta, .alpha = alpha, .gate_stride = gate_stride, .ssm_a = ssm_a, .dt_bias = dt_bias, .state = state, .out = out }, Job.work);
+    var heads = pool_mod.Chunks.init(s.n_v_heads, 1);
+    ctx.pool.run(Job, &.{ .s = s, .qkv = qkv, .qkv_stride = qkv_stride, .beta = beta, .alpha = alpha, .gate_stride = gate_stride, .ssm_a = ssm_a, .dt_bias = dt_bias, .state = state, .out = out, .heads = &heads }, Job.work);
 }
 
 test "recurrence matches the spec's scalar formula, prompt and token by token" {

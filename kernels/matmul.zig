@@ -231,7 +231,13 @@ const code_kinds = [_]GgmlType{.iq3_s};
 
 /// Rows a weight's layout keeps together: its interleaved group when repacked, else 1.
 fn repackedGroupRows(w: *const Weight) usize {
-    if (w.repacked) inline for (repackable) |kind| if (w.kind == kind) return Interleaved(kind).?.rows;
+    return if (w.repacked) groupRows(w.kind) else 1;
+}
+
+/// Rows a type's repacked layout keeps together (its interleaved group; 1 for row-by-row layouts):
+/// a slice of a repacked weight, such as one expert's rows, must start and end on these groups.
+pub fn groupRows(kind: GgmlType) usize {
+    inline for (repackable) |k| if (kind == k) return Interleaved(k).?.rows;
     return 1;
 }
 
@@ -422,12 +428,14 @@ fn prepareActivations(ctx: *root.Context, p: Problem, dst: [*]align(64) u8, row_
         p: Problem,
         dst: [*]align(64) u8,
         row_bytes: usize,
-        fn run(j: *const @This(), worker: usize, n_workers: usize) void {
-            const s = pool_mod.share(j.p.n_tokens, 1, worker, n_workers);
-            for (s.begin..s.end) |t| convert(j.p.x + t * j.p.x_stride, j.p.w.ne0, @alignCast(j.dst + t * j.row_bytes));
+        /// Tokens taken as workers go (each token's row is its own): a stalled worker holds up one.
+        tokens: *pool_mod.Chunks,
+        fn run(j: *const @This(), _: usize, _: usize) void {
+            while (j.tokens.take()) |r| for (r.begin..r.end) |t| convert(j.p.x + t * j.p.x_stride, j.p.w.ne0, @alignCast(j.dst + t * j.row_bytes));
         }
     };
-    const job = Job{ .p = p, .dst = dst, .row_bytes = row_bytes };
+    var tokens = pool_mod.Chunks.init(p.n_tokens, 1);
+    const job = Job{ .p = p, .dst = dst, .row_bytes = row_bytes, .tokens = &tokens };
     if (p.n_tokens == 1) Job.run(&job, 0, 1) else ctx.pool.run(Job, &job, Job.run);
 }
 

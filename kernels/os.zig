@@ -225,7 +225,7 @@ pub fn reservePages(len: usize) ?PagePtr {
 /// arrive on first touch). False when the system refuses the memory.
 pub fn commitPages(ptr: PagePtr, len: usize) bool {
     if (is_windows) return windows.commitPages(ptr, len);
-    if (!is_linux) return std.c.mprotect(@alignCast(ptr), len, .{ .READ = true, .WRITE = true }) == 0;
+    if (!is_linux) return std.c.mprotect(@ptrCast(ptr), len, .{ .READ = true, .WRITE = true }) == 0;
     if (linux.errno(linux.mprotect(ptr, len, .{ .READ = true, .WRITE = true })) != .SUCCESS) return false;
     _ = linux.madvise(ptr, len, linux.MADV.HUGEPAGE);
     return true;
@@ -333,6 +333,147 @@ fn sysctlFlag(name: [*:0]const u8) bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Core topology: how many threads a memory-bound decode should run.
+
+/// The physical performance cores this process may run on: the default thread count. A second
+/// hyper-thread of a core adds no memory bandwidth, and an efficiency core finishes its share of
+/// a step later than the others, which then wait for it. Linux counts distinct cores among the
+/// CPUs of the affinity mask (only the performance ones on hybrid Intel) and honours a cgroup CPU
+/// quota; macOS asks for perflevel0 (the P cores of Apple Silicon); Windows counts the cores of
+/// the highest efficiency class. When the system will not say, the logical CPU count.
+pub fn performanceCores() usize {
+    const logical = @max(1, Thread.getCpuCount() catch 1);
+    const cores = if (is_linux) linuxTopology.performanceCores() else if (is_darwin) darwinPerformanceCores() else windows.performanceCores();
+    return std.math.clamp(cores orelse logical, 1, logical);
+}
+
+fn darwinPerformanceCores() ?usize {
+    return sysctlCount("hw.perflevel0.physicalcpu") orelse sysctlCount("hw.physicalcpu");
+}
+
+fn sysctlCount(name: [*:0]const u8) ?usize {
+    var value: c_int = 0;
+    var len: usize = @sizeOf(c_int);
+    if (std.c.sysctlbyname(name, &value, &len, null, 0) != 0 or value <= 0) return null;
+    return @intCast(value);
+}
+
+/// A set of CPU numbers as Linux numbers them, as large as the affinity mask glibc's cpu_set_t
+/// holds (1,024 CPUs).
+pub const CpuSet = std.bit_set.Array(usize, @bitSizeOf(linux.cpu_set_t));
+
+/// Parses a sysfs CPU list ("0-3,8,10-11\n") into a set; null if it is malformed.
+pub fn parseCpuList(text: []const u8) ?CpuSet {
+    var set = CpuSet.empty;
+    var ranges = std.mem.tokenizeAny(u8, text, ",\n \t");
+    while (ranges.next()) |range| {
+        const dash = std.mem.indexOfScalar(u8, range, '-');
+        const first = std.fmt.parseInt(usize, range[0 .. dash orelse range.len], 10) catch return null;
+        const last = if (dash) |d| std.fmt.parseInt(usize, range[d + 1 ..], 10) catch return null else first;
+        if (last < first or last >= CpuSet.bit_length) return null;
+        set.setRangeValue(.{ .start = first, .end = last + 1 }, true);
+    }
+    return set;
+}
+
+/// Distinct physical cores among the `allowed` CPUs, counting only cores with a CPU in
+/// `performance` when that is given and the process may use any of them (a process pinned to
+/// efficiency cores has only those). `topology.siblings(cpu)` is the set of CPUs sharing cpu's
+/// core; its lowest member names the core. Sibling lists hold system-wide CPU numbers, so two
+/// packages' cores never collide the way their per-package `core_id`s do. Null when a CPU's
+/// siblings are unknown.
+pub fn countCores(allowed: *const CpuSet, performance: ?*const CpuSet, topology: anytype) ?usize {
+    var cores = CpuSet.empty;
+    var performance_cores = CpuSet.empty;
+    var it = allowed.iterator(.{});
+    while (it.next()) |cpu| {
+        const siblings = topology.siblings(cpu) orelse return null;
+        const core = siblings.findFirstSet() orelse return null;
+        cores.set(core);
+        if (performance) |p| if (p.isSet(cpu)) performance_cores.set(core);
+    }
+    if (performance_cores.count() > 0) return performance_cores.count();
+    return if (cores.count() > 0) cores.count() else null;
+}
+
+/// CPUs from a cgroup v2 `cpu.max` ("200000 100000": quota and period in µs, or "max …"),
+/// rounded up; null without a quota.
+pub fn quotaCpus(text: []const u8) ?usize {
+    var fields = std.mem.tokenizeAny(u8, text, " \n");
+    const quota = std.fmt.parseInt(u64, fields.next() orelse return null, 10) catch return null;
+    const period = std.fmt.parseInt(u64, fields.next() orelse return null, 10) catch return null;
+    if (period == 0) return null;
+    return @intCast(@max(1, (quota + period - 1) / period));
+}
+
+const linuxTopology = struct {
+    fn performanceCores() ?usize {
+        var mask: linux.cpu_set_t = undefined;
+        if (linux.errno(linux.sched_getaffinity(0, @sizeOf(linux.cpu_set_t), &mask)) != .SUCCESS) return null;
+        // The kernel reports only CPUs that are online and allowed.
+        const allowed: CpuSet = .{ .masks = mask };
+        var buf: [4096]u8 = undefined;
+        // Hybrid Intel (Alder Lake and later) registers the P cores as their own PMU.
+        const performance: ?CpuSet = if (readFile("/sys/devices/cpu_core/cpus", &buf)) |t| parseCpuList(t) else null;
+        var cores = countCores(&allowed, if (performance) |*p| p else null, Sysfs{}) orelse return null;
+        // A container limited with --cpus keeps every CPU in its mask but gets a time quota.
+        if (readFile("/sys/fs/cgroup/cpu.max", &buf)) |t| if (quotaCpus(t)) |q| {
+            cores = @min(cores, q);
+        };
+        return cores;
+    }
+
+    const Sysfs = struct {
+        fn siblings(_: Sysfs, cpu: usize) ?CpuSet {
+            var buf: [4096]u8 = undefined;
+            // core_cpus_list since Linux 5.7; thread_siblings_list is its older name.
+            for ([_][]const u8{ "core_cpus_list", "thread_siblings_list" }) |name| {
+                var path_buf: [96]u8 = undefined;
+                const path = std.fmt.bufPrintSentinel(&path_buf, "/sys/devices/system/cpu/cpu{d}/topology/{s}", .{ cpu, name }, 0) catch return null;
+                if (readFile(path, &buf)) |t| return parseCpuList(t);
+            }
+            return null;
+        }
+    };
+
+    /// A small file's contents (sysfs, cgroupfs), or null if it cannot be read.
+    fn readFile(path: [*:0]const u8, buf: []u8) ?[]const u8 {
+        const fd_rc = linux.open(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0);
+        if (linux.errno(fd_rc) != .SUCCESS) return null;
+        const fd: linux.fd_t = @intCast(fd_rc);
+        defer _ = linux.close(fd);
+        const n = linux.read(fd, buf.ptr, buf.len);
+        if (linux.errno(n) != .SUCCESS) return null;
+        return buf[0..n];
+    }
+};
+
+/// Cores of the highest efficiency class in a buffer of Windows SYSTEM_LOGICAL_PROCESSOR_
+/// INFORMATION_EX records (RelationProcessorCore = 0: relationship u32, size u32, flags u8,
+/// efficiency class u8, …). Non-hybrid CPUs report class 0 for every core. Null if malformed.
+pub fn countTopEfficiencyClass(records: []const u8) ?usize {
+    var at: usize = 0;
+    var top: u8 = 0;
+    var count: usize = 0;
+    while (at < records.len) {
+        if (records.len - at < 10) return null;
+        const relationship = std.mem.readInt(u32, records[at..][0..4], .little);
+        const size = std.mem.readInt(u32, records[at + 4 ..][0..4], .little);
+        if (size < 10 or size > records.len - at) return null;
+        if (relationship == 0) {
+            const class = records[at + 9];
+            if (count == 0 or class > top) {
+                top = class;
+                count = 0;
+            }
+            if (class == top) count += 1;
+        }
+        at += size;
+    }
+    return if (count > 0) count else null;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Windows: kernel32 and ntdll.
 
 const windows = struct {
@@ -373,6 +514,19 @@ const windows = struct {
     extern "kernel32" fn VirtualFree(addr: *anyopaque, len: usize, kind: DWORD) callconv(winapi) BOOL;
     extern "kernel32" fn VirtualProtect(addr: *anyopaque, len: usize, protect: DWORD, old: *DWORD) callconv(winapi) BOOL;
     extern "kernel32" fn VirtualUnlock(addr: *anyopaque, len: usize) callconv(winapi) BOOL;
+    extern "kernel32" fn GetLogicalProcessorInformationEx(relationship: u32, buffer: ?[*]u8, len: *DWORD) callconv(winapi) BOOL;
+
+    fn performanceCores() ?usize {
+        const relation_processor_core = 0;
+        var len: DWORD = 0;
+        // The first call fails with ERROR_INSUFFICIENT_BUFFER and says how much to allocate.
+        _ = GetLogicalProcessorInformationEx(relation_processor_core, null, &len);
+        if (len == 0) return null;
+        const buf = std.heap.page_allocator.alloc(u8, len) catch return null;
+        defer std.heap.page_allocator.free(buf);
+        if (GetLogicalProcessorInformationEx(relation_processor_core, buf.ptr, &len) == 0) return null;
+        return countTopEfficiencyClass(buf[0..@min(len, buf.len)]);
+    }
 
     fn mapFile(path: [*:0]const u8) MapError!Mapping {
         // Paths arrive as UTF-8; the wide API takes UTF-16 (any length, forward slashes work).
@@ -481,4 +635,69 @@ test "wait returns at once when the word already differs; wakeAll wakes a sleepe
     wakeAll(&word);
     t.join();
     try std.testing.expect(monotonicNanos() >= start);
+}
+
+
+test "performanceCores is between one and the logical CPU count" {
+    const n = performanceCores();
+    try std.testing.expect(n >= 1 and n <= try Thread.getCpuCount());
+}
+
+test "parseCpuList: ranges, singles, malformed" {
+    const set = parseCpuList("0-3,8,10-11\n").?;
+    try std.testing.expectEqual(@as(usize, 7), set.count());
+    try std.testing.expect(set.isSet(8) and set.isSet(11) and !set.isSet(9) and !set.isSet(4));
+    try std.testing.expect(parseCpuList("3-1") == null);
+    try std.testing.expect(parseCpuList("x") == null);
+    try std.testing.expect(parseCpuList("0-5000") == null);
+}
+
+test "countCores: hyper-threads, hybrid performance cores, affinity, packages" {
+    // Two packages of two cores, two threads each: CPU c and c+4 share a core (Linux numbering).
+    const Fake = struct {
+        fn siblings(_: @This(), cpu: usize) ?CpuSet {
+            var s = CpuSet.empty;
+            s.set(cpu % 4);
+            s.set(cpu % 4 + 4);
+            return s;
+        }
+    };
+    const all = parseCpuList("0-7").?;
+    try std.testing.expectEqual(@as(?usize, 4), countCores(&all, null, Fake{}));
+    // A container limited to CPUs 0 and 4 has one core.
+    const pinned = parseCpuList("0,4").?;
+    try std.testing.expectEqual(@as(?usize, 1), countCores(&pinned, null, Fake{}));
+    // Hybrid: only cores 0 and 1 (CPUs 0, 1, 4, 5) are performance cores.
+    const p_cores = parseCpuList("0-1,4-5").?;
+    try std.testing.expectEqual(@as(?usize, 2), countCores(&all, &p_cores, Fake{}));
+    // Pinned to efficiency cores only: those are what there is.
+    const e_only = parseCpuList("2-3").?;
+    try std.testing.expectEqual(@as(?usize, 2), countCores(&e_only, &p_cores, Fake{}));
+    const Unknown = struct {
+        fn siblings(_: @This(), _: usize) ?CpuSet {
+            return null;
+        }
+    };
+    try std.testing.expectEqual(@as(?usize, null), countCores(&all, null, Unknown{}));
+}
+
+test "quotaCpus: cgroup cpu.max" {
+    try std.testing.expectEqual(@as(?usize, 2), quotaCpus("200000 100000\n"));
+    try std.testing.expectEqual(@as(?usize, 2), quotaCpus("150000 100000\n"));
+    try std.testing.expectEqual(@as(?usize, null), quotaCpus("max 100000\n"));
+}
+
+test "countTopEfficiencyClass: Windows processor-core records" {
+    var buf: [5 * 48]u8 = @splat(0);
+    // Classes 1, 0, 1, 0 and one record of another relationship (cache, 2) with a class-like byte.
+    for ([_]u8{ 1, 0, 1, 0, 9 }, 0..) |class, i| {
+        const rec = buf[i * 48 ..][0..48];
+        std.mem.writeInt(u32, rec[0..4], if (i == 4) 2 else 0, .little);
+        std.mem.writeInt(u32, rec[4..8], 48, .little);
+        rec[9] = class;
+    }
+    try std.testing.expectEqual(@as(?usize, 2), countTopEfficiencyClass(&buf));
+    try std.testing.expectEqual(@as(?usize, 2), countTopEfficiencyClass(buf[0 .. 4 * 48]));
+    try std.testing.expectEqual(@as(?usize, null), countTopEfficiencyClass(buf[0..47]));
+    try std.testing.expectEqual(@as(?usize, null), countTopEfficiencyClass(buf[4 * 48 ..]));
 }

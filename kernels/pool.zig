@@ -4,7 +4,9 @@
 //! sleep (`os.wait`: futex, __ulock or WaitOnAddress) until the next job.
 //!
 //! A job is a function called once on every worker with (worker index, worker count); it splits
-//! its own work, either statically by index or dynamically with a `Chunks` counter.
+//! its own work, in the hot paths dynamically with a `Chunks` counter: users' machines are never
+//! idle, and with static equal shares a worker that loses its core to another program holds up
+//! the whole step, while with chunks the others take over the rest of its work.
 const std = @import("std");
 const os = @import("os.zig");
 
@@ -28,6 +30,8 @@ pub const Pool = struct {
     pending: std.atomic.Value(u32) = .init(0),
     /// Workers inside `os.wait`, so `run` only pays for a wake syscall when someone sleeps.
     sleepers: std.atomic.Value(u32) = .init(0),
+    /// Set while the caller sleeps on `pending`, so the last worker to finish wakes it.
+    caller_sleeping: std.atomic.Value(u32) = .init(0),
     job: Job = undefined,
     quit: bool = false,
 
@@ -66,7 +70,24 @@ pub const Pool = struct {
         _ = self.generation.fetchAdd(1, .seq_cst);
         if (self.sleepers.load(.seq_cst) != 0) os.wakeAll(&self.generation);
         func(ctx, 0, n);
-        while (self.pending.load(.acquire) != 0) std.atomic.spinLoopHint();
+        // Spin briefly, then sleep: a worker that is not scheduled (another program holds its
+        // core) may take a whole time slice to finish, and spinning meanwhile only takes CPU time
+        // from it and from the rest of the machine.
+        var spins: u32 = 0;
+        while (true) {
+            const left = self.pending.load(.acquire);
+            if (left == 0) break;
+            if (spins < spin_iterations) {
+                std.atomic.spinLoopHint();
+                spins += 1;
+                continue;
+            }
+            self.caller_sleeping.store(1, .seq_cst);
+            // Re-read after announcing the sleep: a worker that finished in between saw no flag.
+            const now = self.pending.load(.seq_cst);
+            if (now != 0) os.wait(&self.pending, now);
+            self.caller_sleeping.store(0, .seq_cst);
+        }
     }
 
     fn workerMain(self: *Pool, index: usize) void {
@@ -89,7 +110,9 @@ pub const Pool = struct {
             seen = self.generation.load(.acquire);
             if (self.quit) return;
             self.job.func(self.job.ctx, index, self.n_spawned + 1);
-            _ = self.pending.fetchSub(1, .release);
+            // The last to finish wakes a sleeping caller. The caller announced its sleep before
+            // reading a nonzero count, so this load, after that count dropped to zero, sees it.
+            if (self.pending.fetchSub(1, .seq_cst) == 1 and self.caller_sleeping.load(.seq_cst) != 0) os.wakeAll(&self.pending);
         }
     }
 };
@@ -112,20 +135,26 @@ pub const Chunks = struct {
     }
 };
 
-/// Runs `job.range(begin, end)` over `[0, total)` split into one share per worker (in multiples
-/// of `granule`), or inline when the work is too small to be worth waking the workers.
+/// Chunks per worker in `forRange`: enough that the others can absorb a stalled worker's share,
+/// few enough that taking one costs nothing next to its work.
+const chunks_per_worker = 4;
+
+/// Runs `job.range(begin, end)` over `[0, total)` in chunks (multiples of `granule`) that the
+/// workers take as they go, or inline when the work is too small to be worth waking the workers.
+/// Each item must be computed on its own, so the result does not depend on who took which chunk.
 pub fn forRange(pool: *Pool, total: usize, granule: usize, min_parallel: usize, comptime RangeJob: type, job: *const RangeJob) void {
     if (total < min_parallel or pool.n_spawned == 0) return job.range(0, total);
     const Wrap = struct {
         job: *const RangeJob,
-        total: usize,
-        granule: usize,
-        fn run(w: *const @This(), worker: usize, n_workers: usize) void {
-            const s = share(w.total, w.granule, worker, n_workers);
-            if (s.begin < s.end) w.job.range(s.begin, s.end);
+        chunks: *Chunks,
+        fn run(w: *const @This(), _: usize, _: usize) void {
+            while (w.chunks.take()) |r| w.job.range(r.begin, r.end);
         }
     };
-    pool.run(Wrap, &.{ .job = job, .total = total, .granule = granule }, Wrap.run);
+    const units = (total + granule - 1) / granule;
+    const per_chunk = @max(1, units / ((pool.n_spawned + 1) * chunks_per_worker));
+    var chunks = Chunks.init(total, per_chunk * granule);
+    pool.run(Wrap, &.{ .job = job, .chunks = &chunks }, Wrap.run);
 }
 
 /// The static share `[begin, end)` of `total` items for one worker, in multiples of `granule`.
@@ -162,6 +191,47 @@ test "pool runs every worker once per job and sums exactly" {
         pool.run(Ctx, &ctx, Ctx.work);
         try std.testing.expectEqual(@as(u64, 10_000 * 9_999 / 2), ctx.sum.load(.monotonic));
         for (0..4) |w| try std.testing.expectEqual(@as(u32, 1), ctx.hits[w].load(.monotonic));
+    }
+}
+
+test "forRange covers every item once, in granule-aligned chunks" {
+    var pool: Pool = undefined;
+    try pool.init(3);
+    defer pool.deinit();
+    const CountHits = struct {
+        hits: *[1000]std.atomic.Value(u32),
+        fn range(j: *const @This(), begin: usize, end: usize) void {
+            std.debug.assert(begin % 16 == 0);
+            for (begin..end) |i| _ = j.hits[i].fetchAdd(1, .monotonic);
+        }
+    };
+    for (0..50) |_| {
+        var hits: [1000]std.atomic.Value(u32) = undefined;
+        for (&hits) |*h| h.* = .init(0);
+        forRange(&pool, 1000, 16, 1, CountHits, &.{ .hits = &hits });
+        for (&hits) |*h| try std.testing.expectEqual(@as(u32, 1), h.load(.monotonic));
+    }
+}
+
+test "run returns when a worker finishes long after the caller gave up spinning" {
+    var pool: Pool = undefined;
+    try pool.init(2);
+    defer pool.deinit();
+    const Ctx = struct {
+        done: std.atomic.Value(u32) = .init(0),
+        fn work(c: *const @This(), worker: usize, _: usize) void {
+            if (worker == 1) {
+                // Longer than the caller's spin: it must sleep and be woken.
+                const start = os.monotonicNanos();
+                while (os.monotonicNanos() - start < 20 * std.time.ns_per_ms) std.atomic.spinLoopHint();
+                _ = @constCast(c).done.fetchAdd(1, .release);
+            }
+        }
+    };
+    for (0..5) |_| {
+        var ctx = Ctx{};
+        pool.run(Ctx, &ctx, Ctx.work);
+        try std.testing.expectEqual(@as(u32, 1), ctx.done.load(.acquire));
     }
 }
 

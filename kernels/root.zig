@@ -40,7 +40,7 @@ pub const GgmlType = types.GgmlType;
 pub const Weight = types.Weight;
 pub const Pool = pool_mod.Pool;
 
-pub const abi_version: u32 = 7;
+pub const abi_version: u32 = 9;
 
 // ---------------------------------------------------------------------------------------------
 // Errors: the last failure's message, read by `dq_last_error`.
@@ -83,6 +83,12 @@ pub fn dq_cpu_levels(out: [*]u8, cap: u32) callconv(.c) u32 {
 /// Bit i set when this CPU can run level i of `dq_cpu_levels`.
 pub fn dq_cpu_runnable() callconv(.c) u32 {
     return cpu.runnableMask(build_level.levels);
+}
+
+/// The physical performance cores this process may use (`os.performanceCores`): the default
+/// thread count, in place of the logical CPU count.
+pub fn dq_performance_cores() callconv(.c) u32 {
+    return @intCast(@min(os.performanceCores(), std.math.maxInt(u32)));
 }
 
 /// Copies the last error message into `out` (at most `cap` bytes) and returns its length.
@@ -282,6 +288,15 @@ pub fn dq_repack_bytes(weight: u32) callconv(.c) f64 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
     return @floatFromInt(w.ne1 * matmul.repackedRowBytes(w));
+}
+
+/// Rows the weight's repacked layout keeps together (`matmul.groupRows`: 8 or 16 for the
+/// interleaved K-quant layouts, 1 for the others), or 0 when it cannot be repacked or the id is
+/// invalid. A slice of rows (one expert's) repacks usefully only in whole groups.
+pub fn dq_repack_group_rows(weight: u32) callconv(.c) u32 {
+    const w = lookupWeight(weight) catch return 0;
+    if (!matmul.canRepack(w)) return 0;
+    return @intCast(matmul.groupRows(w.kind));
 }
 
 /// Copies a weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in its

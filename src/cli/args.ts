@@ -56,7 +56,7 @@ export const FLAGS: FlagSpec[] = [
   { long: "presence-penalty", kind: "number", min: -100, max: 100, help: "X  presence penalty (default 0)" },
   { long: "frequency-penalty", kind: "number", min: -100, max: 100, help: "X  frequency penalty (default 0)" },
   { long: "seed", kind: "int", min: 0, max: 0xffffffff, help: "N  random seed (default: random)" },
-  { long: "threads", short: "t", kind: "int", min: 1, max: 64, help: "N  worker threads (default: all CPUs)" },
+  { long: "threads", short: "t", kind: "int", min: 1, max: 64, help: "N  worker threads (default: physical performance cores)" },
   {
     long: "ctx",
     short: "c",

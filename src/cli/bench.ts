@@ -34,7 +34,7 @@ import type { DepthRun, Engine, EngineRun, ProfileBreakdown } from "./bench_work
 import { readConfig } from "../model/config.ts";
 import { contextMemory } from "../model/model.ts";
 import { checkCacheTypes } from "../model/session.ts";
-import type { CacheType } from "../native/kernels.ts";
+import { type CacheType, performanceCores } from "../native/kernels.ts";
 import { isFile } from "../util/fs.ts";
 import { fnv1a, hex32 } from "../util/hash.ts";
 
@@ -63,7 +63,14 @@ const FLAGS: Specs = [
     kind: "int",
     min: 1,
     max: 64,
-    help: "N  threads for both engines (default 2)",
+    help: "N  threads for both engines (default: physical performance cores)",
+  },
+  {
+    long: "busy",
+    kind: "int",
+    min: 0,
+    max: 64,
+    help: "N  keep N cores busy during every run (one spinning process each), as on a machine in use",
   },
   {
     long: "pp",
@@ -119,6 +126,10 @@ cache types of -ctk/-ctv. The table adds deltaq's decode as a share of its own a
 the peak RSS at the deepest depth against file + KV cache + 15%. Deep runs take long (a 32,768-
 token fill is minutes per engine); one run per engine unless --reps says more.
 
+With --busy N, N processes each spin on one core during every measured run of both engines
+(started before the run, stopped after it): users' machines are never idle, and a worker that
+loses its core to another program must not stall the others.
+
 Without -m, a synthetic model with Qwen3.5-4B's exact shapes, quantized to Q4_K_M by llama.cpp
 (2.7 GB), is built once into .cache/bench/ (needs ~12 GB free while building; 5–10 minutes);
 --type T builds and keeps one in any other llama.cpp file type (Q4_0, Q8_0, Q2_K, IQ4_XS, …).
@@ -139,6 +150,8 @@ interface Settings {
   /** The benchmark model's file type when no model is given. */
   type: string;
   threads: number;
+  /** `--busy`: processes spinning on one core each during every run. */
+  busy: number;
   pp: number;
   tg: number;
   ttftTokens: number;
@@ -252,7 +265,8 @@ function readFlags(args: string[]): Settings | undefined {
     model: (flags.model as string | undefined) ?? "",
     preset: preset ?? DEFAULT_BENCH_PRESET,
     type: (flags.type as string | undefined) ?? DEFAULT_BENCH_TYPE,
-    threads: (flags.threads as number | undefined) ?? 2,
+    threads: (flags.threads as number | undefined) ?? performanceCores(),
+    busy: (flags.busy as number | undefined) ?? 0,
     pp: (flags.pp as number | undefined) ?? 512,
     tg: (flags.tg as number | undefined) ?? 128,
     ttftTokens: (flags.ttftTokens as number | undefined) ?? 16,
@@ -265,6 +279,11 @@ function readFlags(args: string[]): Settings | undefined {
     cacheTypeK: cacheTypeFlag(flags.cacheTypeK, "--cache-type-k") ?? "f16",
     cacheTypeV: cacheTypeFlag(flags.cacheTypeV, "--cache-type-v") ?? "f16",
   };
+}
+
+/** ", 1 core kept busy by another process" for the runs line, or nothing. */
+function busyNote(busy: number): string {
+  return busy > 0 ? `, ${busy} core${busy > 1 ? "s" : ""} kept busy by other processes` : "";
 }
 
 /** `--depth 0,4096,16384`: distinct depths, ascending. */
@@ -374,6 +393,7 @@ async function measure(
     modelBytes: header.fileSize,
     modelTypes: typeSummary(header),
     threads: s.threads,
+    busy: s.busy,
     pp: s.pp,
     tg: s.tg,
     ttftTokens: s.ttftTokens,
@@ -397,6 +417,40 @@ async function measure(
   }
   console.log(s.json ? JSON.stringify(report, null, 2) : formatReport(report, s));
   return 0;
+}
+
+/**
+ * Spins on one core until killed; also stops by itself once its parent is gone (its parent id
+ * changes), so a bench killed outright leaves nothing running.
+ */
+const SPIN = "const parent = Deno.ppid; for (;;) { const until = Date.now() + 100; " +
+  "while (Date.now() < until); if (Deno.ppid !== parent) Deno.exit(0); }";
+
+/** `--busy N`: N spinning processes until `stop`; Ctrl-C stops them before the bench exits. */
+export function startBusy(n: number): { stop(): Promise<void> } {
+  const procs = Array.from(
+    { length: n },
+    () => new Deno.Command(Deno.execPath(), { args: ["eval", SPIN], stdin: "null", stdout: "null", stderr: "null" }).spawn(),
+  );
+  const kill = () => {
+    for (const p of procs) {
+      try {
+        p.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }
+  };
+  const onInterrupt = () => {
+    kill();
+    Deno.exit(130);
+  };
+  if (n > 0) Deno.addSignalListener("SIGINT", onInterrupt);
+  return {
+    async stop() {
+      if (n > 0) Deno.removeSignalListener("SIGINT", onInterrupt);
+      kill();
+      await Promise.all(procs.map((p) => p.status));
+    },
+  };
 }
 
 async function spawnWorker<R = EngineRun>(
@@ -426,8 +480,13 @@ async function spawnWorker<R = EngineRun>(
   if (s.depths) args.push("--depths", s.depths.join(","));
   args.push("--cache-type-k", s.cacheTypeK, "--cache-type-v", s.cacheTypeV);
   const env = { DELTAQ_LIB: library };
-  const out = await new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "piped" })
-    .output();
+  const busy = startBusy(s.busy);
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "piped" }).output();
+  } finally {
+    await busy.stop();
+  }
   const stdout = new TextDecoder().decode(out.stdout).trim();
   const stderr = new TextDecoder().decode(out.stderr).trim();
   if (!out.success) {
@@ -651,6 +710,7 @@ type Report = {
   modelBytes: number;
   modelTypes: string;
   threads: number;
+  busy: number;
   reps: number;
   machine: ReturnType<typeof machine> & { loadAverageBefore: string; loadAverageAfter: string };
   deltaqSource: string;
@@ -711,7 +771,7 @@ export function formatReport(r: Report, s: Settings): string {
   ];
   out.push(`engines:  ${engines.join("\n          ")}`);
   out.push(
-    `runs:     ${s.threads} thread${s.threads > 1 ? "s" : ""} each, ${r.reps} run${
+    `runs:     ${s.threads} thread${s.threads > 1 ? "s" : ""} each${busyNote(s.busy)}, ${r.reps} run${
       r.reps > 1 ? "s" : ""
     } per engine, ` +
       `${hasRef ? "alternating, " : ""}one process per run; ${
@@ -856,6 +916,7 @@ async function measureDepths(s: Settings, header: GgufFile, library: string, sta
     modelBytes: header.fileSize,
     modelTypes: typeSummary(header),
     threads: s.threads,
+    busy: s.busy,
     pp: s.pp,
     tg: s.tg,
     reps: s.reps,
@@ -883,6 +944,7 @@ type DepthReport = {
   modelBytes: number;
   modelTypes: string;
   threads: number;
+  busy: number;
   pp: number;
   tg: number;
   reps: number;
@@ -907,7 +969,7 @@ export function formatDepthReport(r: DepthReport): string {
   const engines = [...new Set(r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`))];
   out.push(`engines:  ${engines.join("\n          ")}`);
   out.push(
-    `runs:     ${r.threads} thread${r.threads > 1 ? "s" : ""} each, KV cache ${r.cacheTypeK}/${r.cacheTypeV} (K/V)` +
+    `runs:     ${r.threads} thread${r.threads > 1 ? "s" : ""} each${busyNote(r.busy)}, KV cache ${r.cacheTypeK}/${r.cacheTypeV} (K/V)` +
       `${hasRef ? ", llama.cpp with flash attention" : ""}; each depth filled in batches of 512, the sequence state saved and ` +
       `restored around pp${r.pp} and tg${r.tg} (as llama-bench -d); ${r.reps} run${r.reps > 1 ? "s" : ""} per engine, one process ` +
       `per run${r.reps > 1 ? ", median (min–max)" : ""}`,

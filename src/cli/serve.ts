@@ -17,7 +17,7 @@ const SERVE_FLAGS = [
   { long: "cache-mib", kind: "int" as const, min: 0, max: 1 << 24, help: "N  prompt-cache budget in MiB (default: sized to the machine; 0 = off)" },
   { long: "cors", kind: "string" as const, help: "ORIGIN  allow browser requests from ORIGIN (* for any)" },
   { long: "alias", short: "a", kind: "string" as const, help: "NAME  the model id clients see (default: the file name)" },
-  { long: "threads", short: "t", kind: "int" as const, min: 1, max: 64, help: "N  worker threads (default: all CPUs)" },
+  { long: "threads", short: "t", kind: "int" as const, min: 1, max: 64, help: "N  worker threads (default: physical performance cores)" },
   { long: "help", short: "h", kind: "flag" as const, help: "show this help" },
 ];
 

@@ -7,7 +7,15 @@ import { DeltaqError } from "../errors.ts";
 import { type GenerateOptions, type Generation, generateTokens } from "../generate/generate.ts";
 import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { allocate, type CacheType, CommandList, Context, type ProfileEntry, type Region } from "../native/kernels.ts";
+import {
+  allocate,
+  type CacheType,
+  CommandList,
+  Context,
+  performanceCores,
+  type ProfileEntry,
+  type Region,
+} from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
 import { Activations, type Batch, encodeForward, type LayerState, type LogitRows, singleSequence } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
@@ -25,7 +33,7 @@ import { freeMappings, loadWeights, type ModelWeights, repackWeights } from "./w
 import { fnv1a } from "../util/hash.ts";
 
 export interface LoadOptions {
-  /** Worker threads for the kernels (default: the machine's logical CPUs). */
+  /** Worker threads for the kernels (default: the physical performance cores, `performanceCores`). */
   threads?: number;
   /**
    * Tokens a session can hold (default 4096, at most the trained context); `"max"` means the
@@ -138,7 +146,7 @@ export class Model implements SessionHost {
 
   private constructor(weights: ModelWeights, opts: LoadOptions) {
     const cfg = weights.config;
-    const threads = opts.threads ?? navigator.hardwareConcurrency ?? 1;
+    const threads = opts.threads ?? Math.min(performanceCores(), 64);
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) {
       throw new DeltaqError(`threads must be an integer from 1 to 64, got ${threads}`);
     }

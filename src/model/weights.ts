@@ -7,7 +7,7 @@
 import { checkGgufPath, Metadata, parseGguf } from "../gguf/read.ts";
 import { checkSplitPart, joinSplitParts, splitPartPaths } from "../gguf/split.ts";
 import type { GgufFile, GgufTensorInfo } from "../gguf/types.ts";
-import { allocate, type Context, mapFile, type Region, registerWeight, repackBytes } from "../native/kernels.ts";
+import { allocate, type Context, mapFile, type Region, registerWeight, repackBytes, repackGroupRows } from "../native/kernels.ts";
 import { expectedTensors, type Qwen35Config, readConfig } from "./config.ts";
 
 /** A dense SwiGLU FFN (`qwen35`). */
@@ -137,14 +137,15 @@ export function repackWeights(w: ModelWeights, context: Context): Region | undef
     if (ffn.kind === "dense") {
       for (const key of MATRIX_FIELDS.dense) consider(ffn as unknown as Record<string, unknown>, key);
     } else {
-      // An expert's rows must start and end on the repacked layout's 8-row groups.
+      // An expert's rows must start and end on the repacked layout's row groups (8 or 16 rows).
       const expertRows: Partial<Record<keyof MoeFfnWeights, number>> = {
         gate: w.config.moe!.nFfExp,
         up: w.config.moe!.nFfExp,
         down: w.config.nEmbd,
       };
       for (const key of MATRIX_FIELDS.moe) {
-        if ((expertRows[key] ?? 0) % 8 === 0) consider(ffn as unknown as Record<string, unknown>, key);
+        const group = repackGroupRows((ffn as unknown as Record<string, number>)[key]);
+        if (group > 0 && (expertRows[key] ?? 0) % group === 0) consider(ffn as unknown as Record<string, unknown>, key);
       }
     }
   }

@@ -9,13 +9,14 @@
 import { DeltaqError } from "../errors.ts";
 import { ensureLibrary } from "./build.ts";
 
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 9;
 
 export const symbols = {
   dq_abi_version: { parameters: [], result: "u32" },
   dq_last_error: { parameters: ["buffer", "u32"], result: "u32" },
   dq_cpu_levels: { parameters: ["buffer", "u32"], result: "u32" },
   dq_cpu_runnable: { parameters: [], result: "u32" },
+  dq_performance_cores: { parameters: [], result: "u32" },
   dq_map_file: { parameters: ["buffer"], result: "i32" },
   dq_alloc: { parameters: ["u32", "u32", "u32"], result: "i32" },
   dq_reserve: { parameters: ["u32", "u32"], result: "i32" },
@@ -26,6 +27,7 @@ export const symbols = {
   dq_region_free: { parameters: ["u32"], result: "void" },
   dq_weight: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32"], result: "i32" },
   dq_repack_bytes: { parameters: ["u32"], result: "f64" },
+  dq_repack_group_rows: { parameters: ["u32"], result: "u32" },
   dq_repack: { parameters: ["u32", "u32", "u32", "u32", "u32"], result: "i32" },
   dq_context: { parameters: ["u32"], result: "i32" },
   dq_context_free: { parameters: ["u32"], result: "void" },

@@ -140,6 +140,14 @@ export class Region {
   }
 }
 
+/**
+ * The physical performance cores this process may use: the default thread count. Hyper-threads
+ * and efficiency cores slow a memory-bound decode, whose workers wait for the slowest one.
+ */
+export function performanceCores(): number {
+  return openNative().dq_performance_cores();
+}
+
 export function mapFile(path: string): Region {
   const n = openNative();
   const id = check(n, n.dq_map_file(new TextEncoder().encode(path + "\0")), path);
@@ -194,6 +202,15 @@ export function registerWeight(
  */
 export function repackBytes(weight: number): number {
   return openNative().dq_repack_bytes(weight);
+}
+
+/**
+ * Rows a weight's repacked layout keeps together (8 or 16 for the interleaved K-quant layouts, 1
+ * for the others), or 0 when it cannot be repacked: a slice of it (one expert's rows) must start
+ * and end on these groups.
+ */
+export function repackGroupRows(weight: number): number {
+  return openNative().dq_repack_group_rows(weight);
 }
 
 /** A worker pool plus scratch memory; commands run on it. */

@@ -20,6 +20,7 @@
  * `DELTAQ_LLAMA_LOG=all` (or call `setLlamaLog("all")`) to see everything, `none` for silence.
  */
 import { DeltaqError } from "../errors.ts";
+import { performanceCores } from "../native/kernels.ts";
 import { CStruct } from "./cstruct.ts";
 import { LIBGGML, LIBLLAMA, locateLlama } from "./install.ts";
 import { isFile } from "../util/fs.ts";
@@ -449,7 +450,7 @@ function removeIfPresent(p: string): void {
 /** Options of `LlamaReference.load`. */
 export interface LlamaLoadOptions {
   /**
-   * Threads for prompt and decode (default: all logical CPUs, like llama.cpp's tools). ggml's
+   * Threads for prompt and decode (default: the physical performance cores, as deltaq). ggml's
    * workers spin at barriers, so when other work competes for the cores (another engine's thread
    * pool, a build) more threads can be 100× slower: use 1 in tests, pass it explicitly in benchmarks.
    */
@@ -533,7 +534,8 @@ export class LlamaReference {
     if (model === null) throw new DeltaqError(`llama.cpp cannot load ${path}${takeErrors()}`);
     if (options.vocabOnly) return new LlamaReference(llama, model, null, performance.now() - t0);
 
-    const threads = options.threads ?? navigator.hardwareConcurrency;
+    // deltaq's default, so that the two engines compare like with like
+    const threads = options.threads ?? performanceCores();
     const batchSize = options.batchSize ?? 512;
     const cp = new Uint8Array(llama.llama_context_default_params());
     CONTEXT_PARAMS.set(cp, "n_ctx", options.contextLength ?? 4096);

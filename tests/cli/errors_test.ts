@@ -188,7 +188,7 @@ const cases: CliCase[] = [
   {
     name: "bench: -m and --type together",
     args: () => ["bench", "-m", micro, "--type", "Q4_0"],
-    expect: "bench takes either -m FILE or --type T (the synthetic model's type), not both",
+    expect: "bench takes either -m FILE or a synthetic model (--preset NAME, --type T), not both",
   },
   // --- downloads
   {
