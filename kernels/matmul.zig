@@ -231,12 +231,12 @@ const code_kinds = [_]GgmlType{.iq3_s};
 
 /// Rows a weight's layout keeps together: its interleaved group when repacked, else 1.
 fn repackedGroupRows(w: *const Weight) usize {
-    return if (w.repacked) groupRows(w.kind) else 1;
+    return if (w.repacked) layoutGroupRows(w.kind) else 1;
 }
 
 /// Rows a type's repacked layout keeps together (its interleaved group; 1 for row-by-row layouts):
 /// a slice of a repacked weight, such as one expert's rows, must start and end on these groups.
-pub fn groupRows(kind: GgmlType) usize {
+pub fn layoutGroupRows(kind: GgmlType) usize {
     inline for (repackable) |k| if (kind == k) return Interleaved(k).?.rows;
     return 1;
 }

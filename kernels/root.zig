@@ -290,13 +290,13 @@ pub fn dq_repack_bytes(weight: u32) callconv(.c) f64 {
     return @floatFromInt(w.ne1 * matmul.repackedRowBytes(w));
 }
 
-/// Rows the weight's repacked layout keeps together (`matmul.groupRows`: 8 or 16 for the
+/// Rows the weight's repacked layout keeps together (`matmul.layoutGroupRows`: 8 or 16 for the
 /// interleaved K-quant layouts, 1 for the others), or 0 when it cannot be repacked or the id is
 /// invalid. A slice of rows (one expert's) repacks usefully only in whole groups.
 pub fn dq_repack_group_rows(weight: u32) callconv(.c) u32 {
     const w = lookupWeight(weight) catch return 0;
     if (!matmul.canRepack(w)) return 0;
-    return @intCast(matmul.groupRows(w.kind));
+    return @intCast(matmul.layoutGroupRows(w.kind));
 }
 
 /// Copies a weight into a buffer region at byte offset `lo | hi << 32` (64-byte aligned) in its
