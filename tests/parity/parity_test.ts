@@ -6,8 +6,9 @@
  * tensor), and to MXFP4 in every matrix (no preset makes MXFP4 for a dense model: the MXFP4_MOE
  * file type with --pure, token embedding and LM head included); and two mixture-of-experts
  * (`qwen35moe`) shapes (6 experts, 2 used, tied, fused gate/up; 5 experts, 1 used, untied, split
- * gate/up) as F32, Q8_0, Q4_K_M, Q6_K and MXFP4_MOE (experts in MXFP4). Each file is evaluated on
- * 72 positions, as one prompt and token by token, by both engines.
+ * gate/up) as F32, Q8_0, Q4_K_M, Q6_K and MXFP4_MOE (experts in MXFP4); and two "dynamic" files
+ * whose every tensor takes a type drawn at random (seeded) from the supported set. Each file is
+ * evaluated on 72 positions, as one prompt and token by token, by both engines.
  *
  * The grid-based IQ types (IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M) run as llama.cpp's
  * own mixes on tiny-b (IQ2_M is the mix whose base type is IQ2_S; all but IQ3_S are made with a
@@ -35,6 +36,8 @@ import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
 import { LlamaReference, type QuantizeOptions, type QuantizeType } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
+import { readModelHeader } from "../../src/gguf/split.ts";
+import { ggmlTypeName } from "../../src/gguf/types.ts";
 import type { CacheType } from "../../src/native/kernels.ts";
 
 const POSITIONS = 72;
@@ -190,6 +193,13 @@ function parityCase(
 ): void {
   Deno.test(`parity with llama.cpp: ${shape} ${label}, ${POSITIONS} positions, prompt and token by token`, async () => {
     const path = await testModel({ preset: shape, quant: type === "F32" ? undefined : type, quantOptions });
+    await checkParity(path, type, shape);
+  });
+}
+
+/** Both engines on one file, as one prompt and token by token (llama.cpp against itself too). */
+async function checkParity(path: string, type: FileType, shape: string): Promise<void> {
+  {
     const model = await loadModel(path, { threads: 2, contextLength: 256 });
     const ref = LlamaReference.load(path, { threads: 1, contextLength: 256 });
     try {
@@ -217,7 +227,7 @@ function parityCase(
       ref.dispose();
       model.dispose();
     }
-  });
+  }
 }
 
 for (const shape of SHAPES) {
@@ -237,3 +247,25 @@ for (const type of IQ_TYPES) {
 // MXFP4: every matrix, token embedding and LM head included (MXFP4_MOE's own mix is all Q8_0 for a
 // dense model).
 for (const shape of SHAPES) parityCase("MXFP4_MOE", shape, { pure: true }, "MXFP4 pure");
+
+// A "dynamic" file: every quantizable tensor (token embedding and LM head included) draws its type
+// at random (seeded) from the supported set, so all of them meet in one forward pass.
+const RANDOM_MIX_TYPES = [
+  "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "Q2_K", "Q3_K", "Q4_K",
+  "Q5_K", "Q6_K", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M",
+];
+for (const seed of [1, 2]) {
+  Deno.test(`parity with llama.cpp: tiny, every tensor of a random type (seed ${seed}), prompt and token by token`, async () => {
+    const floatPath = await testModel({ preset: "tiny" });
+    let state = seed * 0x9e3779b9 >>> 0;
+    const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+    const matrices = readModelHeader(floatPath).tensors.filter((t) => t.shape.length >= 2 && t.shape[1] > 1);
+    const tensorTypes = matrices.map((t) =>
+      [`^${t.name.replaceAll(".", "\\.")}$`, RANDOM_MIX_TYPES[Math.floor(next() * RANDOM_MIX_TYPES.length)]] as const
+    );
+    const path = await testModel({ preset: "tiny", quant: "Q8_0", quantOptions: { tensorTypes, imatrix: true } });
+    const types = new Set(readModelHeader(path).tensors.map((t) => ggmlTypeName(t.type)));
+    assert.ok(types.size >= 8, `only ${[...types].join(", ")} in the random file`);
+    await checkParity(path, "Q8_0", "tiny");
+  });
+}
