@@ -28,44 +28,17 @@ import {
   dumpOurs,
   mergeCalls,
 } from "../../src/oracle/intermediates.ts";
-import type { QuantizeOptions, QuantizeType } from "../../src/oracle/llama.ts";
+import type { QuantizeOptions } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
+import { type FileType, MOE_SHAPES, MOE_TYPES, PRESET_TYPES, SHAPES } from "./cases.ts";
 
 const PROMPT = 72;
 const STEPS = 8;
 const NODE_TOLERANCE = 1e-5;
 const DECODE_ATTENTION_TOLERANCE = 5e-3;
 
-type FileType = "F32" | QuantizeType;
-const TYPES: FileType[] = [
-  "F32",
-  "F16",
-  "BF16",
-  "Q8_0",
-  "Q4_K_M",
-  "Q5_K_M",
-  "Q6_K",
-  "Q2_K",
-  "Q3_K_S",
-  "Q3_K_M",
-  "Q3_K_L",
-  "IQ4_XS",
-  "IQ3_S",
-  "IQ3_XXS",
-  "IQ2_XXS",
-  "IQ2_XS",
-  "IQ2_M",
-  "IQ1_S",
-  "IQ1_M",
-  "Q4_0",
-  "Q5_0",
-  "IQ4_NL",
-  "Q4_1",
-  "Q5_1",
-];
-const SHAPES = ["tiny", "tiny-b"] as const;
-const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
-const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K", "MXFP4_MOE"];
+/** The presets, and the grid-based IQ mixes (made with a synthetic importance matrix). */
+const TYPES: FileType[] = [...PRESET_TYPES, "IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_M", "IQ1_S", "IQ1_M"];
 
 function check(table: Comparison[], what: string, tolerance: (node: string) => number): void {
   assert.ok(table.length > 0, `${what}: no nodes compared`);

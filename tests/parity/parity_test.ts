@@ -36,36 +36,14 @@ import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
 import { LlamaReference, type QuantizeOptions, type QuantizeType } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
+import { type FileType, MOE_SHAPES, MOE_TYPES, PRESET_TYPES, SHAPES } from "./cases.ts";
 import { readModelHeader } from "../../src/gguf/split.ts";
 import { ggmlTypeName } from "../../src/gguf/types.ts";
 import type { CacheType } from "../../src/native/kernels.ts";
 
 const POSITIONS = 72;
 
-type FileType = "F32" | QuantizeType;
-const TYPES: FileType[] = [
-  "F32",
-  "F16",
-  "BF16",
-  "Q8_0",
-  "Q4_K_M",
-  "Q5_K_M",
-  "Q6_K",
-  "Q2_K",
-  "Q3_K_S",
-  "Q3_K_M",
-  "Q3_K_L",
-  "IQ4_XS",
-  "Q4_0",
-  "Q5_0",
-  "IQ4_NL",
-  "Q4_1",
-  "Q5_1",
-];
-const SHAPES = ["tiny", "tiny-b"] as const;
-/** Mixture-of-experts shapes and the file types llama.cpp converts them to. */
-const MOE_SHAPES = ["tiny-moe", "tiny-moe-b"] as const;
-const MOE_TYPES: FileType[] = ["F32", "Q8_0", "Q4_K_M", "Q6_K", "MXFP4_MOE"];
+const TYPES = PRESET_TYPES;
 
 /** Deterministic prompt ids spread over the vocabulary. */
 function promptTokens(nVocab: number, n: number, seed: number): number[] {
