@@ -101,7 +101,8 @@ const TASKS = [
 ];
 
 interface TurnStats {
-  ttftMs: number;
+  /** Undefined when the reply streamed no visible text (nothing to time). */
+  ttftMs: number | undefined;
   totalMs: number;
   promptTokens: number;
   cachedTokens: number;
@@ -279,7 +280,7 @@ async function chat(
     }),
   });
   if (!res.ok || !res.body) throw new DeltaqError(`the server answered ${res.status}: ${await res.text()}`);
-  let ttftMs = 0, content = "", reasoning = "";
+  let ttftMs: number | undefined, content = "", reasoning = "";
   let usage: {
     prompt_tokens: number;
     completion_tokens: number;
@@ -290,7 +291,7 @@ async function chat(
     const chunk = JSON.parse(data);
     if (chunk.error) throw new DeltaqError(`the server reported: ${chunk.error.message}`);
     const delta = chunk.choices?.[0]?.delta;
-    if (delta && !ttftMs && (delta.content || delta.reasoning_content || delta.tool_calls)) {
+    if (delta && ttftMs === undefined && (delta.content || delta.reasoning_content || delta.tool_calls)) {
       ttftMs = performance.now() - start;
     }
     content += delta?.content ?? "";
@@ -385,7 +386,7 @@ function printTurns(rows: TurnStats[][], wallMs: number): void {
     const target = targets.every((x) => x !== undefined) ? targets.reduce((n, x) => n! + x!, 0)! : undefined;
     return [
       String(t + 1),
-      median(turn.map((s) => s.ttftMs)).toFixed(0),
+      turn.every((s) => s.ttftMs !== undefined) ? median(turn.map((s) => s.ttftMs!)).toFixed(0) : "—",
       median(turn.map((s) => s.totalMs)).toFixed(0),
       String(sum((s) => s.promptTokens)),
       String(sum((s) => s.cachedTokens)),
