@@ -89,9 +89,11 @@ async function denoTests(extra: string[], env: Record<string, string> = {}): Pro
   // deno prints e.g. "ok | 12 passed | 0 failed (3s)" or "FAILED | 10 passed | 2 failed (...)"
   // deno-lint-ignore no-control-regex
   const plain = text.replace(/\x1b\[[0-9;]*m/g, "");
-  const m = /(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/.exec(plain);
+  // The last such line is deno's summary; earlier ones can be output quoted by a failing test
+  // (a test that runs deno itself), which once made a failed run count as passed.
+  const m = [...plain.matchAll(/(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g)].at(-1);
   if (!m) return { passed: 0, failed: status.success ? 0 : 1 };
-  return { passed: +m[1], failed: +m[3] };
+  return { passed: +m[1], failed: Math.max(+m[3], status.success ? 0 : 1) };
 }
 
 if (import.meta.main) {
