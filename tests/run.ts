@@ -96,10 +96,29 @@ async function denoTests(extra: string[], env: Record<string, string> = {}): Pro
   return { passed: +m[1], failed: Math.max(+m[3], status.success ? 0 : 1) };
 }
 
+/**
+ * Builds the kernel libraries the full suite needs (tests/prebuild.ts) in a second process while
+ * the Zig kernel tests compile: together they keep both cores busy, where the Deno suite would
+ * build them one by one on one core.
+ */
+async function prebuildWhile<T>(work: Promise<T>): Promise<T> {
+  const prebuild = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tests/prebuild.ts"],
+    cwd: new URL("..", import.meta.url),
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  const [result] = await Promise.all([work, prebuild]);
+  return result;
+}
+
 if (import.meta.main) {
-  ensureLibrary();
   const full = Deno.args.length === 0;
-  const results = [await zigTests(full), await denoTests(Deno.args)];
+  if (!full) ensureLibrary();
+  const results = [
+    full ? await prebuildWhile(zigTests(full)) : await zigTests(full),
+    await denoTests(Deno.args),
+  ];
   if (full) {
     const levels = cpuLevels();
     for (const level of levels.runnable.filter((l) => l !== levels.selected)) {

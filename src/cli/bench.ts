@@ -50,12 +50,15 @@ const FLAGS: Specs = [
   {
     long: "preset",
     kind: "string",
-    help: `NAME  synthetic benchmark model instead of -m: ${Object.keys(BENCH_PRESETS).join(" | ")} (default ${DEFAULT_BENCH_PRESET})`,
+    help: `NAME  synthetic benchmark model instead of -m: ${
+      Object.keys(BENCH_PRESETS).join(" | ")
+    } (default ${DEFAULT_BENCH_PRESET})`,
   },
   {
     long: "type",
     kind: "string",
-    help: "T  without -m: the synthetic model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …; default Q4_K_M), built once",
+    help:
+      "T  without -m: the synthetic model in llama.cpp file type T (Q4_0, Q8_0, IQ4_XS, …; default Q4_K_M), built once",
   },
   {
     long: "threads",
@@ -99,7 +102,8 @@ const FLAGS: Specs = [
     long: "depth",
     short: "d",
     kind: "string",
-    help: "D1,D2,…  measure prompt processing and decode at these cache depths instead (like llama-bench -d), e.g. 0,4096,16384,32768",
+    help:
+      "D1,D2,…  measure prompt processing and decode at these cache depths instead (like llama-bench -d), e.g. 0,4096,16384,32768",
   },
   CACHE_TYPE_K,
   CACHE_TYPE_V,
@@ -254,13 +258,17 @@ function readFlags(args: string[]): Settings | undefined {
   }
   const preset = flags.preset as string | undefined;
   if (flags.model !== undefined && (preset !== undefined || flags.type !== undefined)) {
-    throw new DeltaqError("bench takes either -m FILE or a synthetic model (--preset NAME, --type T), not both");
+    throw new DeltaqError(
+      "bench takes either -m FILE or a synthetic model (--preset NAME, --type T), not both",
+    );
   }
   if (preset !== undefined && !(preset in BENCH_PRESETS)) {
     throw new DeltaqError(`unknown --preset ${preset}; use one of ${Object.keys(BENCH_PRESETS).join(", ")}`);
   }
   const depths = flags.depth === undefined ? undefined : parseDepths(flags.depth as string);
-  if (depths && flags.profile) throw new DeltaqError("--profile measures the standard runs; it cannot be combined with --depth");
+  if (depths && flags.profile) {
+    throw new DeltaqError("--profile measures the standard runs; it cannot be combined with --depth");
+  }
   return {
     model: (flags.model as string | undefined) ?? "",
     preset: preset ?? DEFAULT_BENCH_PRESET,
@@ -290,8 +298,14 @@ function busyNote(busy: number): string {
 export function parseDepths(text: string): number[] {
   const depths = text.split(",").map((d) => d.trim());
   const values = depths.map((d) => Number(d));
-  if (depths.some((d, i) => d === "" || !Number.isInteger(values[i]) || values[i] < 0 || values[i] > 1 << 20)) {
-    throw new DeltaqError(`--depth needs a comma-separated list of token counts from 0 to ${1 << 20}, got ${JSON.stringify(text)}`);
+  if (
+    depths.some((d, i) => d === "" || !Number.isInteger(values[i]) || values[i] < 0 || values[i] > 1 << 20)
+  ) {
+    throw new DeltaqError(
+      `--depth needs a comma-separated list of token counts from 0 to ${1 << 20}, got ${
+        JSON.stringify(text)
+      }`,
+    );
   }
   return [...new Set(values)].sort((a, b) => a - b);
 }
@@ -389,17 +403,8 @@ async function measure(
   const weightBytes = decodeWeightBytes(header);
   const bw = gbPerSecond[Math.min(s.threads, gbPerSecond.length) - 1];
   const report = {
-    model: s.model,
-    modelBytes: header.fileSize,
-    modelTypes: typeSummary(header),
-    threads: s.threads,
-    busy: s.busy,
-    pp: s.pp,
-    tg: s.tg,
+    ...reportBase(s, header, loadBefore, loadAfter),
     ttftTokens: s.ttftTokens,
-    reps: s.reps,
-    machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
-    deltaqSource: sourceState(),
     bandwidth: {
       bytes: bandwidthBefore.bytes,
       gbPerSecond,
@@ -430,7 +435,13 @@ const SPIN = "const parent = Deno.ppid; for (;;) { const until = Date.now() + 10
 export function startBusy(n: number): { stop(): Promise<void> } {
   const procs = Array.from(
     { length: n },
-    () => new Deno.Command(Deno.execPath(), { args: ["eval", SPIN], stdin: "null", stdout: "null", stderr: "null" }).spawn(),
+    () =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["eval", SPIN],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn(),
   );
   const kill = () => {
     for (const p of procs) {
@@ -528,6 +539,27 @@ function summarize(runs: EngineRun[], s: Settings): SummaryRow[] {
   });
 }
 
+/** What every report states first: the file, the settings and the machine they ran on. */
+function reportBase(
+  s: Settings,
+  header: GgufFile,
+  loadAverageBefore: ReturnType<typeof loadAverage>,
+  loadAverageAfter: ReturnType<typeof loadAverage>,
+) {
+  return {
+    model: s.model,
+    modelBytes: header.fileSize,
+    modelTypes: typeSummary(header),
+    threads: s.threads,
+    busy: s.busy,
+    pp: s.pp,
+    tg: s.tg,
+    reps: s.reps,
+    machine: { ...machine(), loadAverageBefore, loadAverageAfter },
+    deltaqSource: sourceState(),
+  };
+}
+
 // ---- memory bandwidth
 
 /** Builds bench/bandwidth.zig once per source and CPU target into .cache/bench/, runs it. */
@@ -596,7 +628,8 @@ export function decodeWeightBytes(
   const usedCount = typeof used === "number"
     ? used
     : ArrayBuffer.isView(used) || Array.isArray(used)
-    ? Array.from(used as ArrayLike<number>).reduce((a, b) => a + Number(b), 0) / (used as ArrayLike<number>).length
+    ? Array.from(used as ArrayLike<number>).reduce((a, b) => a + Number(b), 0) /
+      (used as ArrayLike<number>).length
     : 0;
   let bytes = 0;
   for (const t of h.tensors) {
@@ -860,7 +893,12 @@ export interface DepthRow {
   tgOfDepth0?: number;
 }
 
-async function measureDepths(s: Settings, header: GgufFile, library: string, status: Status): Promise<number> {
+async function measureDepths(
+  s: Settings,
+  header: GgufFile,
+  library: string,
+  status: Status,
+): Promise<number> {
   const depths = s.depths!;
   const cfg = readConfig(new Metadata(header, s.model), header.tensors, s.model);
   const types = { k: s.cacheTypeK, v: s.cacheTypeV };
@@ -878,7 +916,11 @@ async function measureDepths(s: Settings, header: GgufFile, library: string, sta
   const total = s.reps * engines.length;
   for (let rep = 0; rep < s.reps; rep++) {
     for (const engine of engines) {
-      status.show(`run ${runs.length + 1}/${total}: ${engine} at depths ${depths.join(", ")} (the deepest fill takes long)`);
+      status.show(
+        `run ${runs.length + 1}/${total}: ${engine} at depths ${
+          depths.join(", ")
+        } (the deepest fill takes long)`,
+      );
       runs.push(await spawnWorker<DepthRun>(engine, s, false, library));
     }
   }
@@ -889,7 +931,10 @@ async function measureDepths(s: Settings, header: GgufFile, library: string, sta
   const stats = (engine: Engine, depth: number) => {
     const rs = of(engine);
     if (rs.length === 0) return undefined;
-    return { pp: stat(rs.map((r) => point(r, depth).pp.tokensPerSecond)), tg: stat(rs.map((r) => point(r, depth).tg.tokensPerSecond)) };
+    return {
+      pp: stat(rs.map((r) => point(r, depth).pp.tokensPerSecond)),
+      tg: stat(rs.map((r) => point(r, depth).tg.tokensPerSecond)),
+    };
   };
   const base = depths.includes(0) ? stats("deltaq", 0)!.tg.median : undefined;
   const rows: DepthRow[] = depths.map((depth) => {
@@ -912,19 +957,10 @@ async function measureDepths(s: Settings, header: GgufFile, library: string, sta
     return rs.length ? stat(rs.map((r) => r.peakRssKiB * 1024)) : undefined;
   };
   const report = {
-    model: s.model,
-    modelBytes: header.fileSize,
-    modelTypes: typeSummary(header),
-    threads: s.threads,
-    busy: s.busy,
-    pp: s.pp,
-    tg: s.tg,
-    reps: s.reps,
+    ...reportBase(s, header, loadBefore, loadAfter),
     cacheTypeK: s.cacheTypeK,
     cacheTypeV: s.cacheTypeV,
     depths,
-    machine: { ...machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
-    deltaqSource: sourceState(),
     rows,
     memory: {
       tokensHeld: held,
@@ -954,7 +990,13 @@ type DepthReport = {
   machine: ReturnType<typeof machine> & { loadAverageBefore: string; loadAverageAfter: string };
   deltaqSource: string;
   rows: DepthRow[];
-  memory: { tokensHeld: number; kvCacheBytes: number; budgetBytes: number; deltaqPeakRssBytes?: Stat; llamaPeakRssBytes?: Stat };
+  memory: {
+    tokensHeld: number;
+    kvCacheBytes: number;
+    budgetBytes: number;
+    deltaqPeakRssBytes?: Stat;
+    llamaPeakRssBytes?: Stat;
+  };
   runs: DepthRun[];
 };
 
@@ -962,16 +1004,30 @@ export function formatDepthReport(r: DepthReport): string {
   const out: string[] = [];
   const m = r.machine;
   const hasRef = r.rows[0]?.llama !== undefined;
-  const name = r.model === benchModelPath() ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp" : r.model;
+  const name = r.model === benchModelPath()
+    ? "synthetic Qwen3.5-4B shapes (qwen35-4b preset), Q4_K_M by llama.cpp"
+    : r.model;
   const mib = (b: number) => `${Math.round(b / 2 ** 20).toLocaleString("en-US")} MiB`;
   out.push(`model:    ${name} — ${(r.modelBytes / 1e9).toFixed(2)} GB (${r.modelTypes})`);
-  out.push(`machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`);
-  const engines = [...new Set(r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`))];
+  out.push(
+    `machine:  ${m.cpu}, ${m.logicalCpus} logical CPUs, ${m.memory}, ${m.simd}; ${m.os}; Deno ${m.deno}`,
+  );
+  const engines = [
+    ...new Set(
+      r.runs.map((x) => `${x.engine}: ${x.build}${x.engine === "deltaq" ? `, ${r.deltaqSource}` : ""}`),
+    ),
+  ];
   out.push(`engines:  ${engines.join("\n          ")}`);
   out.push(
-    `runs:     ${r.threads} thread${r.threads > 1 ? "s" : ""} each${busyNote(r.busy)}, KV cache ${r.cacheTypeK}/${r.cacheTypeV} (K/V)` +
-      `${hasRef ? ", llama.cpp with flash attention" : ""}; each depth filled in batches of 512, the sequence state saved and ` +
-      `restored around pp${r.pp} and tg${r.tg} (as llama-bench -d); ${r.reps} run${r.reps > 1 ? "s" : ""} per engine, one process ` +
+    `runs:     ${r.threads} thread${r.threads > 1 ? "s" : ""} each${
+      busyNote(r.busy)
+    }, KV cache ${r.cacheTypeK}/${r.cacheTypeV} (K/V)` +
+      `${
+        hasRef ? ", llama.cpp with flash attention" : ""
+      }; each depth filled in batches of 512, the sequence state saved and ` +
+      `restored around pp${r.pp} and tg${r.tg} (as llama-bench -d); ${r.reps} run${
+        r.reps > 1 ? "s" : ""
+      } per engine, one process ` +
       `per run${r.reps > 1 ? ", median (min–max)" : ""}`,
   );
   out.push(`load avg: ${m.loadAverageBefore} before, ${m.loadAverageAfter} after (1, 5, 15 min)`);
@@ -979,14 +1035,32 @@ export function formatDepthReport(r: DepthReport): string {
   const c = (st: Stat) => cell(st, 2, r.reps);
   const ratio = (x?: number) => x === undefined ? "" : `${x.toFixed(2)}×`;
   const head = hasRef
-    ? ["depth", `pp${r.pp} deltaq`, "llama.cpp", "ratio", `tg${r.tg} deltaq`, "llama.cpp", "ratio", "deltaq tg ÷ depth 0"]
+    ? [
+      "depth",
+      `pp${r.pp} deltaq`,
+      "llama.cpp",
+      "ratio",
+      `tg${r.tg} deltaq`,
+      "llama.cpp",
+      "ratio",
+      "deltaq tg ÷ depth 0",
+    ]
     : ["depth", `pp${r.pp} deltaq`, `tg${r.tg} deltaq`, "tg ÷ depth 0"];
   const rows = [head];
   for (const row of r.rows) {
     const of0 = row.tgOfDepth0 === undefined ? "" : `${(100 * row.tgOfDepth0).toFixed(0)}%`;
     rows.push(
       hasRef
-        ? [String(row.depth), c(row.deltaq.pp), c(row.llama!.pp), ratio(row.ppRatio), c(row.deltaq.tg), c(row.llama!.tg), ratio(row.tgRatio), of0]
+        ? [
+          String(row.depth),
+          c(row.deltaq.pp),
+          c(row.llama!.pp),
+          ratio(row.ppRatio),
+          c(row.deltaq.tg),
+          c(row.llama!.tg),
+          ratio(row.tgRatio),
+          of0,
+        ]
         : [String(row.depth), c(row.deltaq.pp), c(row.deltaq.tg), of0],
     );
   }
@@ -997,13 +1071,23 @@ export function formatDepthReport(r: DepthReport): string {
   if (mem.deltaqPeakRssBytes) {
     const peak = mem.deltaqPeakRssBytes.median;
     out.push(
-      `peak RSS, deltaq, after depth ${deepest.toLocaleString("en-US")}: ${mib(peak)} against file ${mib(r.modelBytes)} + KV cache ` +
-        `${mib(mem.kvCacheBytes)} (${mem.tokensHeld.toLocaleString("en-US")} tokens, ${r.cacheTypeK}/${r.cacheTypeV}) + 15% = ` +
-        `${mib(mem.budgetBytes)}: ${peak <= mem.budgetBytes ? "within" : "OVER"} (${((100 * peak) / (r.modelBytes + mem.kvCacheBytes)).toFixed(0)}% of file + cache)`,
+      `peak RSS, deltaq, after depth ${deepest.toLocaleString("en-US")}: ${mib(peak)} against file ${
+        mib(r.modelBytes)
+      } + KV cache ` +
+        `${mib(mem.kvCacheBytes)} (${
+          mem.tokensHeld.toLocaleString("en-US")
+        } tokens, ${r.cacheTypeK}/${r.cacheTypeV}) + 15% = ` +
+        `${mib(mem.budgetBytes)}: ${peak <= mem.budgetBytes ? "within" : "OVER"} (${
+          ((100 * peak) / (r.modelBytes + mem.kvCacheBytes)).toFixed(0)
+        }% of file + cache)`,
     );
   }
   if (mem.llamaPeakRssBytes) {
-    out.push(`peak RSS, llama.cpp: ${mib(mem.llamaPeakRssBytes.median)} (includes the saved copy of its sequence state that llama-bench -d also keeps)`);
+    out.push(
+      `peak RSS, llama.cpp: ${
+        mib(mem.llamaPeakRssBytes.median)
+      } (includes the saved copy of its sequence state that llama-bench -d also keeps)`,
+    );
   }
   return out.join("\n");
 }

@@ -9,9 +9,9 @@
  * same count must be non-zero, which shows that the check can see them.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { build, buildStamp, ensurePlatformLibrary, libraryPath, type Platform } from "../../src/native/build.ts";
+import type { Platform } from "../../src/native/build.ts";
 import { TARGETS } from "../../tools/compile.ts";
+import { crossLibrary } from "./cross.ts";
 import { findObjdump } from "./tools.ts";
 
 /** System-call instructions in a library's code. */
@@ -28,27 +28,6 @@ function countSyscalls(objdump: string, library: string): number {
 }
 
 const objdump = findObjdump();
-
-/**
- * The library a target's check builds. Linux targets: the whole library, every level (the suite
- * runs them). macOS and Windows: one CPU level each, into .cache/cross/: what differs by OS
- * (kernels/os.zig, the C ABI's calling conventions) is the same at every level, and every level's
- * own code is compiled for the same architecture by the Linux builds and kernel tests (and the
- * Windows kernel tests under Wine compile its best level), so building all levels again for each
- * OS would only add minutes of compiling to every CI run.
- */
-function crossLibrary(target: string, platform: Platform): string {
-  if (platform.os === "linux") return ensurePlatformLibrary(platform, { quiet: true });
-  const level = platform.arch === "aarch64" ? "i8mm" : platform.os === "windows" ? "baseline" : "x86_64_v3";
-  const prefix = fileURLToPath(new URL(`../../.cache/cross/${target}-${level}`, import.meta.url));
-  const path = libraryPath(platform, prefix);
-  let stamp = "";
-  try {
-    stamp = Deno.readTextFileSync(`${path}.stamp`);
-  } catch { /* not built yet */ }
-  if (stamp !== buildStamp(platform, { level })) build({ quiet: true, platform, level, prefix });
-  return path;
-}
 
 for (const [target, platform] of Object.entries(TARGETS) as [string, Platform][]) {
   Deno.test({

@@ -30,6 +30,8 @@ Deno.test("bench-serve: per-turn tables, and from turn 2 only the tokens new sin
     const rows = table.split("\n").filter((l) => /^\s+\d+\s/.test(l)).map((l) => l.trim().split(/\s+/));
     assert.deepEqual(rows.map((r) => r[0]), ["1", "2", "3"], table);
     assert.equal(rows[0][7], "—");
+    // every turn streamed visible text, so its first token was timed
+    for (const r of rows) assert.match(r[1], /^\d+$/, `turn ${r[0]}: no time to first token\n${table}`);
     for (const r of rows.slice(1)) {
       const [prompt, cached, processed, target] = r.slice(3, 7).map(Number);
       assert.ok(cached > 0 && prompt === cached + processed, table);
