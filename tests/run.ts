@@ -116,7 +116,7 @@ if (import.meta.main) {
   const full = Deno.args.length === 0;
   if (!full) ensureLibrary();
   const results = [
-    full ? await prebuildWhile(zigTests(full)) : await zigTests(full),
+    full ? await prebuildWhile(zigTests(true)) : await zigTests(false),
     await denoTests(Deno.args),
   ];
   if (full) {

@@ -148,7 +148,7 @@ async function main(args: string[]): Promise<number> {
   // a synthetic model's random weights mostly pick tokens that decode to nothing printable (bytes
   // of unfinished characters, markup), and a stream with no visible text gives nothing to time.
   // Which token is sampled does not change the work of a step.
-  const noEnd = {
+  const logitBias = {
     ...Object.fromEntries(visibleWordTokens(model, 48).map((id) => [id, 50])),
     ...Object.fromEntries(model.tokenizer.endOfGenerationIds.map((id) => [id, -100])),
   };
@@ -175,7 +175,7 @@ async function main(args: string[]): Promise<number> {
     if (!flags.skipSingle) {
       console.log("one client, one conversation");
       const start = performance.now();
-      const stats = await conversation(server.url, model, 0, turns, maxTokens, toolTokens, noEnd);
+      const stats = await conversation(server.url, model, 0, turns, maxTokens, toolTokens, logitBias);
       printTurns(stats.map((s) => [s]), performance.now() - start);
     }
     if (!flags.skipParallel && clients > 1) {
@@ -184,15 +184,17 @@ async function main(args: string[]): Promise<number> {
       const all = await Promise.all(
         Array.from(
           { length: clients },
-          (_, c) => conversation(server.url, model, c + 1, turns, maxTokens, toolTokens, noEnd),
+          (_, c) => conversation(server.url, model, c + 1, turns, maxTokens, toolTokens, logitBias),
         ),
       );
       printTurns(Array.from({ length: turns }, (_, t) => all.map((s) => s[t])), performance.now() - start);
     }
     if (!flags.skipDecode) {
       console.log(`\ndecode throughput (${decodeTokens} tokens per stream, short prompts)`);
-      const one = await decodeStreams(server.url, 1, decodeTokens, noEnd);
-      const many = clients > 1 ? await decodeStreams(server.url, clients, decodeTokens, noEnd) : undefined;
+      const one = await decodeStreams(server.url, 1, decodeTokens, logitBias);
+      const many = clients > 1
+        ? await decodeStreams(server.url, clients, decodeTokens, logitBias)
+        : undefined;
       console.log(`  1 stream:   ${one.toFixed(2)} tokens/s`);
       if (many !== undefined) {
         console.log(

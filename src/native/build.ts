@@ -83,20 +83,22 @@ export function ensureLibrary(): string {
   const path = libraryPath(platform);
   // Embedded with `deno compile --include`; Deno extracts it when it is dlopen'ed.
   if (isCompiledBinary()) return path;
-  const stamp = `${path}.stamp`;
-  if (isFile(path) && readText(stamp) === buildStamp(platform)) return path;
-  build({ quiet: false, platform });
-  return path;
+  return ensurePlatformLibrary(platform);
 }
 
 /**
- * The library for a platform in this checkout, built (cross-compiled) when missing or stale; for
- * `deno task compile` and the cross-platform tests.
+ * The library for a platform in this checkout, built (cross-compiled) when missing or stale (its
+ * stamp names another target, level, mode or source); for `deno task compile` and the tests. By
+ * default every level, ReleaseFast, under the platform's prefix; `level`, `optimize` and `prefix`
+ * build a variant beside it (one level for a cross-build check, ReleaseSafe for the fuzzer).
  */
-export function ensurePlatformLibrary(platform: Platform, opts: { quiet?: boolean } = {}): string {
-  const path = libraryPath(platform);
-  if (isFile(path) && readText(`${path}.stamp`) === buildStamp(platform)) return path;
-  build({ quiet: opts.quiet ?? false, platform });
+export function ensurePlatformLibrary(
+  platform: Platform,
+  opts: { quiet?: boolean; prefix?: string; level?: string; optimize?: "fast" | "safe" } = {},
+): string {
+  const path = libraryPath(platform, opts.prefix);
+  if (isFile(path) && readText(`${path}.stamp`) === buildStamp(platform, opts)) return path;
+  build({ ...opts, quiet: opts.quiet ?? false, platform });
   return path;
 }
 

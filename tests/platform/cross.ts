@@ -1,12 +1,6 @@
 /** The kernel libraries the cross-build checks use (tests/platform/cross_test.ts). */
 import { fileURLToPath } from "node:url";
-import {
-  build,
-  buildStamp,
-  ensurePlatformLibrary,
-  libraryPath,
-  type Platform,
-} from "../../src/native/build.ts";
+import { ensurePlatformLibrary, type Platform } from "../../src/native/build.ts";
 
 /**
  * The library a target's cross-build check uses. Linux targets: the whole library, every level
@@ -20,11 +14,5 @@ export function crossLibrary(target: string, platform: Platform): string {
   if (platform.os === "linux") return ensurePlatformLibrary(platform, { quiet: true });
   const level = platform.arch === "aarch64" ? "i8mm" : platform.os === "windows" ? "baseline" : "x86_64_v3";
   const prefix = fileURLToPath(new URL(`../../.cache/cross/${target}-${level}`, import.meta.url));
-  const path = libraryPath(platform, prefix);
-  let stamp = "";
-  try {
-    stamp = Deno.readTextFileSync(`${path}.stamp`);
-  } catch { /* not built yet */ }
-  if (stamp !== buildStamp(platform, { level })) build({ quiet: true, platform, level, prefix });
-  return path;
+  return ensurePlatformLibrary(platform, { quiet: true, level, prefix });
 }

@@ -22,7 +22,7 @@ import { DeltaqError } from "../../src/errors.ts";
 import { Metadata, parseGguf, readGgufHeader } from "../../src/gguf/read.ts";
 import { GgufValueType } from "../../src/gguf/types.ts";
 import { readConfig } from "../../src/model/config.ts";
-import { build, buildStamp, hostPlatform, libraryPath } from "../../src/native/build.ts";
+import { ensurePlatformLibrary, hostPlatform } from "../../src/native/build.ts";
 import { cpuLevels } from "../../src/native/ffi.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { mix32 } from "../../src/util/hash.ts";
@@ -653,17 +653,13 @@ const SELF = decodeURIComponent(new URL(import.meta.url).pathname);
  * when the kernel sources change (~30 s on two cores).
  */
 export function safeLibrary(): string {
-  const prefix = ".cache/safe-lib";
-  const platform = hostPlatform();
-  const path = libraryPath(platform, prefix);
   // One CPU level (the one this machine uses) is enough here, and a third of the compile time.
-  const opts = { optimize: "safe" as const, level: cpuLevels().selected };
-  let have: string | undefined;
-  try {
-    have = Deno.readTextFileSync(`${path}.stamp`);
-  } catch { /* not built yet */ }
-  if (have !== buildStamp(platform, opts)) build({ ...opts, prefix, quiet: true, platform });
-  return path;
+  return ensurePlatformLibrary(hostPlatform(), {
+    quiet: true,
+    prefix: ".cache/safe-lib",
+    optimize: "safe",
+    level: cpuLevels().selected,
+  });
 }
 
 export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
