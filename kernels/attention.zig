@@ -16,14 +16,16 @@
 //! Work. The query rows of one KV head — its group of query heads times a tile of tokens — meet
 //! the keys they may see (token t: cache rows 0..pos+t) in blocks of 64, with an online softmax:
 //! each row keeps its running maximum M, sum S and unnormalised output O, rescaled by
-//! exp(M_old − M_new) when the maximum grows. Items are (KV head, token tile, key split); when
-//! there are too few to keep the workers busy (one decoded token is one tile per KV head), each
-//! key range is split and the splits' (M, S, O) are merged at the end, as flash-decoding does.
+//! exp(M_old − M_new) when the maximum grows. A prompt's items are (KV head, token tile). One
+//! decoded token's items are key ranges of every KV head at once (so each reads whole cache rows,
+//! front to back), split until every worker has several, and the splits' (M, S, O) are merged at
+//! the end, as flash-decoding does; with few keys the heads are divided among items too.
 //!
 //! Inside an item, one decoded token's rows take dot products of key rows with query rows, four
 //! query rows × L/4 keys per pass with one (row, key) sum per vector lane, folded into one vector
 //! at the end (`sumLanes`), so a key row is widened from the cache type once per four query rows
-//! and no per-score reduction is paid; it streams through the cache with prefetches ahead. Several
+//! (a quantized block's scale once per block) and no per-score reduction is paid; it streams
+//! through the cache with prefetches ahead. Several
 //! tokens (a prompt chunk) widen and transpose a block of 64 keys once, then compute the scores
 //! as a register-tiled GEMM (rows × 64 keys, query values broadcast against key vectors). Either
 //! way the values go into O by a register tile of rows × 64 dims, V widened per key on the fly
@@ -184,6 +186,26 @@ inline fn widen(comptime T: CacheType, comptime L: usize, row: [*]const u8, at: 
     };
 }
 
+/// `n` consecutive vectors of L values of a row from value `at`, widened to f32. For a quantized
+/// type `n`·L covers whole blocks from a block boundary, and each block's scale is converted once
+/// for its vectors (per vector, the conversion cost as much as the values' own).
+inline fn widenSpan(comptime T: CacheType, comptime L: usize, comptime n: usize, row: [*]const u8, at: usize) [n]@Vector(L, f32) {
+    var out: [n]@Vector(L, f32) = undefined;
+    if (T == .f16) {
+        inline for (0..n) |v| out[v] = widen(T, L, row, at + v * L);
+        return out;
+    }
+    const Q = if (T == .q8_0) q8_0 else q4_0;
+    const per_block = 32 / L;
+    if (n % per_block != 0) @compileError("widenSpan takes whole blocks");
+    inline for (0..n / per_block) |b| {
+        const blk = row + T.rowBytes(at + 32 * b).?;
+        const d: @Vector(L, f32) = @splat(Q.blockScale(blk));
+        inline for (0..per_block) |v| out[b * per_block + v] = Q.codes(L, blk, v * L) * d;
+    }
+    return out;
+}
+
 /// Checks a shape against what the kernel handles; the message names the problem.
 pub fn validate(s: Shape) error{Failed}!void {
     if (s.head_dim == 0 or s.head_dim > max_head_dim or s.head_dim % 8 != 0) return root.fail("head dim {d} must be a multiple of 8 up to {d}", .{ s.head_dim, max_head_dim });
@@ -231,7 +253,12 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             tile_tokens: usize,
             n_tiles: usize,
             splits: usize,
+            /// KV heads per item (consecutive ones): every head when decoding, one for a prompt.
+            heads: usize,
+            /// Query rows of one head in a tile, and the scratch rows each head takes (padded to
+            /// whole `dot_rows` passes).
             tile_rows: usize,
+            head_rows: usize,
             gemm: bool,
             k_row: usize,
             v_row: usize,
@@ -244,20 +271,34 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 const tile_tokens = @max(1, @min(s.n_tokens, tile_rows_target / group));
                 const n_tiles = (s.n_tokens + tile_tokens - 1) / tile_tokens;
                 const tile_rows = tile_tokens * group;
-                // One token: split the keys until every worker has several items, keeping splits
-                // long. Several tokens are never split, and always take the GEMM path: then each
+                // One token: an item takes every KV head of a key range, so it reads whole cache
+                // rows front to back (the heads' slices lie side by side in a row; one head's
+                // slices alone are a short strided read per row, which the hardware prefetchers
+                // follow poorly: with a Q8_0 cache that made decoding at depth latency-bound).
+                // The keys are split until every worker has several items, keeping splits long;
+                // when the keys are too few for that, the heads are split too. Several tokens are
+                // never split, and always take the GEMM path, one head per item: then each
                 // token's result is the same whatever else is in the batch (the score and value
                 // sums run in one order per row, blocks start at key 0), which batched serving
                 // relies on (a prompt evaluated in one call or in chunks gives identical logits).
                 var splits: usize = 1;
+                var heads: usize = 1;
                 const max_keys = s.pos + s.n_tokens;
                 if (s.n_tokens == 1) {
-                    while (n_workers > 1 and s.n_head_kv * splits < 4 * n_workers and max_keys / (2 * splits) >= min_split_keys) splits *= 2;
+                    heads = s.n_head_kv;
+                    while (n_workers > 1 and s.n_head_kv / heads * splits < 4 * n_workers) {
+                        if (max_keys / (2 * splits) >= min_split_keys) {
+                            splits *= 2;
+                        } else if (heads % 2 == 0) {
+                            heads /= 2;
+                        } else break;
+                    }
                 }
                 const gemm = s.n_tokens > 1;
                 const kv_dim = s.n_head_kv * s.head_dim;
                 const d = s.head_dim;
-                const padded = std.mem.alignForward(usize, tile_rows, dot_rows);
+                const head_rows = std.mem.alignForward(usize, tile_rows, dot_rows);
+                const padded = heads * head_rows;
                 var floats = 2 * round(padded * d) + round(padded * block_keys) + 2 * round(padded);
                 if (gemm) floats += 2 * round(d * block_keys);
                 return .{
@@ -266,7 +307,9 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     .tile_tokens = tile_tokens,
                     .n_tiles = n_tiles,
                     .splits = splits,
+                    .heads = heads,
                     .tile_rows = tile_rows,
+                    .head_rows = head_rows,
                     .gemm = gemm,
                     .k_row = KT.rowBytes(kv_dim).?,
                     .v_row = VT.rowBytes(kv_dim).?,
@@ -277,11 +320,26 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             }
 
             fn items(p: Plan) usize {
-                return p.s.n_head_kv * p.n_tiles * p.splits;
+                return p.s.n_head_kv / p.heads * p.n_tiles * p.splits;
             }
 
             fn partialFloats(p: Plan) usize {
-                return p.tile_rows * (p.s.head_dim + 2);
+                return p.heads * p.tile_rows * (p.s.head_dim + 2);
+            }
+
+            /// The (KV heads, token tile) an item works on, key splits aside: heaviest tiles
+            /// (the last tokens see the most keys) first.
+            fn itemTile(p: Plan, i: usize) struct { first_head: usize, t0: usize, t1: usize } {
+                const rest = i / p.splits;
+                const head_groups = p.s.n_head_kv / p.heads;
+                const tile = p.n_tiles - 1 - rest / head_groups;
+                const t0 = tile * p.tile_tokens;
+                return .{ .first_head = rest % head_groups * p.heads, .t0 = t0, .t1 = @min(p.s.n_tokens, t0 + p.tile_tokens) };
+            }
+
+            /// Query row r of head `head`'s rows in a tile starting at token t0: its token and query head.
+            fn rowOf(p: Plan, head: usize, t0: usize, r: usize) struct { t: usize, h: usize } {
+                return .{ .t = t0 + r / p.group, .h = head * p.group + r % p.group };
             }
         };
 
@@ -305,7 +363,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     }
                 }.f;
                 const d = p.s.head_dim;
-                const padded = std.mem.alignForward(usize, p.tile_rows, dot_rows);
+                const padded = p.heads * p.head_rows;
                 return .{
                     .q = take(&next, padded * d),
                     .o = take(&next, padded * d),
@@ -315,6 +373,14 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     .kt = if (p.gemm) take(&next, d * block_keys) else undefined,
                     .vw = if (p.gemm) take(&next, d * block_keys) else undefined,
                 };
+            }
+
+            /// The rows of the item's KV head `hh` (0-based within the item): `head_rows` rows
+            /// from row hh·head_rows.
+            fn head(w: Scratch, p: Plan, hh: usize) Scratch {
+                const r0 = hh * p.head_rows;
+                const d = p.s.head_dim;
+                return .{ .q = w.q + r0 * d, .o = w.o + r0 * d, .sc = w.sc + r0 * block_keys, .m = w.m + r0, .l = w.l + r0, .kt = w.kt, .vw = w.vw };
             }
         };
 
@@ -333,35 +399,33 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 while (j.chunks.take()) |range| for (range.begin..range.end) |i| j.item(i, w);
             }
 
-            /// Item i: heaviest tiles (the last tokens see the most keys) first.
+            /// Item i: one key split of `heads` KV heads × a token tile (`Plan.itemTile`).
             fn item(j: *const Job, i: usize, w: Scratch) void {
                 const p = j.plan;
                 const s = p.s;
                 const d = s.head_dim;
                 const split = i % p.splits;
-                const rest = i / p.splits;
-                const head = rest % s.n_head_kv;
-                const tile = p.n_tiles - 1 - rest / s.n_head_kv;
-                const t0 = tile * p.tile_tokens;
-                const t1 = @min(s.n_tokens, t0 + p.tile_tokens);
-                const rows = (t1 - t0) * p.group;
-                const visible = s.pos + t1; // keys any row of the tile may see
+                const tile = p.itemTile(i);
+                const rows = (tile.t1 - tile.t0) * p.group; // per head
+                const visible = s.pos + tile.t1; // keys any row of the tile may see
                 const split_len = std.mem.alignForward(usize, (visible + p.splits - 1) / p.splits, block_keys);
                 const k_begin = @min(visible, split * split_len);
                 const k_end = @min(visible, k_begin + split_len);
 
-                for (0..rows) |r| {
-                    const t = t0 + r / p.group;
-                    const h = head * p.group + r % p.group;
-                    loadQuery(j.q + t * s.q_tok_stride + h * s.q_head_stride, w.q + r * d, d);
+                for (0..p.heads) |hh| {
+                    const wh = w.head(p, hh);
+                    for (0..rows) |r| {
+                        const at = p.rowOf(tile.first_head + hh, tile.t0, r);
+                        loadQuery(j.q + at.t * s.q_tok_stride + at.h * s.q_head_stride, wh.q + r * d, d);
+                    }
+                    @memset(wh.q[rows * d .. p.head_rows * d], 0);
+                    @memset(wh.o[0 .. rows * d], 0);
+                    @memset(wh.m[0..rows], -std.math.inf(f32));
+                    @memset(wh.l[0..rows], 0);
                 }
-                @memset(w.q[rows * d .. std.mem.alignForward(usize, rows, dot_rows) * d], 0);
-                @memset(w.o[0 .. rows * d], 0);
-                @memset(w.m[0..rows], -std.math.inf(f32));
-                @memset(w.l[0..rows], 0);
 
-                const kc = j.kc + head * p.k_head;
-                const vc = j.vc + head * p.v_head;
+                const kc = j.kc + tile.first_head * p.k_head;
+                const vc = j.vc + tile.first_head * p.v_head;
                 var kb = k_begin;
                 while (kb < k_end) : (kb += block_keys) {
                     const nk = @min(block_keys, k_end - kb);
@@ -372,34 +436,39 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     } else {
                         dotScores(kc + kb * p.k_row, vc + kb * p.v_row, p, nk, w, rows, s.scale);
                     }
-                    for (0..rows) |r| {
-                        // token t sees keys < pos + t + 1
-                        const limit = s.pos + t0 + r / p.group + 1;
-                        softmaxStep(w, r, nk, if (limit > kb) @min(nk, limit - kb) else 0, d);
-                    }
-                    if (p.gemm) {
-                        valueTiles(true, w, rows, nk, d, w.vw, d);
-                    } else {
-                        valueTiles(false, w, rows, nk, d, vc + kb * p.v_row, p.v_row);
+                    for (0..p.heads) |hh| {
+                        const wh = w.head(p, hh);
+                        for (0..rows) |r| {
+                            // token t sees keys < pos + t + 1
+                            const limit = s.pos + tile.t0 + r / p.group + 1;
+                            softmaxStep(wh, r, nk, if (limit > kb) @min(nk, limit - kb) else 0, d);
+                        }
+                        if (p.gemm) {
+                            valueTiles(true, wh, rows, nk, d, w.vw, d);
+                        } else {
+                            valueTiles(false, wh, rows, nk, d, vc + hh * p.v_head + kb * p.v_row, p.v_row);
+                        }
                     }
                 }
 
-                if (p.splits == 1) {
-                    for (0..rows) |r| {
-                        const t = t0 + r / p.group;
-                        const h = head * p.group + r % p.group;
-                        const inv = if (w.l[r] == 0) 0 else 1 / w.l[r];
-                        const dst = j.out + (t * s.n_head + h) * d;
-                        simd.scale(w.o + r * d, dst, inv, d);
-                        unrotateOutput(dst, d);
-                    }
-                } else {
-                    const part = j.partials + i * p.partialFloats();
-                    for (0..rows) |r| {
-                        const row = part + r * (d + 2);
-                        row[0] = w.m[r];
-                        row[1] = w.l[r];
-                        @memcpy(row[2..][0..d], w.o[r * d ..][0..d]);
+                for (0..p.heads) |hh| {
+                    const wh = w.head(p, hh);
+                    if (p.splits == 1) {
+                        for (0..rows) |r| {
+                            const at = p.rowOf(tile.first_head + hh, tile.t0, r);
+                            const inv = if (wh.l[r] == 0) 0 else 1 / wh.l[r];
+                            const dst = j.out + (at.t * s.n_head + at.h) * d;
+                            simd.scale(wh.o + r * d, dst, inv, d);
+                            unrotateOutput(dst, d);
+                        }
+                    } else {
+                        const part = j.partials + i * p.partialFloats() + hh * rows * (d + 2);
+                        for (0..rows) |r| {
+                            const row = part + r * (d + 2);
+                            row[0] = wh.m[r];
+                            row[1] = wh.l[r];
+                            @memcpy(row[2..][0..d], wh.o[r * d ..][0..d]);
+                        }
                     }
                 }
             }
@@ -417,28 +486,25 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             if (plan.splits > 1) merge(&job);
         }
 
-        /// Combines each (head, tile)'s key splits: M = max M_s, S = Σ S_s·e^(M_s−M), O likewise.
+        /// Combines each (heads, tile)'s key splits: M = max M_s, S = Σ S_s·e^(M_s−M), O likewise.
         fn merge(j: *const Job) void {
             const p = j.plan;
             const s = p.s;
             const d = s.head_dim;
             var i: usize = 0;
             while (i < p.items()) : (i += p.splits) {
-                const rest = i / p.splits;
-                const head = rest % s.n_head_kv;
-                const tile = p.n_tiles - 1 - rest / s.n_head_kv;
-                const t0 = tile * p.tile_tokens;
-                const t1 = @min(s.n_tokens, t0 + p.tile_tokens);
-                for (0..(t1 - t0) * p.group) |r| {
+                const tile = p.itemTile(i);
+                const rows = (tile.t1 - tile.t0) * p.group;
+                for (0..p.heads) |hh| for (0..rows) |r| {
+                    const at_part = (hh * rows + r) * (d + 2);
                     var m: f32 = -std.math.inf(f32);
-                    for (0..p.splits) |sp| m = @max(m, (j.partials + (i + sp) * p.partialFloats() + r * (d + 2))[0]);
-                    const t = t0 + r / p.group;
-                    const h = head * p.group + r % p.group;
-                    const dst = j.out + (t * s.n_head + h) * d;
+                    for (0..p.splits) |sp| m = @max(m, (j.partials + (i + sp) * p.partialFloats() + at_part)[0]);
+                    const at = p.rowOf(tile.first_head + hh, tile.t0, r);
+                    const dst = j.out + (at.t * s.n_head + at.h) * d;
                     @memset(dst[0..d], 0);
                     var total: f32 = 0;
                     for (0..p.splits) |sp| {
-                        const row = j.partials + (i + sp) * p.partialFloats() + r * (d + 2);
+                        const row = j.partials + (i + sp) * p.partialFloats() + at_part;
                         if (row[1] == 0) continue;
                         const f = simd.expScalar(row[0] - m);
                         total += row[1] * f;
@@ -446,7 +512,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     }
                     simd.scale(dst, dst, if (total == 0) 0 else 1 / total, d);
                     unrotateOutput(dst, d);
-                }
+                };
             }
         }
 
@@ -469,41 +535,46 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             while (c < d) : (c += L) simd.storeN(L, dst + c, widen(.q8_0, L, &buf, c));
         }
 
-        /// Scores of `nk` key rows against the tile's rows: `dot_rows` query rows × `dot_keys`
-        /// keys per pass, one (row, key) sum per lane, folded into one vector at the end
-        /// (`sumLanes`). Query rows are padded with zeros to whole passes. Decoding streams
-        /// through the cache: each key prefetches the key row `prefetch_keys` ahead and its own
-        /// value row (read by `valueTiles` right after).
+        /// Scores of `nk` key rows against the tile's rows, for each of the item's heads:
+        /// `dot_rows` query rows × `dot_keys` keys per pass, one (row, key) sum per lane, folded
+        /// into one vector at the end (`sumLanes`). Query rows are padded with zeros to whole
+        /// passes. Keys go in the outer loop, heads inside, so the cache is read row by row, front
+        /// to back. Decoding streams through the cache: each key prefetches its heads' slice of
+        /// the key row `prefetch_keys` ahead and of its own value row (read by `valueTiles` once
+        /// the block's scores are done).
         fn dotScores(keys: [*]const u8, values: [*]const u8, p: Plan, nk: usize, w: Scratch, rows: usize, scale: f32) void {
             const d = p.s.head_dim;
             var k0: usize = 0;
             while (k0 < nk) : (k0 += dot_keys) {
-                var krows: [dot_keys][*]const u8 = undefined;
                 inline for (0..dot_keys) |i| {
                     const k = k0 + i;
                     if (k < nk) {
-                        krows[i] = keys + k * p.k_row;
-                        prefetchSpan(keys + (k + prefetch_keys) * p.k_row, p.k_head);
-                        prefetchSpan(values + k * p.v_row, p.v_head);
-                    } else {
-                        krows[i] = &zero_row;
+                        prefetchSpan(keys + (k + prefetch_keys) * p.k_row, p.heads * p.k_head);
+                        prefetchSpan(values + k * p.v_row, p.heads * p.v_head);
                     }
                 }
-                var r: usize = 0;
-                while (r < rows) : (r += dot_rows) dotGroup(krows, w, r, k0, d, scale);
+                for (0..p.heads) |hh| {
+                    var krows: [dot_keys][*]const u8 = undefined;
+                    inline for (0..dot_keys) |i| krows[i] = if (k0 + i < nk) keys + (k0 + i) * p.k_row + hh * p.k_head else &zero_row;
+                    const wh = w.head(p, hh);
+                    var r: usize = 0;
+                    while (r < rows) : (r += dot_rows) dotGroup(krows, wh, r, k0, d, scale);
+                }
             }
         }
 
         inline fn dotGroup(krows: [dot_keys][*]const u8, w: Scratch, r: usize, k0: usize, d: usize, scale: f32) void {
             var acc: [L]Vec = @splat(@splat(0)); // lane j·dot_keys + i: row r+j, key k0+i
+            // a whole block of a quantized K at a time (its scale converted once)
+            const span = if (KT == .f16) 1 else 32 / L;
             var c: usize = 0;
-            while (c < d) : (c += L) {
-                var kv: [dot_keys]Vec = undefined;
-                inline for (0..dot_keys) |i| kv[i] = widen(KT, L, krows[i], c);
-                inline for (0..dot_rows) |j| {
-                    const qv = simd.loadN(L, w.q + (r + j) * d + c);
-                    inline for (0..dot_keys) |i| acc[j * dot_keys + i] = simd.mulAdd(Vec, qv, kv[i], acc[j * dot_keys + i]);
-                }
+            while (c < d) : (c += span * L) {
+                var kv: [dot_keys][span]Vec = undefined;
+                inline for (0..dot_keys) |i| kv[i] = widenSpan(KT, L, span, krows[i], c);
+                inline for (0..span) |u| inline for (0..dot_rows) |j| {
+                    const qv = simd.loadN(L, w.q + (r + j) * d + c + u * L);
+                    inline for (0..dot_keys) |i| acc[j * dot_keys + i] = simd.mulAdd(Vec, qv, kv[i][u], acc[j * dot_keys + i]);
+                };
             }
             const sums = sumLanes(L, acc) * @as(Vec, @splat(scale));
             inline for (0..dot_rows) |j| {
@@ -637,9 +708,17 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             inline for (0..n) |i| inline for (0..nv) |v| {
                 acc[i][v] = simd.loadN(L, w.o + (r + i) * d + c + v * L);
             };
+            // whole blocks of a quantized V share their scale's conversion (`widenSpan`)
+            const whole_blocks = VT == .f16 or nv * L % 32 == 0;
             for (0..nk) |k| {
                 var vv: [nv]Vec = undefined;
-                inline for (0..nv) |v| vv[v] = if (widened) simd.loadN(L, values + k * d + c + v * L) else widen(VT, L, values + k * stride, c + v * L);
+                if (widened) {
+                    inline for (0..nv) |v| vv[v] = simd.loadN(L, values + k * d + c + v * L);
+                } else if (whole_blocks) {
+                    vv = widenSpan(VT, L, nv, values + k * stride, c);
+                } else {
+                    inline for (0..nv) |v| vv[v] = widen(VT, L, values + k * stride, c + v * L);
+                }
                 inline for (0..n) |i| {
                     const pv: Vec = @splat(w.sc[(r + i) * block_keys + k]);
                     inline for (0..nv) |v| acc[i][v] = simd.mulAdd(Vec, pv, vv[v], acc[i][v]);
@@ -863,8 +942,13 @@ fn shapeOf(n_tokens: usize, pos: usize, n_head: usize, n_head_kv: usize, d: usiz
 }
 
 test "attention (F16 cache) matches the reference: decode, short and long prompts, continuing positions" {
-    // decode-shaped: dot-product tiles; with 2 workers and > 1024 keys the keys are split
+    // decode-shaped: dot-product tiles, every KV head in one item; with 2 workers and > 1024
+    // keys the keys are split, with fewer the heads are (down to one, or to an odd count)
     try testCase(2, shapeOf(1, 1500, 8, 2, 64, .f16, .f16), 1);
+    try testCase(1, shapeOf(1, 700, 16, 4, 64, .f16, .f16), 11);
+    try testCase(2, shapeOf(1, 100, 24, 4, 64, .f16, .f16), 12); // groups of 6 rows: padded passes
+    try testCase(4, shapeOf(1, 3000, 12, 3, 32, .f16, .f16), 13);
+    try testCase(3, shapeOf(1, 40, 6, 3, 16, .f16, .f16), 14);
     try testCase(1, shapeOf(2, 3, 4, 2, 16, .f16, .f16), 2);
     // prompt-shaped: GEMM tiles (16+ rows), partial key blocks, causal edges inside blocks
     try testCase(2, shapeOf(37, 70, 8, 2, 64, .f16, .f16), 3);
@@ -925,6 +1009,7 @@ test "attention with Q8_0 and Q4_0 caches matches the reference on every type pa
         if (kt == .f16 and vt == .f16) continue;
         seed += 1;
         try testCase(2, shapeOf(1, 1200, 4, 2, 64, kt, vt), seed);
+        try testCase(2, shapeOf(1, 2100, 24, 4, 64, kt, vt), seed + 20);
         try testCase(2, shapeOf(40, 30, 4, 1, 32, kt, vt), seed + 50);
     };
 }

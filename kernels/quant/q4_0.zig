@@ -169,11 +169,20 @@ pub fn quantizeRow(x: [*]const f32, k: usize, out: [*]u8) void {
 /// L consecutive values (L = 8 or 16) of the block starting at value `at` (a multiple of L), as
 /// f32: the low nibbles of bytes at % 16 … hold values below 16, the high nibbles those above.
 pub inline fn widen(comptime L: usize, blk: [*]const u8, at: usize) @Vector(L, f32) {
-    const d: f32 = @as(*align(1) const f16, @ptrCast(blk)).*;
+    return codes(L, blk, at) * @as(@Vector(L, f32), @splat(blockScale(blk)));
+}
+
+/// `widen` before the block's scale: the values q − 8 as f32 (callers widening several vectors of
+/// a block convert its scale once).
+pub inline fn codes(comptime L: usize, blk: [*]const u8, at: usize) @Vector(L, f32) {
     const bytes: @Vector(L, u8) = (blk + 2 + at % 16)[0..L].*;
-    const codes = if (at < 16) bytes & @as(@Vector(L, u8), @splat(0x0f)) else bytes >> @splat(4);
-    const values = @as(@Vector(L, i32), codes) - @as(@Vector(L, i32), @splat(8));
-    return @as(@Vector(L, f32), @floatFromInt(values)) * @as(@Vector(L, f32), @splat(d));
+    const halves = if (at < 16) bytes & @as(@Vector(L, u8), @splat(0x0f)) else bytes >> @splat(4);
+    return @floatFromInt(@as(@Vector(L, i32), halves) - @as(@Vector(L, i32), @splat(8)));
+}
+
+/// The scale d of a block, at any alignment.
+pub inline fn blockScale(blk: [*]const u8) f32 {
+    return @as(*align(1) const f16, @ptrCast(blk)).*;
 }
 
 test "Q4_0 quantization keeps ggml's rounding and widening matches the reference" {

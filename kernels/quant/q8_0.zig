@@ -189,9 +189,19 @@ pub fn quantizeRow(x: [*]const f32, k: usize, out: [*]u8) void {
 /// L consecutive values (L = 8 or 16) of a block in ggml's layout, starting at value `at` (a
 /// multiple of L), as f32.
 pub inline fn widen(comptime L: usize, blk: [*]const u8, at: usize) @Vector(L, f32) {
-    const d: f32 = @as(*align(1) const f16, @ptrCast(blk)).*;
+    return codes(L, blk, at) * @as(@Vector(L, f32), @splat(blockScale(blk)));
+}
+
+/// `widen` before the block's scale: the quants as f32 (callers widening several vectors of a
+/// block convert its scale once).
+pub inline fn codes(comptime L: usize, blk: [*]const u8, at: usize) @Vector(L, f32) {
     const q: @Vector(L, i8) = @bitCast((blk + 2 + at)[0..L].*);
-    return @as(@Vector(L, f32), @floatFromInt(q)) * @as(@Vector(L, f32), @splat(d));
+    return @floatFromInt(q);
+}
+
+/// The scale d of a block in ggml's layout, at any alignment.
+pub inline fn blockScale(blk: [*]const u8) f32 {
+    return @as(*align(1) const f16, @ptrCast(blk)).*;
 }
 
 /// Reorders each 256-value super-block's `qs` in place for the GEMM tiles: vector v holds values
