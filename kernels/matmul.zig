@@ -57,6 +57,7 @@ const q3_k_x16 = @import("quant/q3_k_x16.zig");
 const q2_k_x16 = @import("quant/q2_k_x16.zig");
 const iq4_xs_x16 = @import("quant/iq4_xs_x16.zig");
 const kquants = @import("quant/kquants.zig");
+const mmla = @import("quant/mmla.zig");
 const float = @import("quant/float.zig");
 
 /// The quant/ file of each quantized type (`getRow` and the tests; `matmulWith` picks the kernel).
@@ -734,12 +735,20 @@ fn runQuantized(comptime K: type, ctx: *root.Context, p: Problem, panel_bytes_mi
             A.quantize(x, k, row);
             A.interleave(row, k);
         }
+        /// The i8mm level's tiles multiply two tokens per `usmmla`, which reads the interleaved
+        /// values with their words paired (`mmla.zig`); the one-token kernels do not.
+        fn forMmlaTiles(x: [*]const f32, k: usize, dst: [*]align(64) u8) void {
+            forTiles(x, k, dst);
+            mmla.pairWordsRow(A.Row.at(dst, k, 0).qs, std.mem.alignForward(usize, k, 256) / 256);
+        }
     };
     const act_bytes = A.Row.bytes(p.w.ne0);
     const panel_bytes = std.mem.alignForward(usize, panel_bytes_min, 64);
     const acts_total = p.n_tokens * act_bytes;
     const scratch = try ctx.scratchBytes(acts_total + if (p.tiled()) nWorkers(ctx) * panel_bytes else 0);
-    if (interleave) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
+    if (mmla.enabled and p.tiled()) {
+        prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forMmlaTiles);
+    } else if (interleave) prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.forTiles) else prepareActivations(ctx, p, scratch.ptr, act_bytes, Convert.natural);
     var chunks = pool_mod.Chunks.init(p.w.ne1, rowChunk(ctx, p, multiple));
     run(ctx, K, &.{ .p = p, .chunks = &chunks, .acts = scratch.ptr, .panels = @alignCast(scratch.ptr + acts_total), .panel_bytes = panel_bytes });
 }
@@ -1240,6 +1249,7 @@ test {
     _ = iq4_xs_x16;
     _ = iq4_xs;
     _ = kquants;
+    _ = mmla;
     _ = float;
     _ = iquants;
     _ = iq3_s;

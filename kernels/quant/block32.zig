@@ -27,9 +27,12 @@
 //!   facc[i] += (d_w[i]·d_x[i])·(Σ_v lane_i(u[v]·q_x[v]) − offset·Σq_x[i])  [+ m[i]·s_x[i]]
 //! Rows are unpacked into a per-worker `Panel` that keeps rows in pairs (one 64-byte `vpdpbusd`
 //! multiplies two rows, as in kquants); activations are interleaved once per matmul
-//! (`q8_0.interleave`). Rows whose length is not a multiple of 256 end in zero blocks.
+//! (`q8_0.interleave`). Rows whose length is not a multiple of 256 end in zero blocks. At the
+//! arm64 i8mm level one `usmmla` multiplies two rows by two tokens instead: the panel's `vals`
+//! and the tiles' activations then take `mmla.zig`'s 8-byte interleave (layouts there).
 const std = @import("std");
 const common = @import("common.zig");
+const mmla = @import("mmla.zig");
 const q8_0 = @import("q8_0.zig");
 
 const U8x32 = common.U8x32;
@@ -100,7 +103,9 @@ pub fn blockDotRef(comptime F: type, blk: *const F.Block, act: q8_0.Row, b: usiz
 
 /// One super-block (8 blocks) of two rows: each 32-byte field twice, row 2p's then row 2p+1's.
 pub const Pair = struct {
-    /// Interleaved quants u (layout above).
+    /// Interleaved quants u (layout above); at the i8mm level the two rows' 8-byte chunks side by
+    /// side instead (`mmla.zig`, "row pairs"). Read and written through `mmla.rowVector` /
+    /// `mmla.setRowVector` one row at a time, or whole by the 64-byte and usmmla tiles.
     vals: [8]U8x64,
     /// Lane i: block i's scale d (zero for padding blocks).
     d: F32x16,
@@ -150,7 +155,7 @@ pub const Panel = struct {
     inline fn storeSuper(p: Panel, row: usize, s: usize, vals: [8]U8x32, d: F32x8, m: F32x8) void {
         const pr = p.pair(row, s);
         const h = row % 2;
-        inline for (0..8) |v| halfOf(U8x32, &pr.vals[v], h).* = vals[v];
+        inline for (0..8) |v| mmla.setRowVector(&pr.vals, h, v, vals[v]);
         halfOf(F32x8, &pr.d, h).* = d;
         halfOf(F32x8, &pr.m, h).* = m;
     }
@@ -166,19 +171,20 @@ inline fn halfConst(comptime H: type, whole: anytype, h: usize) H {
     return @as(*const [2]H, @ptrCast(whole))[h];
 }
 
-/// Σ over a row for R panel rows from `first` × T tokens (interleaved activation rows); out[r][t]
-/// receives the dot products.
+/// Σ over a row for R panel rows from `first` × T tokens (interleaved activation rows, in
+/// `mmla`'s paired words at the i8mm level); out[r][t] receives the dot products.
 pub fn tile(comptime F: type, comptime R: usize, comptime T: usize, panel: Panel, first: usize, acts: [T]q8_0.Row, out: *[R][T]f32) void {
     if (comptime common.has_vnni512 and R % 2 == 0) {
         std.debug.assert(first % 2 == 0);
-        return tileWidth(F, 2, R / 2, T, panel, first, acts, out);
+        return tileWidth(F, 2, R / 2, T, panel, first, acts, out, false);
     }
-    tileWidth(F, 1, R, T, panel, first, acts, out);
+    tileWidth(F, 1, R, T, panel, first, acts, out, mmla.enabled);
 }
 
 /// `tile` on vectors of L rows (L = 1: 32-byte vectors, one row each; L = 2: 64-byte vectors,
-/// a row pair each), G = R / L groups: the same sums in the same order either way.
-fn tileWidth(comptime F: type, comptime L: usize, comptime G: usize, comptime T: usize, panel: Panel, first: usize, acts: [T]q8_0.Row, out: *[G * L][T]f32) void {
+/// a row pair each), G = R / L groups, or with `via_mmla` (i8mm, L = 1) two rows by two tokens
+/// per `usmmla` on activations in paired words: the same sums in the same order every way.
+fn tileWidth(comptime F: type, comptime L: usize, comptime G: usize, comptime T: usize, panel: Panel, first: usize, acts: [T]q8_0.Row, out: *[G * L][T]f32, comptime via_mmla: bool) void {
     @setEvalBranchQuota(10_000);
     const IL = @Vector(8 * L, i32);
     const FL = @Vector(8 * L, f32);
@@ -198,11 +204,18 @@ fn tileWidth(comptime F: type, comptime L: usize, comptime G: usize, comptime T:
             const start = repeat(L, i32, sums *% @as(I32x8, @splat(-F.offset)));
             inline for (0..G) |g| iacc[g][t] = start;
         }
-        inline for (0..8) |v| {
+        if (via_mmla) {
+            if (L != 1) @compileError("the usmmla tile pairs rows itself");
+            var pair_vals: [(G + 1) / 2]*const [8]U8x64 = undefined;
+            inline for (0..(G + 1) / 2) |p| pair_vals[p] = &pairs[2 * p][s].vals;
+            var xs: [T][*]const i8 = undefined;
+            inline for (0..T) |t| xs[t] = acts[t].qs + 256 * s;
+            mmla.addTileSums(G, T, 0, 4, pair_vals, halves[0], xs, &iacc);
+        } else inline for (0..8) |v| {
             var x: [T]@Vector(32 * L, i8) = undefined;
             inline for (0..T) |t| x[t] = repeat(L, i8, acts[t].qs[256 * s + 32 * v ..][0..32].*);
             inline for (0..G) |g| {
-                const w: UL = if (L == 2) pairs[g][s].vals[v] else halfConst(U8x32, &pairs[g][s].vals[v], halves[g]);
+                const w: UL = if (L == 2) pairs[g][s].vals[v] else mmla.rowVector(&pairs[g][s].vals, halves[g], v);
                 inline for (0..T) |t| iacc[g][t] = if (L == 2)
                     common.dotBytes64(iacc[g][t], w, x[t])
                 else
@@ -360,8 +373,11 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
     };
     var act_buf: [n_tok * q8_0.Row.bytes(k)]u8 align(64) = undefined;
     var tiled_buf: [n_tok * q8_0.Row.bytes(k)]u8 align(64) = undefined;
+    var paired_buf: [n_tok * q8_0.Row.bytes(k)]u8 align(64) = undefined;
     var acts: [n_tok]q8_0.Row = undefined;
     var tiled: [n_tok]q8_0.Row = undefined;
+    // What `tile` reads: at the i8mm level `tiled` in `mmla`'s paired words.
+    var tile_acts: [n_tok]q8_0.Row = undefined;
     var x: [k]f32 = undefined;
     for (0..n_tok) |t| {
         for (&x, 0..) |*v, i| v.* = rand.floatNorm(f32) * @as(f32, if (i % 61 == 0) 8 else 1);
@@ -370,6 +386,10 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
         tiled[t] = q8_0.Row.at(&tiled_buf, k, t);
         q8_0.quantize(&x, k, tiled[t]);
         q8_0.interleave(tiled[t], k);
+        tile_acts[t] = q8_0.Row.at(&paired_buf, k, t);
+        q8_0.quantize(&x, k, tile_acts[t]);
+        q8_0.interleave(tile_acts[t], k);
+        if (mmla.enabled) mmla.pairWordsRow(tile_acts[t].qs, q8_0.padded(k) / 256);
     }
 
     var want: [n_rows][n_tok]f32 = undefined;
@@ -412,12 +432,13 @@ pub fn checkFormat(comptime F: type, seed: u64) !void {
         const T = shape[1];
         const first = shape[2];
         var out: [R][T]f32 = undefined;
-        tile(F, R, T, panel, first, tiled[0..T].*, &out);
+        tile(F, R, T, panel, first, tile_acts[0..T].*, &out);
         var narrow: [R][T]f32 = undefined;
-        tileWidth(F, 1, R, T, panel, first, tiled[0..T].*, &narrow);
+        tileWidth(F, 1, R, T, panel, first, tiled[0..T].*, &narrow, false);
         for (0..R) |r| for (0..T) |t| {
             const w = want[first + r][t];
             try std.testing.expectApproxEqAbs(w, out[r][t], 1e-5 * @max(1, @abs(w)));
+            // One row per vector, two (64-byte vectors), or 2×2 per usmmla: the same bits.
             try std.testing.expectEqual(narrow[r][t], out[r][t]);
         };
     }

@@ -26,8 +26,14 @@
 //! lane mapping as `vpdpbusd`; `lookup16` is `tbl`. `dotBytes` requires a ≤ 127 (checked in safe
 //! builds), since `sdot` reads a as signed: unsigned values up to 255 go through `dotBytesWide`,
 //! signed × signed through `dotSignedBytes` / `signedWeights` + `dotSigned`. Every format built
-//! on these gets the NEON paths. The arithmetic is integer and exact everywhere, so the results
-//! are the same bits as on x86.
+//! on these gets the NEON paths. At the i8mm level the GEMM tiles (prompts: several tokens per
+//! weight row) of every quantized format — the K-quants' and IQ formats' `kquants.tile`, the
+//! 32-value block formats' `block32.tile` — multiply with `usmmla` instead, the extension's int8
+//! matrix multiply (the unsigned × signed form of `smmla`): two weight rows by two tokens, 8 bytes
+//! each, per instruction, twice the multiply-adds of a `usdot`, on panels and activations laid
+//! out for it (`mmla.zig`). The one-token kernels keep `sdot`/`usdot`: a matrix multiply only
+//! pays when two tokens share the weight bytes it loads. The arithmetic is integer and exact
+//! everywhere, so the results are the same bits as on x86.
 const std = @import("std");
 const builtin = @import("builtin");
 const simd = @import("../simd.zig");
@@ -68,7 +74,8 @@ pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
 
 /// arm64 dot-product extension: `sdot` (every Apple Silicon chip, Cortex-A55/A76 and later).
 pub const has_dotprod = builtin.cpu.arch == .aarch64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .dotprod);
-/// arm64 int8 matrix multiply extension: `usdot` (unsigned × signed) and `smmla`.
+/// arm64 int8 matrix multiply extension: `usdot` (unsigned × signed), and `smmla` / `usmmla`
+/// (2×8 by 8×2 int8 matrix multiply-accumulate; the GEMM tiles use `usmmla`, see `mmla.zig`).
 pub const has_i8mm = builtin.cpu.arch == .aarch64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .i8mm);
 /// Whether signed bytes multiply directly (no sign trick): arm64 with `sdot`.
 const direct_signed = has_dotprod;

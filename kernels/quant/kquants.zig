@@ -37,9 +37,11 @@
 //! activation rounding that flips), and these sums stay closest to the reference's.
 //!
 //! The tile reads unpacked blocks from a `Panel`, which stores rows in pairs so that AVX-512
-//! multiplies two rows per instruction.
+//! multiplies two rows per instruction, and at the arm64 i8mm level one `usmmla` multiplies two
+//! rows by two tokens (`mmla.zig`: there `vals` and the activations take its 8-byte interleave).
 const std = @import("std");
 const common = @import("common.zig");
+const mmla = @import("mmla.zig");
 const q8_k = @import("q8_k.zig");
 
 const U8x32 = common.U8x32;
@@ -150,8 +152,10 @@ pub inline fn dotRowsTokens(comptime F: type, comptime R: usize, comptime T: usi
 /// The GEMM panel: the unpacked blocks of a group of rows, stored by row pairs. Every 32-byte
 /// field of `Unpacked` appears twice in a `Pair`, row 2p's then row 2p+1's, so one 64-byte vector
 /// holds both rows: the 64-byte tile (`has_vnni512`) multiplies two rows per `vpdpbusd` against
-/// an activation chunk broadcast to both halves, and the 32-byte tile reads one half. Scales are
-/// stored as floats: Σ·scale in f32 is the exact integer product (< 2^24 for Q4_K/Q5_K; Q6_K
+/// an activation chunk broadcast to both halves, and the 32-byte tile reads one half. At the
+/// i8mm level (`mmla.enabled`) `vals` holds the two rows' 8-byte chunks side by side instead, one
+/// `usmmla` operand per 16 bytes (`mmla.zig`, "row pairs"); the other fields are as above. Scales
+/// are stored as floats: Σ·scale in f32 is the exact integer product (< 2^24 for Q4_K/Q5_K; Q6_K
 /// rounds it as converting the integer product would), one `vmulps` instead of a two-uop
 /// `vpmulld`.
 pub const Pair = struct {
@@ -177,7 +181,7 @@ pub const Panel = struct {
     }
 
     pub inline fn setVals(p: Panel, row: usize, b: usize, comptime v: usize, x: U8x32) void {
-        halfOf(U8x32, &p.pair(row, b).vals[v], row % 2).* = x;
+        mmla.setRowVector(&p.pair(row, b).vals, row % 2, v, x);
     }
 
     pub inline fn setScales(p: Panel, row: usize, b: usize, lo: I32x8, hi: I32x8) void {
@@ -204,7 +208,7 @@ pub const Panel = struct {
     pub fn load(p: Panel, row: usize, b: usize) Unpacked {
         const pr = p.pair(row, b);
         var u: Unpacked = undefined;
-        inline for (0..8) |v| u.vals[v] = halfOf(U8x32, &pr.vals[v], row % 2).*;
+        inline for (0..8) |v| u.vals[v] = mmla.rowVector(&pr.vals, row % 2, v);
         u.scales_lo = @intFromFloat(halfOf(F32x8, &pr.scales_lo, row % 2).*);
         u.scales_hi = @intFromFloat(halfOf(F32x8, &pr.scales_hi, row % 2).*);
         u.d = halfOf(F32x8, &pr.d, row % 2).*;
@@ -239,10 +243,12 @@ pub fn tile(
         std.debug.assert(first % 2 == 0);
         return tilePairs(R / 2, T, scheme, panel, first / 2, acts, out);
     }
-    tileRows(R, T, scheme, panel, first, acts, out);
+    tileRows(R, T, scheme, panel, first, acts, out, mmla.enabled);
 }
 
-/// `tile` on 32-byte vectors, one row per instruction.
+/// `tile` on 32-byte vectors, one row per instruction, or with `via_mmla` (i8mm only) two rows
+/// by two tokens per `usmmla`, then the same float code: the same bits either way. `via_mmla`
+/// reads `acts` in `mmla`'s paired words, otherwise interleaved as `q8_k.interleave` leaves them.
 fn tileRows(
     comptime R: usize,
     comptime T: usize,
@@ -251,6 +257,7 @@ fn tileRows(
     first: usize,
     acts: [T]q8_k.Row,
     out: *[R][T]f32,
+    comptime via_mmla: bool,
 ) void {
     @setEvalBranchQuota(10_000); // the unrolled loops of large tiles
     // Two scales per sub-block: vectors 0-3 then 4-7, each group scaled on its own, so one
@@ -272,11 +279,18 @@ fn tileRows(
                 const start = offsetSums(scheme, acts[t].bsums + b * 16, g);
                 inline for (0..R) |r| iacc[r][t] = start;
             }
-            inline for (per_group * g..per_group * (g + 1)) |v| {
+            if (via_mmla) {
+                // Vector pairs c = v/2: group g's vectors per_group·g.. are pairs per_group·g/2..
+                var pair_vals: [(R + 1) / 2]*const [8]U8x64 = undefined;
+                inline for (0..(R + 1) / 2) |p| pair_vals[p] = &rows[2 * p][b].vals;
+                var xs: [T][*]const i8 = undefined;
+                inline for (0..T) |t| xs[t] = acts[t].qs + b * 256;
+                mmla.addTileSums(R, T, per_group * g / 2, per_group * (g + 1) / 2, pair_vals, halves[0], xs, &iacc);
+            } else inline for (per_group * g..per_group * (g + 1)) |v| {
                 var x: [T]I8x32 = undefined;
                 inline for (0..T) |t| x[t] = acts[t].qs[b * 256 + 32 * v ..][0..32].*;
                 inline for (0..R) |r| {
-                    const w = halfConst(U8x32, &rows[r][b].vals[v], halves[r]);
+                    const w = mmla.rowVector(&rows[r][b].vals, halves[r], v);
                     inline for (0..T) |t| iacc[r][t] = dot(scheme, iacc[r][t], w, x[t]);
                 }
             }
@@ -469,7 +483,7 @@ pub fn randomUnpacked(rand: std.Random, max_val: u8, out: []Unpacked) void {
     }
 }
 
-test "K-quant GEMM tiles match the lane-by-lane reference for several tile shapes and offsets" {
+test "K-quant GEMM tiles (64-byte, usmmla) match the lane-by-lane reference, and the one-row-per-vector tile bit for bit, for several shapes and offsets" {
     var prng = common.testRng(11);
     const rand = prng.random();
     const nb = 3;
@@ -482,11 +496,18 @@ test "K-quant GEMM tiles match the lane-by-lane reference for several tile shape
     var act_buf: [n_tok * q8_k.Row.bytes(k)]u8 align(64) = undefined;
     var x: [k]f32 = undefined;
     var acts: [n_tok]q8_k.Row = undefined;
+    // What `tile` reads: at the i8mm level the same rows in `mmla`'s paired words.
+    var tile_act_buf: [n_tok * q8_k.Row.bytes(k)]u8 align(64) = undefined;
+    var tile_acts: [n_tok]q8_k.Row = undefined;
     for (0..n_tok) |t| {
         for (&x) |*v| v.* = rand.floatNorm(f32);
         acts[t] = q8_k.Row.at(&act_buf, k, t);
         q8_k.quantize(&x, k, acts[t]);
         q8_k.interleave(acts[t], k);
+        tile_acts[t] = q8_k.Row.at(&tile_act_buf, k, t);
+        q8_k.quantize(&x, k, tile_acts[t]);
+        q8_k.interleave(tile_acts[t], k);
+        if (mmla.enabled) mmla.pairWordsRow(tile_acts[t].qs, nb);
     }
     const schemes = [_]Scheme{
         Scheme.q4_k,
@@ -506,13 +527,13 @@ test "K-quant GEMM tiles match the lane-by-lane reference for several tile shape
             const T = shape[1];
             const first = shape[2];
             var out: [R][T]f32 = undefined;
-            tile(R, T, scheme, panel, first, acts[0..T].*, &out);
+            tile(R, T, scheme, panel, first, tile_acts[0..T].*, &out);
             var out_rows: [R][T]f32 = undefined;
-            tileRows(R, T, scheme, panel, first, acts[0..T].*, &out_rows);
+            tileRows(R, T, scheme, panel, first, acts[0..T].*, &out_rows, false);
             for (0..R) |r| for (0..T) |t| {
                 const want = tileRef(scheme, &rows[first + r], acts[t]);
                 try std.testing.expectApproxEqAbs(want, out[r][t], 1e-4 * @max(1, @abs(want)));
-                // Both vector widths sum in the same order.
+                // Both vector widths (and usmmla) give the same integer sums, scaled in the same order.
                 try std.testing.expectEqual(out_rows[r][t], out[r][t]);
             };
         }

@@ -3,11 +3,11 @@
  * loads the aarch64 kernel library cross-built here.
  *
  * - Parity: a subset of tests/parity/parity_test.ts runs there against llama.cpp's arm64 build
- *   (npm `@node-llama-cpp/linux-arm64`, the same release as the x86 reference), at the best level.
- * - Same bits as x86: at every arm64 level (NEON, +sdot, +usdot) the logits equal the x86-64
- *   build's at the x86_64_v3 level, where the arithmetic is the same: integer dot products, then
- *   the same float operations in the same order, fused multiply-adds on both (the x86 baseline
- *   level has no FMA, so it rounds differently).
+ *   (npm `@node-llama-cpp/linux-arm64`, the same release as the x86 reference), at the best level (i8mm).
+ * - Same bits as x86: at every arm64 level (NEON, +sdot, +usdot and the usmmla GEMM tiles) the
+ *   logits equal the x86-64 build's at the x86_64_v3 level, where the arithmetic is the same:
+ *   integer dot products, then the same float operations in the same order, fused multiply-adds
+ *   on both (the x86 baseline level has no FMA, so it rounds differently).
  *
  * Skipped, with the reason, where qemu or the arm64 libraries are not installed (.ci/run installs
  * them). Slow under emulation (minutes), so the subset is small.
