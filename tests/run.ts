@@ -59,7 +59,7 @@ async function zigTests(full: boolean): Promise<Counts> {
     console.log(`zig kernel tests: ${m[1].trim()}`);
   }
   // "603/609 tests passed (6 skipped)", the parenthesis possibly in another colour
-  const all = /(\d+)\/(\d+) tests passed(?:\x1b\[[0-9;]*m)*(?: \((\d+) skipped)?/.exec(text);
+  const all = /(\d+)\/(\d+) tests passed[^\n(]*(?:\((\d+) skipped)?/.exec(text);
   const some = /(\d+) passed; (\d+) failed/.exec(text);
   if (out.success && all) {
     const skipped = +(all[3] ?? 0);
