@@ -186,12 +186,13 @@ inline fn widen(comptime T: CacheType, comptime L: usize, row: [*]const u8, at: 
     };
 }
 
-/// `n` consecutive vectors of L values of a row from value `at`, widened to f32. For a quantized
-/// type `n`·L covers whole blocks from a block boundary, and each block's scale is converted once
-/// for its vectors (per vector, the conversion cost as much as the values' own).
+/// `n` consecutive vectors of L values of a row from value `at` (a multiple of L), widened to
+/// f32. Where a quantized span covers whole blocks (`at` then on a block boundary), each block's
+/// scale is converted once for its vectors (per vector, the conversion cost as much as the
+/// values' own); a span shorter than a block widens vector by vector.
 inline fn widenSpan(comptime T: CacheType, comptime L: usize, comptime n: usize, row: [*]const u8, at: usize) [n]@Vector(L, f32) {
     var out: [n]@Vector(L, f32) = undefined;
-    if (T == .f16) {
+    if (T == .f16 or n * L < 32) {
         inline for (0..n) |v| out[v] = widen(T, L, row, at + v * L);
         return out;
     }
@@ -325,6 +326,12 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
 
             fn partialFloats(p: Plan) usize {
                 return p.heads * p.tile_rows * (p.s.head_dim + 2);
+            }
+
+            /// Item i's partial result for row r of its head hh (a tile of `rows` rows per head):
+            /// [M, S, O[0..d]], written by `Job.item`, combined by `merge`.
+            fn partialRow(p: Plan, partials: [*]f32, i: usize, hh: usize, rows: usize, r: usize) [*]f32 {
+                return partials + i * p.partialFloats() + (hh * rows + r) * (p.s.head_dim + 2);
             }
 
             /// The (KV heads, token tile) an item works on, key splits aside: heaviest tiles
@@ -462,9 +469,8 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                             unrotateOutput(dst, d);
                         }
                     } else {
-                        const part = j.partials + i * p.partialFloats() + hh * rows * (d + 2);
                         for (0..rows) |r| {
-                            const row = part + r * (d + 2);
+                            const row = p.partialRow(j.partials, i, hh, rows, r);
                             row[0] = wh.m[r];
                             row[1] = wh.l[r];
                             @memcpy(row[2..][0..d], wh.o[r * d ..][0..d]);
@@ -496,15 +502,14 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 const tile = p.itemTile(i);
                 const rows = (tile.t1 - tile.t0) * p.group;
                 for (0..p.heads) |hh| for (0..rows) |r| {
-                    const at_part = (hh * rows + r) * (d + 2);
                     var m: f32 = -std.math.inf(f32);
-                    for (0..p.splits) |sp| m = @max(m, (j.partials + (i + sp) * p.partialFloats() + at_part)[0]);
+                    for (0..p.splits) |sp| m = @max(m, p.partialRow(j.partials, i + sp, hh, rows, r)[0]);
                     const at = p.rowOf(tile.first_head + hh, tile.t0, r);
                     const dst = j.out + (at.t * s.n_head + at.h) * d;
                     @memset(dst[0..d], 0);
                     var total: f32 = 0;
                     for (0..p.splits) |sp| {
-                        const row = j.partials + (i + sp) * p.partialFloats() + at_part;
+                        const row = p.partialRow(j.partials, i + sp, hh, rows, r);
                         if (row[1] == 0) continue;
                         const f = simd.expScalar(row[0] - m);
                         total += row[1] * f;
@@ -708,16 +713,12 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             inline for (0..n) |i| inline for (0..nv) |v| {
                 acc[i][v] = simd.loadN(L, w.o + (r + i) * d + c + v * L);
             };
-            // whole blocks of a quantized V share their scale's conversion (`widenSpan`)
-            const whole_blocks = VT == .f16 or nv * L % 32 == 0;
             for (0..nk) |k| {
                 var vv: [nv]Vec = undefined;
                 if (widened) {
                     inline for (0..nv) |v| vv[v] = simd.loadN(L, values + k * d + c + v * L);
-                } else if (whole_blocks) {
-                    vv = widenSpan(VT, L, nv, values + k * stride, c);
                 } else {
-                    inline for (0..nv) |v| vv[v] = widen(VT, L, values + k * stride, c + v * L);
+                    vv = widenSpan(VT, L, nv, values + k * stride, c);
                 }
                 inline for (0..n) |i| {
                     const pv: Vec = @splat(w.sc[(r + i) * block_keys + k]);
