@@ -33,8 +33,10 @@
 //!
 //! Numerics follow llama.cpp's CPU flash attention: f32 scores, softmax and accumulators, exp
 //! through `simd.expv`. With a quantized K cache llama.cpp rounds each query head through Q8_0
-//! before its integer dot products; the query rows are rounded the same way here (and multiplied
-//! as floats — the same products, summed in another order). llama.cpp rounds the query to F16 for
+//! before its integer dot products; the query rows are rounded the same way here. One decoded
+//! token on a Q8_0 K cache takes those integer dot products too where the CPU has AVX-512 VNNI
+//! (`intGroup`); elsewhere the rounded values multiply as floats (the same products, summed in
+//! another order). llama.cpp rounds the query to F16 for
 //! an F16 cache when decoding one token and keeps V·softmax in an F16 accumulator there; this
 //! kernel stays in f32 (see tests/parity/nodes_test.ts for what that costs in agreement).
 const std = @import("std");
@@ -44,6 +46,7 @@ const root = @import("root.zig");
 const simd = @import("simd.zig");
 const q8_0 = @import("quant/q8_0.zig");
 const q4_0 = @import("quant/q4_0.zig");
+const common = @import("quant/common.zig");
 
 pub const Context = root.Context;
 
@@ -246,6 +249,12 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
         /// Query rows × keys per pass of the key-row dot products (one sum per lane).
         const dot_rows = 4;
         const dot_keys = L / dot_rows;
+        /// Whether one decoded token may score a Q8_0 K cache with integer dot products
+        /// (`intGroup`): 64-byte `vpdpbusd`, so AVX-512 VNNI only; head dims in whole quads of
+        /// blocks (128 values) at run time.
+        const int_capable = KT == .q8_0 and L == 16 and common.has_vnni512;
+        /// Blocks of 32 values per lane group of `intGroup` (dot_rows rows × quad_blocks = 16 lanes).
+        const quad_blocks = 4;
 
         /// Sizes of one run, shared by every item.
         const Plan = struct {
@@ -261,6 +270,8 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             tile_rows: usize,
             head_rows: usize,
             gemm: bool,
+            /// Decode scores with integer dots (`intGroup`): `int_capable` and whole quads.
+            int_keys: bool,
             k_row: usize,
             v_row: usize,
             k_head: usize,
@@ -302,6 +313,8 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 const padded = heads * head_rows;
                 var floats = 2 * round(padded * d) + round(padded * block_keys) + 2 * round(padded);
                 if (gemm) floats += 2 * round(d * block_keys);
+                const int_keys = int_capable and !gemm and d % (32 * quad_blocks) == 0;
+                if (int_keys) floats += round(padded * d / 4) + 2 * round(padded * d / 32);
                 return .{
                     .s = s,
                     .group = group,
@@ -312,6 +325,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     .tile_rows = tile_rows,
                     .head_rows = head_rows,
                     .gemm = gemm,
+                    .int_keys = int_keys,
                     .k_row = KT.rowBytes(kv_dim).?,
                     .v_row = VT.rowBytes(kv_dim).?,
                     .k_head = KT.rowBytes(d).?,
@@ -359,6 +373,11 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             l: [*]f32, // [rows] running sums
             kt: [*]f32, // [d][block_keys] widened, transposed keys (GEMM tiles only)
             vw: [*]f32, // [block_keys][d] widened values (GEMM tiles only)
+            // The query rows as `intGroup` reads them (`int_keys` only), for each group g of
+            // dot_rows rows and quad Q of blocks 4Q..4Q+3, lane l = j·4 + b for row 4g+j, block 4Q+b:
+            qi: [*]@Vector(64, i8), // [g][Q][t < 8] lane·4 + e: Q8_0 code 4t + e of the lane's row and block
+            qb: [*]i32, // [g][Q][lane] −128 · Σ codes of the lane's block (cancels K's +128 bias)
+            qd: [*]f32, // [g][Q][lane] the block's Q8_0 scale times the attention scale
 
             fn at(base: [*]f32, p: Plan) Scratch {
                 var next = base;
@@ -379,6 +398,9 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     .l = take(&next, padded),
                     .kt = if (p.gemm) take(&next, d * block_keys) else undefined,
                     .vw = if (p.gemm) take(&next, d * block_keys) else undefined,
+                    .qi = if (p.int_keys) @ptrCast(@alignCast(take(&next, padded * d / 4))) else undefined,
+                    .qb = if (p.int_keys) @ptrCast(take(&next, padded * d / 32)) else undefined,
+                    .qd = if (p.int_keys) take(&next, padded * d / 32) else undefined,
                 };
             }
 
@@ -387,7 +409,18 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             fn head(w: Scratch, p: Plan, hh: usize) Scratch {
                 const r0 = hh * p.head_rows;
                 const d = p.s.head_dim;
-                return .{ .q = w.q + r0 * d, .o = w.o + r0 * d, .sc = w.sc + r0 * block_keys, .m = w.m + r0, .l = w.l + r0, .kt = w.kt, .vw = w.vw };
+                return .{
+                    .q = w.q + r0 * d,
+                    .o = w.o + r0 * d,
+                    .sc = w.sc + r0 * block_keys,
+                    .m = w.m + r0,
+                    .l = w.l + r0,
+                    .kt = w.kt,
+                    .vw = w.vw,
+                    .qi = if (p.int_keys) w.qi + r0 * d / 64 else undefined,
+                    .qb = if (p.int_keys) w.qb + r0 * d / 32 else undefined,
+                    .qd = if (p.int_keys) w.qd + r0 * d / 32 else undefined,
+                };
             }
         };
 
@@ -421,9 +454,16 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
 
                 for (0..p.heads) |hh| {
                     const wh = w.head(p, hh);
+                    if (p.int_keys) {
+                        // padding rows score zero
+                        @memset(wh.qi[0 .. p.head_rows * d / 64], @splat(0));
+                        @memset(wh.qb[0 .. p.head_rows * d / 32], 0);
+                        @memset(wh.qd[0 .. p.head_rows * d / 32], 0);
+                    }
                     for (0..rows) |r| {
                         const at = p.rowOf(tile.first_head + hh, tile.t0, r);
-                        loadQuery(j.q + at.t * s.q_tok_stride + at.h * s.q_head_stride, wh.q + r * d, d);
+                        const codes = loadQuery(j.q + at.t * s.q_tok_stride + at.h * s.q_head_stride, wh.q + r * d, d);
+                        if (p.int_keys) packQuery(&codes, wh, r, d, s.scale);
                     }
                     @memset(wh.q[rows * d .. p.head_rows * d], 0);
                     @memset(wh.o[0 .. rows * d], 0);
@@ -527,17 +567,41 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
             if (rot != 0) rotate(row, d, rot);
         }
 
+        const QueryCodes = [max_head_dim / 32 * 34]u8;
+
         /// A query head row into the tile, rounded through Q8_0 when K is quantized (llama.cpp
-        /// quantizes the query to K's dot-product partner before the integer dots).
-        fn loadQuery(src: [*]const f32, dst: [*]f32, d: usize) void {
+        /// quantizes the query to K's dot-product partner before the integer dots); returns the
+        /// Q8_0 row (undefined for an F16 K).
+        fn loadQuery(src: [*]const f32, dst: [*]f32, d: usize) QueryCodes {
+            var buf: QueryCodes = undefined;
             @memcpy(dst[0..d], src[0..d]);
-            if (KT == .f16) return;
+            if (KT == .f16) return buf;
             const rot = rotation(KT, d, .k);
             if (rot != 0) rotate(dst, d, rot);
-            var buf: [max_head_dim / 32 * 34]u8 = undefined;
             q8_0.quantizeRow(dst, d, &buf);
             var c: usize = 0;
             while (c < d) : (c += L) simd.storeN(L, dst + c, widen(.q8_0, L, &buf, c));
+            return buf;
+        }
+
+        /// Row r's Q8_0 query into `intGroup`'s arrays (see `Scratch.qi`).
+        fn packQuery(codes: *const QueryCodes, w: Scratch, r: usize, d: usize, scale: f32) void {
+            const g = r / dot_rows;
+            const quads = d / (32 * quad_blocks);
+            for (0..d / 32) |b| {
+                const blk = codes[34 * b ..];
+                const at = g * quads + b / quad_blocks;
+                const lane = r % dot_rows * quad_blocks + b % quad_blocks;
+                const qi: [*]u8 = @ptrCast(w.qi + at * 8);
+                var total: i32 = 0;
+                for (0..32) |e| {
+                    const c: i8 = @bitCast(blk[2 + e]);
+                    qi[e / 4 * 64 + lane * 4 + e % 4] = blk[2 + e];
+                    total += c;
+                }
+                w.qb[at * 16 + lane] = -128 * total;
+                w.qd[at * 16 + lane] = q8_0.blockScale(blk.ptr) * scale;
+            }
         }
 
         /// Scores of `nk` key rows against the tile's rows, for each of the item's heads:
@@ -548,6 +612,7 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
         /// the key row `prefetch_keys` ahead and of its own value row (read by `valueTiles` once
         /// the block's scores are done).
         fn dotScores(keys: [*]const u8, values: [*]const u8, p: Plan, nk: usize, w: Scratch, rows: usize, scale: f32) void {
+            @setEvalBranchQuota(4000);
             const d = p.s.head_dim;
             var k0: usize = 0;
             while (k0 < nk) : (k0 += dot_keys) {
@@ -563,7 +628,11 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                     inline for (0..dot_keys) |i| krows[i] = if (k0 + i < nk) keys + (k0 + i) * p.k_row + hh * p.k_head else &zero_row;
                     const wh = w.head(p, hh);
                     var r: usize = 0;
-                    while (r < rows) : (r += dot_rows) dotGroup(krows, wh, r, k0, d, scale);
+                    if (int_capable and p.int_keys) {
+                        while (r < rows) : (r += dot_rows) intGroup(krows, wh, r, k0, d);
+                    } else {
+                        while (r < rows) : (r += dot_rows) dotGroup(krows, wh, r, k0, d, scale);
+                    }
                 }
             }
         }
@@ -586,6 +655,76 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
                 const part: @Vector(dot_keys, f32) = @shuffle(f32, sums, undefined, laneRange(dot_keys, j * dot_keys));
                 (w.sc + (r + j) * block_keys + k0)[0..dot_keys].* = part;
             }
+        }
+
+        /// `dotGroup` for a Q8_0 K with integer dot products, as llama.cpp's Q8_0·Q8_0 dot: per
+        /// block, Σ q·k over the 32 codes in int32, times both blocks' scales. Sixteen lanes are
+        /// (query row j of 4, block b of a quad of 4): for each of a block's eight 4-code steps t
+        /// one permute puts step t of the key's four blocks in every row's lanes and one 64-byte
+        /// `vpdpbusd` adds 4 products per lane (the query codes are laid out to match, `packQuery`).
+        /// `vpdpbusd` multiplies unsigned by signed bytes: the key's codes are biased by +128
+        /// (x ^ 0x80) and each lane starts from −128 · Σ its query codes. Then one multiply-add
+        /// per quad scales the lanes by the key's and the query's block scales; the 16 lanes per
+        /// key fold to one score per row at the end. Against widening the key to f32 and 64 FMAs
+        /// per 256 dims and row, this is 16 permutes and 16 integer dots per key for four rows.
+        inline fn intGroup(krows: [dot_keys][*]const u8, w: Scratch, r: usize, k0: usize, d: usize) void {
+            const I32x16 = @Vector(16, i32);
+            const U32x16 = @Vector(16, u32);
+            const g = r / dot_rows;
+            const quads = d / (32 * quad_blocks);
+            var f: [dot_keys]Vec = @splat(@splat(0));
+            for (0..quads) |qd| {
+                const at = g * quads + qd;
+                const bias: I32x16 = @bitCast(w.qb[at * 16 ..][0..16].*);
+                const dq: Vec = @bitCast(w.qd[at * 16 ..][0..16].*);
+                const qi = w.qi + at * 8;
+                inline for (0..dot_keys) |i| {
+                    const blk = krows[i] + qd * quad_blocks * 34;
+                    // blocks 0, 1 in `lo` and 2, 3 in `hi`, 8 words each, biased to unsigned
+                    const lo: U32x16 = @bitCast(blockPair(blk));
+                    const hi: U32x16 = @bitCast(blockPair(blk + 68));
+                    const dk4: @Vector(4, f32) = .{ q8_0.blockScale(blk), q8_0.blockScale(blk + 34), q8_0.blockScale(blk + 68), q8_0.blockScale(blk + 102) };
+                    const dk: Vec = @shuffle(f32, dk4, undefined, quad_lanes);
+                    var acc = bias;
+                    inline for (0..8) |t| {
+                        const kb: @Vector(64, u8) = @bitCast(@shuffle(u32, lo, hi, stepWords(t)));
+                        acc = common.dotBytes64(acc, kb, qi[t]);
+                    }
+                    f[i] = simd.mulAdd(Vec, @floatFromInt(acc), dq * dk, f[i]);
+                }
+            }
+            // lanes j·4 + b of key i → lane i·4 + j: two levels of pairwise sums
+            const sums = pairSums(pairSums(f[0], f[1]), pairSums(f[2], f[3]));
+            inline for (0..dot_rows) |j| {
+                const part: @Vector(dot_keys, f32) = @shuffle(f32, sums, undefined, @Vector(4, i32){ j, 4 + j, 8 + j, 12 + j });
+                (w.sc + (r + j) * block_keys + k0)[0..dot_keys].* = part;
+            }
+        }
+
+        /// Lane l of the permute for step t: word t of block l % 4 (blocks 0, 1 from the first
+        /// operand, 2, 3 from the second).
+        fn stepWords(comptime t: usize) @Vector(16, i32) {
+            var m: [16]i32 = undefined;
+            for (0..16) |l| {
+                const b = l % quad_blocks;
+                m[l] = if (b < 2) @intCast(b * 8 + t) else ~@as(i32, @intCast((b - 2) * 8 + t));
+            }
+            return m;
+        }
+
+        /// Lane l ← element l % 4.
+        const quad_lanes: @Vector(16, i32) = blk: {
+            var m: [16]i32 = undefined;
+            for (0..16) |l| m[l] = @intCast(l % quad_blocks);
+            break :blk m;
+        };
+
+        /// The codes of two consecutive Q8_0 blocks as 64 unsigned bytes, each biased by +128.
+        inline fn blockPair(blk: [*]const u8) @Vector(64, u8) {
+            const a: @Vector(32, u8) = @bitCast((blk + 2)[0..32].*);
+            const b: @Vector(32, u8) = @bitCast((blk + 36)[0..32].*);
+            const both = @shuffle(u8, a, b, concatMask(32));
+            return both ^ @as(@Vector(64, u8), @splat(0x80));
         }
 
         /// Widens `nk` key rows into `kt` transposed ([dim][block_keys]), L keys × L dims at a time
@@ -732,6 +871,31 @@ fn Kernel(comptime KT: CacheType, comptime VT: CacheType, comptime L: usize) typ
 
 /// Reads of keys past the end of a block (whole `dot_keys` passes) go here: zeros in every type.
 const zero_row: [max_head_dim * 2]u8 align(64) = @splat(0);
+
+/// Lane m < 8 of the result is a[2m] + a[2m+1], lane 8 + m is b[2m] + b[2m+1].
+fn pairSums(a: @Vector(16, f32), b: @Vector(16, f32)) @Vector(16, f32) {
+    const mask = struct {
+        fn of(comptime odd: i32) @Vector(16, i32) {
+            var m: [16]i32 = undefined;
+            for (0..16) |l| {
+                const src: i32 = @intCast(2 * (l % 8));
+                m[l] = if (l < 8) src + odd else ~(src + odd);
+            }
+            return m;
+        }
+    }.of;
+    return @shuffle(f32, a, b, mask(0)) + @shuffle(f32, a, b, mask(1));
+}
+
+/// Two vectors of n lanes side by side.
+fn concatMask(comptime n: usize) @Vector(2 * n, i32) {
+    var m: [2 * n]i32 = undefined;
+    for (0..n) |i| {
+        m[i] = @intCast(i);
+        m[n + i] = ~@as(i32, @intCast(i));
+    }
+    return m;
+}
 
 /// Lanes [first, first + n) of a vector, as a shuffle mask.
 fn laneRange(comptime n: usize, comptime first: usize) @Vector(n, i32) {
@@ -1013,6 +1177,15 @@ test "attention with Q8_0 and Q4_0 caches matches the reference on every type pa
         try testCase(2, shapeOf(1, 2100, 24, 4, 64, kt, vt), seed + 20);
         try testCase(2, shapeOf(40, 30, 4, 1, 32, kt, vt), seed + 50);
     };
+}
+
+test "decoding with a Q8_0 K cache matches the reference at the models' head dims (integer dots with AVX-512 VNNI)" {
+    // head dims in whole quads of blocks: `intGroup` where the level has 64-byte VNNI
+    for ([_]CacheType{ .f16, .q8_0, .q4_0 }, 0..) |vt, i| {
+        try testCase(2, shapeOf(1, 1100, 16, 4, 256, .q8_0, vt), 300 + i); // 4B's shape, key splits
+        try testCase(1, shapeOf(1, 300, 24, 4, 128, .q8_0, vt), 310 + i); // groups of 6 rows: padded
+        try testCase(3, shapeOf(1, 70, 16, 2, 256, .q8_0, vt), 320 + i); // groups of 8, heads split, a partial pass
+    }
 }
 
 /// H·x in chunks of n with H built as ggml_gen_hadamard builds it (entries ±1/√n), by matrix product.
