@@ -30,7 +30,7 @@ import {
   removeLeftovers,
   removeOutdated,
 } from "./bench_model.ts";
-import type { DepthRun, Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
+import type { DepthPoint, DepthRun, Engine, EngineRun, ProfileBreakdown } from "./bench_worker.ts";
 import { readConfig } from "../model/config.ts";
 import { contextMemory } from "../model/model.ts";
 import { checkCacheTypes } from "../model/session.ts";
@@ -126,8 +126,10 @@ as a fraction of the memory-bandwidth bound (bandwidth measured on the spot).
 With --depth D1,D2,… it measures prompt processing and decode at each cache depth instead
 (like llama-bench -d): one process per engine fills the sequence depth by depth, saving and
 restoring it around each measurement; llama.cpp runs with flash attention and both with the KV
-cache types of -ctk/-ctv. The table adds deltaq's decode as a share of its own at depth 0, and
-the peak RSS at the deepest depth against file + KV cache + 15%. Deep runs take long (a 32,768-
+cache types of -ctk/-ctv. The table adds deltaq's decode as a share of its own at depth 0 —
+measured on its own, and paired: decoding alternately at the depth and at depth 0, token by
+token, so a machine busier at one moment than another cannot tilt the share — and the peak RSS at
+the deepest depth against file + KV cache + 15%. Deep runs take long (a 32,768-
 token fill is minutes per engine); one run per engine unless --reps says more.
 
 With --busy N, N processes each spin on one core during every measured run of both engines
@@ -891,6 +893,8 @@ export interface DepthRow {
   tgRatio?: number;
   /** deltaq's decode at this depth ÷ at depth 0 (when 0 was measured). */
   tgOfDepth0?: number;
+  /** The same from the paired decode (`DepthPoint.paired`), median over runs. */
+  tgPairedOfDepth0?: Stat;
 }
 
 async function measureDepths(
@@ -947,6 +951,7 @@ async function measureDepths(
       ppRatio: llama ? deltaq.pp.median / llama.pp.median : undefined,
       tgRatio: llama ? deltaq.tg.median / llama.tg.median : undefined,
       tgOfDepth0: base ? deltaq.tg.median / base : undefined,
+      tgPairedOfDepth0: pairedShare(of("deltaq").map((r) => point(r, depth).paired)),
     };
   });
   // Memory: the deepest sequence held (depth + the prompt chunk), against file + cache + 15%.
@@ -973,6 +978,14 @@ async function measureDepths(
   };
   console.log(s.json ? JSON.stringify(report, null, 2) : formatDepthReport(report));
   return 0;
+}
+
+/** Decode at the depth ÷ at depth 0 from each run's paired tokens (runs without them left out). */
+function pairedShare(pairs: DepthPoint["paired"][]): Stat | undefined {
+  const shares = pairs.filter((p) => p !== undefined).map((p) =>
+    p.deep.tokensPerSecond / p.shallow.tokensPerSecond
+  );
+  return shares.length ? stat(shares) : undefined;
 }
 
 type DepthReport = {
@@ -1044,11 +1057,20 @@ export function formatDepthReport(r: DepthReport): string {
       "llama.cpp",
       "ratio",
       "deltaq tg ÷ depth 0",
+      "paired",
     ]
-    : ["depth", `pp${r.pp} deltaq`, `tg${r.tg} deltaq`, "tg ÷ depth 0"];
+    : ["depth", `pp${r.pp} deltaq`, `tg${r.tg} deltaq`, "tg ÷ depth 0", "paired"];
   const rows = [head];
+  const percent = (x: number) => `${(100 * x).toFixed(0)}%`;
   for (const row of r.rows) {
-    const of0 = row.tgOfDepth0 === undefined ? "" : `${(100 * row.tgOfDepth0).toFixed(0)}%`;
+    const of0 = row.tgOfDepth0 === undefined ? "" : percent(row.tgOfDepth0);
+    const paired = row.tgPairedOfDepth0 === undefined
+      ? ""
+      : r.reps > 1
+      ? `${percent(row.tgPairedOfDepth0.median)} (${percent(row.tgPairedOfDepth0.min)}–${
+        percent(row.tgPairedOfDepth0.max)
+      })`
+      : percent(row.tgPairedOfDepth0.median);
     rows.push(
       hasRef
         ? [
@@ -1060,12 +1082,16 @@ export function formatDepthReport(r: DepthReport): string {
           c(row.llama!.tg),
           ratio(row.tgRatio),
           of0,
+          paired,
         ]
-        : [String(row.depth), c(row.deltaq.pp), c(row.deltaq.tg), of0],
+        : [String(row.depth), c(row.deltaq.pp), c(row.deltaq.tg), of0, paired],
     );
   }
   out.push(`tokens per second${r.reps > 1 ? ", median (min–max)" : ""}`);
   out.push(table(rows, () => true));
+  out.push(
+    `paired: deltaq's tg${r.tg} at the depth ÷ at depth 0, the two decoded alternately token by token (same seconds, same machine state)`,
+  );
   const mem = r.memory;
   const deepest = Math.max(...r.depths);
   if (mem.deltaqPeakRssBytes) {

@@ -23,6 +23,12 @@
  * checkpoint of the recurrent state, the KV rows below stay; llama.cpp: `llama_state_seq_get_data`,
  * as llama-bench does), time `pp` prompt tokens, restore, time `tg` decoded tokens, restore. Both
  * engines use the same KV cache types (`--cache-type-k/-v`); llama.cpp runs with flash attention.
+ * deltaq then also decodes `tg` pairs of tokens, one at the depth and one on a second, new
+ * sequence, alternately (then restores the first and closes the second): the two figures come
+ * from the same seconds of the machine's life, so their ratio (decode at depth ÷ at depth 0) does
+ * not depend on how busy the machine's memory was minutes earlier, when depth 0 was measured on
+ * its own. Peak RSS leaves the second sequence out: the peak is read before the paired decode,
+ * which frees its memory after and restarts the kernel's peak (/proc/self/clear_refs).
  * Peak RSS is then the process's peak at the deepest depth.
  *
  * Prints one JSON line (`EngineRun`, or `DepthRun`) on stdout; failures print one line on stderr
@@ -78,6 +84,8 @@ export interface DepthPoint {
   depth: number;
   pp: Phase;
   tg: Phase;
+  /** deltaq: decode alternating token by token between this depth (`deep`) and depth 0 (`shallow`). */
+  paired?: { deep: Phase; shallow: Phase };
 }
 
 /** One engine's run of the depth protocol. */
@@ -212,6 +220,7 @@ export function runDepthWorker(o: WorkerOptions & { depths: number[] }): DepthRu
   try {
     const prompt = benchPrompt(contextLength, nVocab);
     const points: DepthPoint[] = [];
+    let peakKiB = 0;
     let fillMs = 0;
     let at = 0;
     // warm-up (as llama-bench does): a short prompt and a decoded token, so the first depth's
@@ -239,7 +248,29 @@ export function runDepthWorker(o: WorkerOptions & { depths: number[] }): DepthRu
       for (let i = 0; i < o.tg; i++) next = argmax(runner.eval([next]));
       const tgMs = performance.now() - t;
       runner.restore();
-      points.push({ depth, pp: phase(o.pp, ppMs), tg: phase(o.tg, tgMs) });
+      const point: DepthPoint = { depth, pp: phase(o.pp, ppMs), tg: phase(o.tg, tgMs) };
+
+      if (loaded.secondSequence) {
+        peakKiB = Math.max(peakKiB, peakRssKiB());
+        const shallow = loaded.secondSequence();
+        let deep = prompt[depth];
+        let near = prompt[0];
+        let deepMs = 0;
+        let nearMs = 0;
+        for (let i = 0; i < o.tg; i++) {
+          t = performance.now();
+          deep = argmax(runner.eval([deep]));
+          const mid = performance.now();
+          near = argmax(shallow.eval([near]));
+          nearMs += performance.now() - mid;
+          deepMs += mid - t;
+        }
+        runner.restore();
+        shallow.dispose();
+        Deno.writeTextFileSync("/proc/self/clear_refs", "5"); // VmHWM := VmRSS
+        point.paired = { deep: phase(o.tg, deepMs), shallow: phase(o.tg, nearMs) };
+      }
+      points.push(point);
     }
     return {
       engine: o.engine,
@@ -251,7 +282,7 @@ export function runDepthWorker(o: WorkerOptions & { depths: number[] }): DepthRu
       loadMs,
       points,
       fillMs,
-      peakRssKiB: peakRssKiB(),
+      peakRssKiB: Math.max(peakKiB, peakRssKiB()),
     };
   } finally {
     runner.dispose();
@@ -260,6 +291,9 @@ export function runDepthWorker(o: WorkerOptions & { depths: number[] }): DepthRu
 
 type Loaded = {
   runner: Runner;
+  /** A second, empty sequence on the same loaded model (deltaq), for the paired decode; its
+   * `dispose` frees its memory. */
+  secondSequence?: () => Runner;
   build: string;
   nVocab: number;
   profile?: (prompt: Int32Array, o: WorkerOptions) => { pp: ProfileBreakdown; tg: ProfileBreakdown };
@@ -275,19 +309,27 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
     cacheTypeK: o.cacheTypeK,
     cacheTypeV: o.cacheTypeV,
   });
-  let session = model.createSession();
   const logits = new Float32Array(model.config.nVocab); // reused by one-token evals, as generate does
-  const runner: Runner = {
-    fresh() {
-      session.dispose();
-      session = model.createSession();
-    },
-    eval: (tokens) => session.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
-    // KV rows below a position never change, so the recurrent state is all a return needs
-    save: () => session.checkpoint(),
-    restore: () => session.rollback(),
-    dispose: () => model.dispose(),
+  /** A sequence on the model; `dispose` ends the model (`main`) or just this sequence. */
+  const sequence = (main: boolean): Runner => {
+    let session = model.createSession();
+    return {
+      fresh() {
+        session.dispose();
+        session = model.createSession();
+      },
+      eval: (tokens) => session.eval(tokens, tokens.length === 1 ? { out: logits } : {}),
+      // KV rows below a position never change, so the recurrent state is all a return needs
+      save: () => session.checkpoint(),
+      restore: () => session.rollback(),
+      dispose() {
+        if (main) return model.dispose();
+        session.dispose();
+        model.freeIdleMemory(); // else its recurrent state stays, kept for a next session
+      },
+    };
   };
+  const runner = sequence(true);
   const profile = (prompt: Int32Array, w: WorkerOptions) => {
     runner.fresh();
     model.startProfile();
@@ -307,6 +349,7 @@ function loadDeltaq(o: WorkerOptions, contextLength: number): Loaded {
   };
   return {
     runner,
+    secondSequence: () => sequence(false),
     build: `deltaq (kernels: ${cpuLevels().selected} level of ${cpuLevels().all.join(", ")})`,
     nVocab: model.config.nVocab,
     profile,

@@ -113,7 +113,22 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
 });
 
 Deno.test("bench --depth: pp and decode at each depth for both engines, the table and the memory line", async () => {
-  const depthArgs = ["-m", model, "-t", "1", "--pp", "16", "--tg", "4", "--depth", "64,0", "-ctk", "q8_0", "-ctv", "q8_0"];
+  const depthArgs = [
+    "-m",
+    model,
+    "-t",
+    "1",
+    "--pp",
+    "16",
+    "--tg",
+    "4",
+    "--depth",
+    "64,0",
+    "-ctk",
+    "q8_0",
+    "-ctv",
+    "q8_0",
+  ];
   const r = await bench(...depthArgs, "--json");
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
@@ -129,12 +144,30 @@ Deno.test("bench --depth: pp and decode at each depth for both engines, the tabl
     positive(run.peakRssKiB, `${run.engine} peak RSS`);
   }
   assert.equal(report.rows[0].tgOfDepth0, 1);
+  // deltaq's paired decode: both halves timed at every depth, their ratio in the row
+  for (const p of report.runs[0].points) {
+    positive(p.paired.deep.tokensPerSecond, `paired decode at ${p.depth}`);
+    positive(p.paired.shallow.tokensPerSecond, `paired depth-0 decode beside ${p.depth}`);
+  }
+  assert.equal(report.runs[1].points[0].paired, undefined, "llama.cpp has no paired decode");
+  for (const row of report.rows) {
+    const [p] = report.runs[0].points.filter((x: { depth: number }) => x.depth === row.depth).map((x: any) =>
+      x.paired
+    );
+    assert.ok(
+      Math.abs(row.tgPairedOfDepth0.median - p.deep.tokensPerSecond / p.shallow.tokensPerSecond) < 1e-9,
+    );
+  }
   positive(report.rows[1].ppRatio, "pp ratio");
   positive(report.memory.kvCacheBytes, "KV bytes");
 
   const table = await bench(...depthArgs);
   assert.equal(table.code, 0, table.stderr);
-  assert.match(table.stdout, /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0/);
+  assert.match(
+    table.stdout,
+    /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0\s+paired/,
+  );
+  assert.match(table.stdout, /^\s*64 .* \d+%\s+\d+%$/m);
   assert.match(table.stdout, /KV cache q8_0\/q8_0/);
   assert.match(table.stdout, /peak RSS, deltaq, after depth 64: [\d,]+ MiB against file/);
   assert.match((await bench("--depth", "0,x")).stderr, /--depth needs a comma-separated list/);
