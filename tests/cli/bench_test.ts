@@ -167,7 +167,7 @@ Deno.test("bench --depth: pp and decode at each depth for both engines, the tabl
     table.stdout,
     /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0\s+paired/,
   );
-  assert.match(table.stdout, /^\s*64 .* \d+%\s+\d+%$/m);
+  assert.match(table.stdout, /^\s*64 .* \d+%\s+\d+\.\d%$/m);
   assert.match(table.stdout, /KV cache q8_0\/q8_0/);
   assert.match(table.stdout, /peak RSS, deltaq, after depth 64: [\d,]+ MiB against file/);
   assert.match((await bench("--depth", "0,x")).stderr, /--depth needs a comma-separated list/);
