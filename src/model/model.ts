@@ -4,7 +4,7 @@
  */
 import { type ChatMessage, ChatTemplate, type ChatTool } from "../chat/template.ts";
 import { DeltaqError } from "../errors.ts";
-import { type GenerateOptions, generateTokens, type Generation } from "../generate/generate.ts";
+import { type GenerateOptions, type Generation, generateTokens } from "../generate/generate.ts";
 import { promptOpensThinking } from "../generate/stream.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import {
@@ -17,14 +17,7 @@ import {
   type Region,
 } from "../native/kernels.ts";
 import type { Qwen35Config } from "./config.ts";
-import {
-  Activations,
-  type Batch,
-  encodeForward,
-  type LayerState,
-  type LogitRows,
-  singleSequence,
-} from "./qwen35.ts";
+import { Activations, type Batch, encodeForward, type LayerState, type LogitRows, singleSequence } from "./qwen35.ts";
 import { RopeSchedule } from "./rope.ts";
 import {
   type CacheTypes,
@@ -92,33 +85,18 @@ export interface ContextMemory {
 }
 
 /** The memory a session needs at `contextLength` tokens with these cache types. */
-export function contextMemory(
-  cfg: Qwen35Config,
-  contextLength: number,
-  types: CacheTypes = F16_CACHE,
-): ContextMemory {
+export function contextMemory(cfg: Qwen35Config, contextLength: number, types: CacheTypes = F16_CACHE): ContextMemory {
   checkCacheTypes(cfg, types);
   const kv = kvCacheBytes(cfg, contextLength, types);
   const recurrent = recurrentStateBytes(cfg);
-  return {
-    contextLength,
-    cacheTypeK: types.k,
-    cacheTypeV: types.v,
-    kvCacheBytes: kv,
-    recurrentBytes: recurrent,
-    totalBytes: kv + recurrent,
-  };
+  return { contextLength, cacheTypeK: types.k, cacheTypeV: types.v, kvCacheBytes: kv, recurrentBytes: recurrent, totalBytes: kv + recurrent };
 }
 
 /** The context length `LoadOptions.contextLength` asks for: "max" means the trained context. */
 export function resolveContextLength(requested: number | "max" | undefined, cfg: Qwen35Config): number {
   const ctxTrain = cfg.nCtxTrain || Infinity;
   if (requested === "max") {
-    if (!cfg.nCtxTrain) {
-      throw new DeltaqError(
-        `the model does not say its trained context length; give contextLength as a number`,
-      );
-    }
+    if (!cfg.nCtxTrain) throw new DeltaqError(`the model does not say its trained context length; give contextLength as a number`);
     return cfg.nCtxTrain;
   }
   const contextLength = requested ?? Math.min(DEFAULT_CONTEXT, ctxTrain);
@@ -126,9 +104,7 @@ export function resolveContextLength(requested: number | "max" | undefined, cfg:
     throw new DeltaqError(`contextLength must be a positive integer or "max", got ${requested}`);
   }
   if (contextLength > ctxTrain) {
-    throw new DeltaqError(
-      `contextLength ${contextLength} exceeds the model's trained context ${cfg.nCtxTrain}`,
-    );
+    throw new DeltaqError(`contextLength ${contextLength} exceeds the model's trained context ${cfg.nCtxTrain}`);
   }
   return contextLength;
 }
@@ -177,9 +153,7 @@ export class Model implements SessionHost {
     const contextLength = resolveContextLength(opts.contextLength, cfg);
     const cacheTypes = checkCacheTypes(cfg, { k: opts.cacheTypeK ?? "f16", v: opts.cacheTypeV ?? "f16" });
     const batch = opts.batchSize ?? DEFAULT_BATCH;
-    if (!Number.isInteger(batch) || batch < 1) {
-      throw new DeltaqError(`batchSize must be a positive integer, got ${batch}`);
-    }
+    if (!Number.isInteger(batch) || batch < 1) throw new DeltaqError(`batchSize must be a positive integer, got ${batch}`);
     this.weights = weights;
     this.config = cfg;
     this.fingerprint = fingerprintOf(weights);
@@ -294,14 +268,9 @@ export class Model implements SessionHost {
    * Continues `prompt` (text, fed as is with no template, or token ids). Iterate the result for
    * text chunks; `await gen.result` for the full text, token counts and timings.
    */
-  generate(
-    prompt: string | ArrayLike<number>,
-    opts: GenerateOptions & { special?: boolean } = {},
-  ): Generation {
+  generate(prompt: string | ArrayLike<number>, opts: GenerateOptions & { special?: boolean } = {}): Generation {
     this.assertLive();
-    const tokens = typeof prompt === "string"
-      ? this.tokenize(prompt, { special: opts.special })
-      : Array.from(prompt);
+    const tokens = typeof prompt === "string" ? this.tokenize(prompt, { special: opts.special }) : Array.from(prompt);
     const session = opts.session ?? this.createSession();
     return generateTokens({ tokenizer: this.tokenizer, nVocab: this.config.nVocab }, session, tokens, {
       ...opts,
@@ -330,10 +299,7 @@ export class Model implements SessionHost {
    * The prompt tokens of a conversation (message text never turns into control tokens), how many
    * of them are the history before the assistant header, and whether the prompt opens a think block.
    */
-  renderChat(
-    messages: ChatMessage[],
-    opts: ChatOptions = {},
-  ): { text: string; tokens: number[]; historyTokens: number | undefined; opensThinking: boolean } {
+  renderChat(messages: ChatMessage[], opts: ChatOptions = {}): { text: string; tokens: number[]; historyTokens: number | undefined; opensThinking: boolean } {
     const tok = this.tokenizer;
     const render = (addGenerationPrompt: boolean) => {
       const r = this.chatTemplate.render(messages, {
@@ -348,39 +314,21 @@ export class Model implements SessionHost {
     let historyTokens: number | undefined;
     try {
       const history = render(false).tokens;
-      const isPrefix = history.length < prompt.tokens.length &&
-        history.every((t, i) => prompt.tokens[i] === t);
+      const isPrefix = history.length < prompt.tokens.length && history.every((t, i) => prompt.tokens[i] === t);
       if (isPrefix) historyTokens = history.length;
     } catch {
       // some templates cannot render a conversation without a generation prompt; no checkpoint then
     }
-    return {
-      text: prompt.text,
-      tokens: prompt.tokens,
-      historyTokens,
-      opensThinking: promptOpensThinking(prompt.text),
-    };
+    return { text: prompt.text, tokens: prompt.tokens, historyTokens, opensThinking: promptOpensThinking(prompt.text) };
   }
 
   /** Runs the forward pass in batches; see SessionHost. */
-  run(
-    state: LayerState[],
-    tokens: ArrayLike<number>,
-    pos: number,
-    allLogits: boolean,
-    out: Float32Array,
-  ): void {
+  run(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): void {
     this.#drive(this.#promptPasses(state, tokens, pos, allLogits, out));
   }
 
   /** `run` with the native calls off the JS thread; see SessionHost. */
-  runAsync(
-    state: LayerState[],
-    tokens: ArrayLike<number>,
-    pos: number,
-    allLogits: boolean,
-    out: Float32Array,
-  ): Promise<void> {
+  runAsync(state: LayerState[], tokens: ArrayLike<number>, pos: number, allLogits: boolean, out: Float32Array): Promise<void> {
     return this.#driveAsync(this.#promptPasses(state, tokens, pos, allLogits, out));
   }
 
@@ -396,9 +344,7 @@ export class Model implements SessionHost {
 
   /** Runs each command list a pass yields, on this thread. */
   #drive(passes: Generator<CommandList, void, void>): void {
-    if (this.#busy) {
-      throw new DeltaqError("the model is busy with another forward pass (a serving engine's step)");
-    }
+    if (this.#busy) throw new DeltaqError("the model is busy with another forward pass (a serving engine's step)");
     for (let r = passes.next(); !r.done; r = passes.next()) this.#exec(r.value);
   }
 
@@ -474,9 +420,7 @@ export class Model implements SessionHost {
   *#decodePass(steps: DecodeStep[], outs: Float32Array[]): Generator<CommandList, void, void> {
     const V = this.config.nVocab, nRot = this.config.nRot;
     const n = steps.length;
-    if (n > this.#batch) {
-      throw new DeltaqError(`a decode step of ${n} sequences exceeds the batch size ${this.#batch}`);
-    }
+    if (n > this.#batch) throw new DeltaqError(`a decode step of ${n} sequences exceeds the batch size ${this.#batch}`);
     if (this.#activations.logitRows < n) this.#resizeActivations(n);
     const a = this.#activations;
     const tokenView = a.region.i32(a.tokens.offset, n);
@@ -488,10 +432,7 @@ export class Model implements SessionHost {
       batch.seqs.push({ state: s.state, row: i, n: 1, pos: s.pos });
     });
     const t0 = this.#profile ? performance.now() : 0;
-    encodeForward(this.#cmds.clear(), this.config, this.weights, this.#rope, a, batch, {
-      first: 0,
-      count: n,
-    });
+    encodeForward(this.#cmds.clear(), this.config, this.weights, this.#rope, a, batch, { first: 0, count: n });
     if (this.#profile) this.#profile.jsMs += performance.now() - t0;
     yield this.#cmds;
     const logits = a.region.f32(a.logits.offset, n * V);
@@ -524,23 +465,9 @@ export class Model implements SessionHost {
    * the first time (only the position changes from token to token), which saves re-encoding
    * hundreds of commands per token.
    */
-  #commandsFor(
-    state: LayerState[],
-    decode: boolean,
-    n: number,
-    pos: number,
-    rows: LogitRows | null,
-  ): CommandList {
+  #commandsFor(state: LayerState[], decode: boolean, n: number, pos: number, rows: LogitRows | null): CommandList {
     const encode = (cmds: CommandList) =>
-      encodeForward(
-        cmds,
-        this.config,
-        this.weights,
-        this.#rope,
-        this.#activations,
-        singleSequence(state, n, pos),
-        rows,
-      );
+      encodeForward(cmds, this.config, this.weights, this.#rope, this.#activations, singleSequence(state, n, pos), rows);
     if (!decode) {
       encode(this.#cmds.clear());
       return this.#cmds;

@@ -113,22 +113,7 @@ Deno.test("bench --profile: the table with ratios and the profile breakdown", as
 });
 
 Deno.test("bench --depth: pp and decode at each depth for both engines, the table and the memory line", async () => {
-  const depthArgs = [
-    "-m",
-    model,
-    "-t",
-    "1",
-    "--pp",
-    "16",
-    "--tg",
-    "4",
-    "--depth",
-    "64,0",
-    "-ctk",
-    "q8_0",
-    "-ctv",
-    "q8_0",
-  ];
+  const depthArgs = ["-m", model, "-t", "1", "--pp", "16", "--tg", "4", "--depth", "64,0", "-ctk", "q8_0", "-ctv", "q8_0"];
   const r = await bench(...depthArgs, "--json");
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
@@ -151,22 +136,16 @@ Deno.test("bench --depth: pp and decode at each depth for both engines, the tabl
   }
   assert.equal(report.runs[1].points[0].paired, undefined, "llama.cpp has no paired decode");
   for (const row of report.rows) {
-    const [p] = report.runs[0].points.filter((x: { depth: number }) => x.depth === row.depth).map((x: any) =>
-      x.paired
-    );
-    assert.ok(
-      Math.abs(row.tgPairedOfDepth0.median - p.deep.tokensPerSecond / p.shallow.tokensPerSecond) < 1e-9,
-    );
+    const { paired } = report.runs[0].points.find((x: { depth: number }) => x.depth === row.depth);
+    const share = paired.deep.tokensPerSecond / paired.shallow.tokensPerSecond;
+    assert.ok(Math.abs(row.tgPairedOfDepth0.median - share) < 1e-9, `paired share at ${row.depth}`);
   }
   positive(report.rows[1].ppRatio, "pp ratio");
   positive(report.memory.kvCacheBytes, "KV bytes");
 
   const table = await bench(...depthArgs);
   assert.equal(table.code, 0, table.stderr);
-  assert.match(
-    table.stdout,
-    /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0\s+paired/,
-  );
+  assert.match(table.stdout, /depth\s+pp16 deltaq\s+llama\.cpp\s+ratio\s+tg4 deltaq\s+llama\.cpp\s+ratio\s+deltaq tg ÷ depth 0\s+paired/);
   assert.match(table.stdout, /^\s*64 .* \d+%\s+\d+\.\d%$/m);
   assert.match(table.stdout, /KV cache q8_0\/q8_0/);
   assert.match(table.stdout, /peak RSS, deltaq, after depth 64: [\d,]+ MiB against file/);

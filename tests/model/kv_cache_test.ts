@@ -34,12 +34,7 @@ Deno.test("a session's KV memory grows in granules with its tokens and is releas
 Deno.test("Q8_0 and Q4_0 caches: snapshots record the type; F16 version-1 snapshots still load", async () => {
   const path = await tiny();
   const f16 = await loadModel(path, { threads: 1, contextLength: 128 });
-  const q8 = await loadModel(path, {
-    threads: 1,
-    contextLength: 128,
-    cacheTypeK: "q8_0",
-    cacheTypeV: "q8_0",
-  });
+  const q8 = await loadModel(path, { threads: 1, contextLength: 128, cacheTypeK: "q8_0", cacheTypeV: "q8_0" });
   try {
     assert.equal(q8.info.cacheTypeK, "q8_0");
     const prompt = [5, 9, 13, 200, 7];
@@ -51,10 +46,7 @@ Deno.test("Q8_0 and Q4_0 caches: snapshots record the type; F16 version-1 snapsh
     assert.deepEqual(a.eval([3]), b.eval([3]));
     // a session with another cache type refuses it, naming both
     const c = q8.createSession({ cacheTypeK: "q4_0", cacheTypeV: "q4_0" });
-    assert.throws(
-      () => c.restore(snap),
-      (e) => e instanceof DeltaqError && /q8_0\/q8_0 KV cache .* q4_0\/q4_0/.test(e.message),
-    );
+    assert.throws(() => c.restore(snap), (e) => e instanceof DeltaqError && /q8_0\/q8_0 KV cache .* q4_0\/q4_0/.test(e.message));
     // quantized caches store less per token
     assert.ok(q8.contextMemory().kvCacheBytes < f16.contextMemory().kvCacheBytes * 0.6);
 
@@ -83,14 +75,8 @@ Deno.test("cache types a model cannot hold, and context lengths, are clear error
     () => loadModel(micro, { threads: 1, cacheTypeK: "q8_0" }),
     /a q8_0 K cache needs a head dim that is a multiple of 32; this model's is 16/,
   );
-  await assert.rejects(
-    () => loadModel(micro, { threads: 1, cacheTypeV: "q5_0" as never }),
-    /unknown V cache type "q5_0"/,
-  );
-  await assert.rejects(
-    () => loadModel(micro, { threads: 1, contextLength: "all" as never }),
-    /contextLength must be a positive integer or "max"/,
-  );
+  await assert.rejects(() => loadModel(micro, { threads: 1, cacheTypeV: "q5_0" as never }), /unknown V cache type "q5_0"/);
+  await assert.rejects(() => loadModel(micro, { threads: 1, contextLength: "all" as never }), /contextLength must be a positive integer or "max"/);
 });
 
 Deno.test("freeIdleMemory drops the state a closed session left for reuse; later sessions are unaffected", async () => {
