@@ -10,7 +10,17 @@
  * - token embedding rows of 1e19..1e36 for tokens the prompt never uses (with an untied LM head).
  * Both engines run the same prompt as one call and token by token; llama.cpp's logits must be
  * finite (or the file tests nothing), deltaq's must be finite wherever llama.cpp's are, and agree
- * with them to the BF16 mark of the parity test (max |Δlogit| ≤ 1e-2 · max |logit|).
+ * with llama.cpp's prompt run to the parity test's quantized marks (tests/parity/marks.ts), which
+ * llama.cpp's own token-by-token run must meet first.
+ *
+ * Why not the F16/BF16 mark (max |Δlogit| ≤ 1e-2 · max |logit|): llama.cpp rounds activations to
+ * BF16 before every BF16 matmul, and on this prompt that rounding noise alone moves the logits by
+ * more than 1% — llama.cpp's token-by-token run differs from its own prompt run by 1.5% at position
+ * 46 with its AVX-512 CPU backends that lack AVX512_BF16 (icelake, skylakex, cascadelake,
+ * cannonlake; measured on an Ice Lake host, where deltaq's runs were 1.4% and 1.2% away), and its
+ * haswell backend's prompt run is 1.2% from the icelake one. The outliers themselves move the
+ * logits far more than any of that (KL 0.59 mean, 1.46 max from the same file without them), so the
+ * KL marks (~1e-4 reached here) still tell a mishandled outlier from rounding noise.
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
@@ -19,6 +29,7 @@ import { encodeBF16 } from "../../src/gguf/write.ts";
 import { LlamaReference } from "../../src/oracle/llama.ts";
 import { isFile } from "../../src/util/fs.ts";
 import { testModel } from "../models.ts";
+import { checkQuantized, compare } from "./marks.ts";
 
 const POSITIONS = 48;
 const DEAD = [3, 40, 77, 200, 333, 401, 512, 767];
@@ -72,17 +83,12 @@ async function outlierModel(): Promise<string> {
   return path;
 }
 
-function compare(theirs: Float32Array, ours: Float32Array, V: number, what: string): void {
-  for (let t = 0; t < theirs.length / V; t++) {
-    const r = theirs.subarray(t * V, (t + 1) * V), o = ours.subarray(t * V, (t + 1) * V);
-    let maxAbs = 0, maxDiff = 0;
-    for (let i = 0; i < V; i++) {
-      assert.ok(Number.isFinite(r[i]), `llama.cpp's logit ${i} at position ${t} is ${r[i]}: the file tests nothing`);
-      assert.ok(Number.isFinite(o[i]), `${what}: deltaq's logit ${i} at position ${t} is ${o[i]}`);
-      maxAbs = Math.max(maxAbs, Math.abs(r[i]));
-      maxDiff = Math.max(maxDiff, Math.abs(r[i] - o[i]));
-    }
-    assert.ok(maxDiff <= 1e-2 * maxAbs, `${what}: position ${t} differs by ${maxDiff} (max |logit| ${maxAbs})`);
+/** llama.cpp's logits must all be finite (or the file tests nothing), deltaq's too. */
+function checkFinite(theirs: Float32Array, ours: Float32Array, V: number, what: string): void {
+  for (let i = 0; i < theirs.length; i++) {
+    const at = `logit ${i % V} at position ${Math.floor(i / V)}`;
+    assert.ok(Number.isFinite(theirs[i]), `llama.cpp's ${at} is ${theirs[i]}: the file tests nothing`);
+    assert.ok(Number.isFinite(ours[i]), `${what}: deltaq's ${at} is ${ours[i]}`);
   }
 }
 
@@ -93,12 +99,20 @@ Deno.test("parity with llama.cpp: BF16 tensors with 1e19–1e36 outliers and dea
   try {
     const V = model.info.nVocab;
     const theirs = ref.eval(TOKENS, { allLogits: true });
+    ref.reset();
+    const theirStepwise = new Float32Array(POSITIONS * V);
+    for (let t = 0; t < POSITIONS; t++) theirStepwise.set(ref.eval([TOKENS[t]]), t * V);
+    checkQuantized("llama.cpp token by token against its own prompt run", compare(theirs, theirStepwise, V));
+
     const session = model.createSession();
-    compare(theirs, session.eval(TOKENS, { allLogits: true }), V, "prompt in one call");
+    const prompt = session.eval(TOKENS, { allLogits: true });
+    checkFinite(theirs, prompt, V, "prompt in one call");
+    checkQuantized("prompt in one call", compare(theirs, prompt, V));
     session.reset();
     const stepwise = new Float32Array(POSITIONS * V);
     for (let t = 0; t < POSITIONS; t++) stepwise.set(session.eval([TOKENS[t]]), t * V);
-    compare(theirs, stepwise, V, "token by token");
+    checkFinite(theirs, stepwise, V, "token by token");
+    checkQuantized("token by token", compare(theirs, stepwise, V));
   } finally {
     ref.dispose();
     model.dispose();

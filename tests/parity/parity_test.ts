@@ -36,6 +36,7 @@ import assert from "node:assert/strict";
 import { loadModel } from "../../mod.ts";
 import { LlamaReference, type QuantizeOptions, type QuantizeType } from "../../src/oracle/llama.ts";
 import { testModel } from "../models.ts";
+import { checkQuantized, compare, describe, type Report } from "./marks.ts";
 import { type FileType, MOE_SHAPES, MOE_TYPES, PRESET_TYPES, SHAPES } from "./cases.ts";
 import { readModelHeader } from "../../src/gguf/split.ts";
 import { ggmlTypeName } from "../../src/gguf/types.ts";
@@ -58,56 +59,10 @@ function promptTokens(nVocab: number, n: number, seed: number): number[] {
   });
 }
 
-function logSoftmax(row: Float32Array): Float64Array {
-  let mx = -Infinity;
-  for (const v of row) mx = Math.max(mx, v);
-  let s = 0;
-  for (const v of row) s += Math.exp(v - mx);
-  const lse = mx + Math.log(s);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-/** KL(p ‖ q) for logits rows p (reference) and q (ours). */
-export function klDivergence(pLogits: Float32Array, qLogits: Float32Array): number {
-  const lp = logSoftmax(pLogits), lq = logSoftmax(qLogits);
-  let kl = 0;
-  for (let i = 0; i < lp.length; i++) kl += Math.exp(lp[i]) * (lp[i] - lq[i]);
-  return Math.max(0, kl);
-}
-
-interface Report {
-  worstRel: number;
-  meanKl: number;
-  maxKl: number;
-}
-
-function compare(ref: Float32Array, ours: Float32Array, nVocab: number): Report {
-  const n = ref.length / nVocab;
-  let worstRel = 0, sumKl = 0, maxKl = 0;
-  for (let t = 0; t < n; t++) {
-    const r = ref.subarray(t * nVocab, (t + 1) * nVocab);
-    const o = ours.subarray(t * nVocab, (t + 1) * nVocab);
-    let maxAbs = 0, maxDiff = 0;
-    for (let i = 0; i < nVocab; i++) {
-      maxAbs = Math.max(maxAbs, Math.abs(r[i]));
-      maxDiff = Math.max(maxDiff, Math.abs(r[i] - o[i]));
-    }
-    worstRel = Math.max(worstRel, maxDiff / maxAbs);
-    const kl = klDivergence(r, o);
-    sumKl += kl;
-    maxKl = Math.max(maxKl, kl);
-  }
-  return { worstRel, meanKl: sumKl / n, maxKl };
-}
-
 function check(type: FileType, what: string, r: Report): void {
-  const fmt = `${type} ${what}: worst max|Δ|/max|logit| ${r.worstRel.toExponential(2)}, mean KL ${
-    r.meanKl.toExponential(2)
-  }, max KL ${r.maxKl.toExponential(2)}`;
-  if (Deno.env.get("PARITY_VERBOSE")) console.log(fmt);
-  if (type === "F32") assert.ok(r.worstRel <= 2e-3, fmt);
-  else if (type === "F16" || type === "BF16") assert.ok(r.worstRel <= 1e-2, fmt);
-  else assert.ok(r.meanKl <= 2e-3 && r.maxKl <= 5e-3, fmt);
+  if (type === "F32") assert.ok(r.worstRel <= 2e-3, describe(`${type} ${what}`, r));
+  else if (type === "F16" || type === "BF16") assert.ok(r.worstRel <= 1e-2, describe(`${type} ${what}`, r));
+  else checkQuantized(`${type} ${what}`, r);
 }
 
 /**
@@ -140,26 +95,20 @@ for (const shape of SHAPES) {
         ref.reset();
         const theirStepwise = new Float32Array(POSITIONS * V);
         for (let t = 0; t < POSITIONS; t++) theirStepwise.set(ref.eval([tokens[t]]), t * V);
-        checkQuantized(what, "llama.cpp token by token against its own prompt run", compare(theirs, theirStepwise, V));
+        checkQuantized(`${what} llama.cpp token by token against its own prompt run`, compare(theirs, theirStepwise, V));
 
         const session = model.createSession();
-        checkQuantized(what, "prompt in one call", compare(theirs, session.eval(tokens, { allLogits: true }), V));
+        checkQuantized(`${what} prompt in one call`, compare(theirs, session.eval(tokens, { allLogits: true }), V));
         session.reset();
         const stepwise = new Float32Array(POSITIONS * V);
         for (let t = 0; t < POSITIONS; t++) stepwise.set(session.eval([tokens[t]]), t * V);
-        checkQuantized(what, "token by token", compare(theirs, stepwise, V));
+        checkQuantized(`${what} token by token`, compare(theirs, stepwise, V));
       } finally {
         ref.dispose();
         model.dispose();
       }
     });
   }
-}
-
-function checkQuantized(what: string, how: string, r: Report): void {
-  const fmt = `${what} ${how}: worst max|Δ|/max|logit| ${r.worstRel.toExponential(2)}, mean KL ${r.meanKl.toExponential(2)}, max KL ${r.maxKl.toExponential(2)}`;
-  if (Deno.env.get("PARITY_VERBOSE")) console.log(fmt);
-  assert.ok(r.meanKl <= 2e-3 && r.maxKl <= 5e-3, fmt);
 }
 
 /** One parity case: a cached test model, evaluated by both engines (see the header). */
