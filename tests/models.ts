@@ -43,13 +43,17 @@ export async function testModel(spec: TestModelSpec): Promise<string> {
   const floatPath = `${base}-${type}.gguf`;
   if (!isFile(floatPath)) {
     const shape = { ...PRESETS[spec.preset], ...spec.shape };
-    await writeSyntheticQwen35(floatPath, {
+    // Under a name of this process's own, then renamed: test files running in parallel may make
+    // the same model at the same time.
+    const mine = `${floatPath}.${Deno.pid}.tmp`;
+    await writeSyntheticQwen35(mine, {
       shape,
       type,
       seed,
       vocabFile: spec.vocabFile,
       chatTemplate: spec.chatTemplate,
     });
+    Deno.renameSync(mine, floatPath);
   }
   if (!spec.quant) return floatPath;
   const options = spec.quantOptions ?? {};

@@ -1,5 +1,5 @@
 /**
- * `deno task test`: builds the kernel library, runs the Zig kernel tests (ReleaseSafe) and the
+ * `deno task test`: builds the kernel library, runs the Zig kernel tests (safety-checked) and the
  * Deno test suite, and ends with one line `N passed, M failed` over both.
  *
  * The kernel tests run at every CPU level this machine can execute (kernels/levels.zig), and,
@@ -73,24 +73,33 @@ async function zigTests(full: boolean): Promise<Counts> {
   return { passed: 0, failed: 1 };
 }
 
-async function denoTests(extra: string[], env: Record<string, string> = {}): Promise<Counts> {
+/**
+ * Runs `deno test -A <extra or tests/>`. Its output streams to ours, or with `buffered` is held
+ * and printed in one piece when the run ends (so two runs at once do not interleave their lines).
+ */
+async function denoTests(extra: string[], env: Record<string, string> = {}, buffered = false): Promise<Counts> {
   const args = ["test", "-A", ...(extra.length ? extra : ["tests/"])];
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: new URL("..", import.meta.url),
     env,
     stdout: "piped",
-    stderr: "inherit",
+    stderr: buffered ? "piped" : "inherit",
   }).spawn();
+  const stderr = buffered ? new Response(child.stderr).text() : Promise.resolve("");
   let text = "";
   const reader = child.stdout.getReader();
   while (true) {
     const { value, done } = await reader.read();
     if (done) break;
-    await Deno.stdout.write(value);
+    if (!buffered) await Deno.stdout.write(value);
     text += decoder.decode(value, { stream: true });
   }
   const status = await child.status;
+  if (buffered) {
+    await Deno.stdout.write(new TextEncoder().encode(text));
+    await Deno.stderr.write(new TextEncoder().encode(await stderr));
+  }
   // deno prints e.g. "ok | 12 passed | 0 failed (3s)" or "FAILED | 10 passed | 2 failed (...)"
   // deno-lint-ignore no-control-regex
   const plain = text.replace(/\x1b\[[0-9;]*m/g, "");
@@ -99,6 +108,57 @@ async function denoTests(extra: string[], env: Record<string, string> = {}): Pro
   const m = [...plain.matchAll(/(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g)].at(-1);
   if (!m) return { passed: 0, failed: status.success ? 0 : 1 };
   return { passed: +m[1], failed: Math.max(+m[3], status.success ? 0 : 1) };
+}
+
+/**
+ * Seconds each of the slowest test files took in one sequential run (Ice Lake host, 2 cores, see
+ * the README); every other file counts as SHORT_FILE.
+ */
+const FILE_SECONDS: Record<string, number> = {
+  "tests/platform/arm64_test.ts": 116,
+  "tests/parity/nodes_test.ts": 77,
+  "tests/parity/parity_test.ts": 34,
+  "tests/robustness/fuzz_test.ts": 20,
+  "tests/tokenizer/parity_test.ts": 11,
+  "tests/platform/cross_test.ts": 8,
+  "tests/cli/bench_test.ts": 7,
+  "tests/server/server_test.ts": 6,
+};
+const SHORT_FILE = 5;
+
+/** The suite's test files, split into two lists of about equal running time (longest first). */
+export function splitSuite(files: string[]): [string[], string[]] {
+  const cost = (f: string) => FILE_SECONDS[f] ?? SHORT_FILE;
+  const halves: [string[], string[]] = [[], []];
+  const totals = [0, 0];
+  for (const f of [...files].sort((a, b) => cost(b) - cost(a) || a.localeCompare(b))) {
+    const i = totals[0] <= totals[1] ? 0 : 1;
+    halves[i].push(f);
+    totals[i] += cost(f);
+  }
+  return halves;
+}
+
+function suiteFiles(dir = "tests"): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(new URL(`../${dir}`, import.meta.url))) {
+    if (e.isDirectory) out.push(...suiteFiles(`${dir}/${e.name}`));
+    else if (e.name.endsWith("_test.ts")) out.push(`${dir}/${e.name}`);
+  }
+  return out.sort();
+}
+
+/**
+ * The whole Deno suite as two `deno test` processes at once, one per core: one process runs its
+ * files one after another, and most of them use one core (llama.cpp's reference runs on one
+ * thread; tokenizer, server and GGUF tests are single-threaded TypeScript). Processes, not
+ * `deno test --parallel`, whose workers share one address space and so one kernel library, whose
+ * region and context tables are not meant for two callers at once.
+ */
+export async function denoSuite(): Promise<Counts> {
+  const [first, second] = splitSuite(suiteFiles());
+  const results = await Promise.all([denoTests(first), denoTests(second, {}, true)]);
+  return { passed: results[0].passed + results[1].passed, failed: results[0].failed + results[1].failed };
 }
 
 /**
@@ -122,7 +182,7 @@ if (import.meta.main) {
   if (!full) ensureLibrary();
   const results = [
     full ? await prebuildWhile(zigTests(true)) : await zigTests(false),
-    await denoTests(Deno.args),
+    full ? await denoSuite() : await denoTests(Deno.args),
   ];
   if (full) {
     const levels = cpuLevels();
