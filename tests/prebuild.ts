@@ -2,7 +2,7 @@
  * Installs and builds what the full suite will use besides what the Zig kernel tests compile:
  * first the downloads (llama.cpp for this machine, and its arm64 build and the arm64 Deno when qemu
  * can run them), which on a fresh machine proceed while Zig compiles its build runner (~3 minutes
- * of one core before any kernel compiles); then the kernel libraries: the host's, the ReleaseSafe
+ * of one core before any kernel compiles); then the kernel libraries: the host's, the Debug
  * one the fuzzer loads, the arm64 Linux one (when qemu can run it) and each target's cross-build
  * (when llvm-objdump can check it). tests/run.ts runs this beside the Zig kernel tests so that both
  * cores work all the time; inside the Deno suite these steps would run one by one, and test files
@@ -22,7 +22,7 @@ import { safeLibrary } from "./robustness/fuzz.ts";
 export function prebuild(): void {
   const steps: [string, () => unknown][] = [["llama.cpp", locateLlama]];
   if (!arm64Unavailable()) steps.push(["llama.cpp arm64", () => installLlama("aarch64")], ["arm64 Deno", arm64Deno]);
-  steps.push(["host", ensureLibrary], ["ReleaseSafe (fuzz)", safeLibrary]);
+  steps.push(["host", ensureLibrary], ["Debug (fuzz)", safeLibrary]);
   if (!arm64Unavailable()) {
     steps.push([
       "aarch64-linux",

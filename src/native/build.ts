@@ -90,11 +90,11 @@ export function ensureLibrary(): string {
  * The library for a platform in this checkout, built (cross-compiled) when missing or stale (its
  * stamp names another target, level, mode or source); for `deno task compile` and the tests. By
  * default every level, ReleaseFast, under the platform's prefix; `level`, `optimize` and `prefix`
- * build a variant beside it (one level for a cross-build check, ReleaseSafe for the fuzzer).
+ * build a variant beside it (one level for a cross-build check, a safety-checked Debug build for the fuzzer).
  */
 export function ensurePlatformLibrary(
   platform: Platform,
-  opts: { quiet?: boolean; prefix?: string; level?: string; optimize?: "fast" | "safe" } = {},
+  opts: { quiet?: boolean; prefix?: string; level?: string; optimize?: "fast" | "safe" | "debug" } = {},
 ): string {
   const path = libraryPath(platform, opts.prefix);
   if (isFile(path) && readText(`${path}.stamp`) === buildStamp(platform, opts)) return path;
@@ -103,7 +103,7 @@ export function ensurePlatformLibrary(
 }
 
 /** What a library was built from: target, CPU levels (one, or all of the architecture's), mode, sources. */
-export function buildStamp(p: Platform, opts: { optimize?: "fast" | "safe"; level?: string } = {}): string {
+export function buildStamp(p: Platform, opts: { optimize?: "fast" | "safe" | "debug"; level?: string } = {}): string {
   return `${zigTarget(p)} ${opts.level ?? "all-levels"} ${opts.optimize ?? "fast"} ${sourceHash()}`;
 }
 
@@ -116,7 +116,7 @@ export function build(
     test?: boolean;
     quiet?: boolean;
     prefix?: string;
-    optimize?: "fast" | "safe";
+    optimize?: "fast" | "safe" | "debug";
     platform?: Platform;
     level?: string;
   },

@@ -647,17 +647,17 @@ export interface FuzzOptions {
 const SELF = decodeURIComponent(new URL(import.meta.url).pathname);
 
 /**
- * A ReleaseSafe build of the kernel library (bounds, overflow, alignment and `unreachable`
- * checked), for the workers: an out-of-bounds access that ReleaseFast would let pass silently
- * aborts the worker instead, and is reported as a crash of its case. Built into .cache/safe-lib
- * when the kernel sources change (~30 s on two cores).
+ * A Debug build of the kernel library (bounds, overflow, alignment and `unreachable` checked, as in
+ * ReleaseSafe, and ~4× quicker to compile), for the workers: an out-of-bounds access that
+ * ReleaseFast would let pass silently aborts the worker instead, and is reported as a crash of
+ * its case. Built into .cache/safe-lib when the kernel sources change.
  */
 export function safeLibrary(): string {
   // One CPU level (the one this machine uses) is enough here, and a third of the compile time.
   return ensurePlatformLibrary(hostPlatform(), {
     quiet: true,
     prefix: ".cache/safe-lib",
-    optimize: "safe",
+    optimize: "debug",
     level: cpuLevels().selected,
   });
 }

@@ -1,6 +1,6 @@
 /**
  * The GGUF fuzzer in the default suite: 20,000 seeded mutated micro models (every 8th loaded from
- * disk and evaluated, with a ReleaseSafe build of the kernels), in two worker processes. Each must
+ * disk and evaluated, with a safety-checked (Debug) build of the kernels), in two worker processes. Each must
  * load or fail with a DeltaqError; a failure report names the case and how to replay it.
  * `deno task fuzz` runs many more.
  *
