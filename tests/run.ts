@@ -111,8 +111,9 @@ async function denoTests(extra: string[], env: Record<string, string> = {}, buff
 }
 
 /**
- * Seconds each of the slowest test files took in one sequential run (Ice Lake host, 2 cores, see
- * the README); every other file counts as SHORT_FILE.
+ * Seconds each of the slowest test files took in one sequential run with cached test models (Ice
+ * Lake host, 2 cores, 2026-12-08); every other file counts as SHORT_FILE. Rough weights are enough:
+ * they only balance the two halves of the suite.
  */
 const FILE_SECONDS: Record<string, number> = {
   "tests/platform/arm64_test.ts": 116,
