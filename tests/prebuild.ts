@@ -20,10 +20,11 @@ import { findObjdump } from "./platform/tools.ts";
 import { safeLibrary } from "./robustness/fuzz.ts";
 
 export function prebuild(): void {
+  const arm64 = arm64Unavailable() === undefined;
   const steps: [string, () => unknown][] = [["llama.cpp", locateLlama]];
-  if (!arm64Unavailable()) steps.push(["llama.cpp arm64", () => installLlama("aarch64")], ["arm64 Deno", arm64Deno]);
+  if (arm64) steps.push(["llama.cpp arm64", () => installLlama("aarch64")], ["arm64 Deno", arm64Deno]);
   steps.push(["host", ensureLibrary], ["Debug (fuzz)", safeLibrary]);
-  if (!arm64Unavailable()) {
+  if (arm64) {
     steps.push([
       "aarch64-linux",
       () => ensurePlatformLibrary({ os: "linux", arch: "aarch64" }, { quiet: true }),

@@ -1061,10 +1061,11 @@ export function formatDepthReport(r: DepthReport): string {
     ]
     : ["depth", `pp${r.pp} deltaq`, `tg${r.tg} deltaq`, "tg ÷ depth 0", "paired"];
   const rows = [head];
-  // the paired share to a tenth: it is steady enough for that, and goals are set in whole percent
-  const percent = (x: number) => `${(100 * x).toFixed(1)}%`;
+  // the paired share to a tenth (the default): it is steady enough for that, and goals are set in
+  // whole percent; the separately measured share in whole percent
+  const percent = (x: number, digits = 1) => `${(100 * x).toFixed(digits)}%`;
   for (const row of r.rows) {
-    const of0 = row.tgOfDepth0 === undefined ? "" : `${(100 * row.tgOfDepth0).toFixed(0)}%`;
+    const of0 = row.tgOfDepth0 === undefined ? "" : percent(row.tgOfDepth0, 0);
     const paired = row.tgPairedOfDepth0 === undefined
       ? ""
       : r.reps > 1

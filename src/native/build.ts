@@ -22,6 +22,9 @@ export const ZIG_VERSION = "0.17.0";
 const root = new URL("../../", import.meta.url);
 
 /** An OS and architecture deltaq builds for, in Deno's names. */
+/** Zig's -Doptimize for the library: ReleaseFast (the default), ReleaseSafe or Debug. */
+export type LibraryOptimize = "fast" | "safe" | "debug";
+
 export interface Platform {
   os: "linux" | "darwin" | "windows";
   arch: "x86_64" | "aarch64";
@@ -94,7 +97,7 @@ export function ensureLibrary(): string {
  */
 export function ensurePlatformLibrary(
   platform: Platform,
-  opts: { quiet?: boolean; prefix?: string; level?: string; optimize?: "fast" | "safe" | "debug" } = {},
+  opts: { quiet?: boolean; prefix?: string; level?: string; optimize?: LibraryOptimize } = {},
 ): string {
   const path = libraryPath(platform, opts.prefix);
   if (isFile(path) && readText(`${path}.stamp`) === buildStamp(platform, opts)) return path;
@@ -103,7 +106,7 @@ export function ensurePlatformLibrary(
 }
 
 /** What a library was built from: target, CPU levels (one, or all of the architecture's), mode, sources. */
-export function buildStamp(p: Platform, opts: { optimize?: "fast" | "safe" | "debug"; level?: string } = {}): string {
+export function buildStamp(p: Platform, opts: { optimize?: LibraryOptimize; level?: string } = {}): string {
   return `${zigTarget(p)} ${opts.level ?? "all-levels"} ${opts.optimize ?? "fast"} ${sourceHash()}`;
 }
 
@@ -116,7 +119,7 @@ export function build(
     test?: boolean;
     quiet?: boolean;
     prefix?: string;
-    optimize?: "fast" | "safe" | "debug";
+    optimize?: LibraryOptimize;
     platform?: Platform;
     level?: string;
   },
